@@ -1,0 +1,38 @@
+//! Bakes the compiled-in server list (`BOOT_SERVER_ADDR`, PROTOCOL.md section 5)
+//! and the target triple into the binary. A bad entry fails the build, naming it.
+
+#[allow(dead_code)]
+#[path = "src/addr.rs"]
+mod addr;
+
+use std::env;
+use std::fs;
+use std::path::PathBuf;
+
+fn main() {
+    println!("cargo:rerun-if-env-changed=BOOT_SERVER_ADDR");
+    println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed=src/addr.rs");
+
+    let raw = env::var("BOOT_SERVER_ADDR").unwrap_or_default();
+    let list = match addr::parse_list(&raw) {
+        Ok(list) => list,
+        Err(err) => {
+            eprintln!("error: BOOT_SERVER_ADDR: {err}");
+            std::process::exit(1);
+        }
+    };
+    let baked = addr::format_list(&list);
+
+    let out_dir = PathBuf::from(env::var_os("OUT_DIR").unwrap_or_default());
+    let source = format!(
+        "/// The compiled-in server list, validated and normalised at build time.\n\
+         pub const BAKED_SERVERS: &str = {baked:?};\n"
+    );
+    if let Err(err) = fs::write(out_dir.join("baked.rs"), source) {
+        eprintln!("error: cannot write baked.rs into OUT_DIR: {err}");
+        std::process::exit(1);
+    }
+    let target = env::var("TARGET").unwrap_or_default();
+    println!("cargo:rustc-env=BOOT_TARGET={target}");
+}

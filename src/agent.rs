@@ -1,0 +1,558 @@
+//! The agent's core: registration, status reports, server choice, backoff and the
+//! `config` job (PROTOCOL.md sections 2–5 and 7). Pure: it never reads a clock,
+//! opens a socket or touches a file. The event loop feeds it the time, timer
+//! expiries and exchange outcomes, and carries out the `Effect`s it returns.
+//!
+//! ```text
+//!            start (not registered)            start (registered)
+//!                    │                                 │
+//!                    ▼         status 0                ▼
+//!              ┌──────────┐ ───────────────────► ┌──────────┐ ◄─┐ 200: next report
+//!              │ Register │                      │  Report  │ ──┘ after step ± 10 %
+//!              └──────────┘ ◄─────────────────── └──────────┘
+//!                 │    ▲    401/403/404/410            │
+//!   failure:      └────┘                               │ failure: next server;
+//!   next server, backoff after a round                 ▼ backoff after a round
+//! ```
+//!
+//! One exchange is in flight at most. Every wait is a timer in the wheel; there is
+//! no polling tick, so an idle agent sleeps until its next report.
+
+use crate::addr::ServerAddr;
+use crate::jobs::{self, ErrCode, Job};
+use crate::limits::Limits;
+use crate::meta::Meta;
+use crate::rng::Rng;
+use crate::servers::Servers;
+use crate::wheel::{Millis, TimerId, Wheel};
+use crate::wire::{self, HostInfo, JobResult, RegisterRequest, StatusRequest};
+use log::{debug, info, warn};
+
+pub const REGISTER_PATH: &str = "/agent/register";
+pub const STATUS_PATH: &str = "/agent/status";
+
+/// Facts about this host and build that go into every request.
+#[derive(Clone, Debug)]
+pub struct Facts {
+    pub hostname: String,
+    pub version: String,
+    pub host: HostInfo,
+}
+
+/// What the core asks the edge to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Effect {
+    /// POST `body` to `path` on `server`; answer with `Core::on_outcome`.
+    Send {
+        server: ServerAddr,
+        path: &'static str,
+        body: Vec<u8>,
+    },
+    /// Write `Core::meta()` to the metafile.
+    SaveMeta,
+}
+
+/// How an exchange ended, as the HTTP thread saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// An HTTP answer with its (bounded) body.
+    Answer {
+        status: u16,
+        body: Vec<u8>,
+        retry_after_s: Option<u64>,
+    },
+    /// No usable answer: connection refused, timeout, body too long, …
+    Failed(String),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Register,
+    Report,
+}
+
+/// Timers the core sets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Timer {
+    /// Time for the next exchange (register or report).
+    Exchange,
+}
+
+struct InFlight {
+    phase: Phase,
+    server: ServerAddr,
+    /// Job ids whose results this report carries, acknowledged by a 200 answer.
+    carried_jobs: Vec<String>,
+}
+
+/// How an exchange is judged, once its answer is read.
+enum Verdict {
+    Done,
+    Reregister,
+    RetryAfter(u64),
+    Failed(String),
+}
+
+pub struct Core {
+    limits: Limits,
+    facts: Facts,
+    meta: Meta,
+    servers: Servers,
+    rng: Rng,
+    wheel: Wheel<Timer>,
+    phase: Phase,
+    started_at: Millis,
+    in_flight: Option<InFlight>,
+    /// The pending exchange timer and its deadline.
+    exchange_timer: Option<(TimerId, Millis)>,
+    /// A report was asked for while an exchange was in flight.
+    report_wanted: bool,
+    last_report_sent_at: Option<Millis>,
+    /// Rounds in a row in which every server failed; 0 when healthy.
+    failed_rounds: u32,
+    /// Attempts that failed since the last success, for the log.
+    failed_attempts: u64,
+    last_error: String,
+    /// Registrations in a row without an answered report in between.
+    reregistrations: u32,
+}
+
+impl Core {
+    /// A core that starts with an exchange due at `now`: a registration when the
+    /// metafile has no confirmed identity, else a status report.
+    pub fn new(
+        limits: Limits,
+        facts: Facts,
+        meta: Meta,
+        servers: Servers,
+        rng: Rng,
+        now: Millis,
+    ) -> Self {
+        let phase = if meta.registered {
+            Phase::Report
+        } else {
+            Phase::Register
+        };
+        let mut core = Core {
+            limits,
+            facts,
+            meta,
+            servers,
+            rng,
+            wheel: Wheel::new(now),
+            phase,
+            started_at: now,
+            in_flight: None,
+            exchange_timer: None,
+            report_wanted: false,
+            last_report_sent_at: None,
+            failed_rounds: 0,
+            failed_attempts: 0,
+            last_error: String::new(),
+            reregistrations: 0,
+        };
+        core.schedule_exchange(now);
+        core
+    }
+
+    pub fn meta(&self) -> &Meta {
+        &self.meta
+    }
+
+    pub fn servers(&self) -> &Servers {
+        &self.servers
+    }
+
+    /// When the event loop must call `on_time` next, if ever.
+    pub fn next_deadline(&self) -> Option<Millis> {
+        self.wheel.next_deadline()
+    }
+
+    /// Fires every timer due at `now`. `wall_s` stamps the reports.
+    pub fn on_time(&mut self, now: Millis, wall_s: i64, effects: &mut Vec<Effect>) {
+        while let Some((id, timer)) = self.wheel.poll(now) {
+            match timer {
+                Timer::Exchange => {
+                    if self
+                        .exchange_timer
+                        .is_some_and(|(pending, _)| pending == id)
+                    {
+                        self.exchange_timer = None;
+                    }
+                    self.start_exchange(now, wall_s, effects);
+                }
+            }
+        }
+    }
+
+    /// Asks for a status report soon: within a second, never closer than
+    /// `report_gap_min_ms` to the previous one (section 3).
+    pub fn request_report(&mut self, now: Millis) {
+        if self.phase != Phase::Report || self.failed_rounds > 0 {
+            return; // registering or backing off: the report follows in due course
+        }
+        if self.in_flight.is_some() {
+            self.report_wanted = true;
+            return;
+        }
+        let earliest = self
+            .last_report_sent_at
+            .map_or(now, |at| at.saturating_add(self.limits.report_gap_min_ms))
+            .max(now);
+        self.schedule_exchange_no_later_than(earliest);
+    }
+
+    fn start_exchange(&mut self, now: Millis, wall_s: i64, effects: &mut Vec<Effect>) {
+        if self.in_flight.is_some() {
+            return;
+        }
+        let Some(server) = self.servers.current().cloned() else {
+            return; // refused at start; a config job cannot empty every list
+        };
+        let (path, body, carried_jobs) = match self.phase {
+            Phase::Register => (REGISTER_PATH, self.register_body(), Vec::new()),
+            Phase::Report => {
+                let (body, carried) = self.status_body(now, wall_s);
+                self.last_report_sent_at = Some(now);
+                (STATUS_PATH, body, carried)
+            }
+        };
+        self.report_wanted = false;
+        self.in_flight = Some(InFlight {
+            phase: self.phase,
+            server: server.clone(),
+            carried_jobs,
+        });
+        effects.push(Effect::Send { server, path, body });
+    }
+
+    fn register_body(&self) -> Vec<u8> {
+        let request = RegisterRequest {
+            hostname: &self.facts.hostname,
+            agentsn: &self.meta.agentsn,
+            version: &self.facts.version,
+            host: &self.facts.host,
+        };
+        serde_json::to_vec(&request).unwrap_or_default()
+    }
+
+    fn status_body(&self, now: Millis, wall_s: i64) -> (Vec<u8>, Vec<String>) {
+        let pending: Vec<JobResult<'_>> = self
+            .meta
+            .jobs
+            .iter()
+            .filter(|record| !record.delivered)
+            .map(|record| JobResult {
+                id: &record.id,
+                errcode: record.errcode,
+                message: &record.message,
+            })
+            .collect();
+        let carried = pending.iter().map(|r| r.id.to_string()).collect();
+        let request = StatusRequest {
+            hostname: &self.facts.hostname,
+            agentsn: &self.meta.agentsn,
+            version: &self.facts.version,
+            uptime: now.saturating_sub(self.started_at) / 1000,
+            timestamp: wall_s,
+            step: self.meta.step_s,
+            agents: Vec::new(),
+            jobs: pending,
+            events: Vec::new(),
+        };
+        // Serialising plain strings and integers cannot fail.
+        (serde_json::to_vec(&request).unwrap_or_default(), carried)
+    }
+
+    /// Takes the outcome of the exchange in flight.
+    pub fn on_outcome(&mut self, now: Millis, outcome: Outcome, effects: &mut Vec<Effect>) {
+        let Some(flight) = self.in_flight.take() else {
+            warn!("an exchange outcome arrived with no exchange in flight; ignored");
+            return;
+        };
+        let verdict = match (flight.phase, outcome) {
+            (_, Outcome::Failed(err)) => Verdict::Failed(err),
+            (
+                _,
+                Outcome::Answer {
+                    status: 401 | 403 | 404 | 410,
+                    ..
+                },
+            ) if flight.phase == Phase::Report => Verdict::Reregister,
+            (
+                _,
+                Outcome::Answer {
+                    status: status @ (429 | 503),
+                    retry_after_s: Some(secs),
+                    ..
+                },
+            ) => {
+                debug!(
+                    "{} asks to retry after {secs} s (HTTP {status})",
+                    flight.server
+                );
+                Verdict::RetryAfter(secs)
+            }
+            (_, Outcome::Answer { status, .. }) if status != 200 => {
+                Verdict::Failed(format!("HTTP {status}"))
+            }
+            (Phase::Register, Outcome::Answer { body, .. }) => self.on_registered(&body, effects),
+            (Phase::Report, Outcome::Answer { body, .. }) => {
+                self.on_reported(&body, &flight.carried_jobs, effects)
+            }
+        };
+        match verdict {
+            Verdict::Done => {
+                self.recovered(&flight.server);
+                self.servers.succeeded();
+                let next = match self.phase {
+                    Phase::Register => now,
+                    Phase::Report if self.report_wanted => {
+                        now.saturating_add(self.limits.report_gap_min_ms)
+                    }
+                    Phase::Report => now.saturating_add(self.step_delay_ms()),
+                };
+                self.schedule_exchange(next);
+            }
+            Verdict::Reregister => {
+                self.phase = Phase::Register;
+                self.reregistrations += 1;
+                info!(
+                    "{} does not accept agent {} any more: registering again",
+                    flight.server, self.meta.agentsn
+                );
+                // A server that accepts the registration but keeps rejecting the
+                // reports must not spin us: after the first, back off.
+                let delay = if self.reregistrations > 1 {
+                    self.backoff_delay_ms(self.reregistrations - 1)
+                } else {
+                    0
+                };
+                self.schedule_exchange(now.saturating_add(delay));
+            }
+            Verdict::RetryAfter(secs) => {
+                let wait_ms = secs.min(self.meta.step_s).saturating_mul(1000);
+                self.schedule_exchange(now.saturating_add(wait_ms));
+            }
+            Verdict::Failed(err) => self.failed(now, &flight, err),
+        }
+    }
+
+    fn on_registered(&mut self, body: &[u8], effects: &mut Vec<Effect>) -> Verdict {
+        let answer = match wire::parse_register_answer(body) {
+            Ok(answer) => answer,
+            Err(err) => return Verdict::Failed(err.to_string()),
+        };
+        for field in &answer.ignored {
+            warn!("register answer: ignored {field}");
+        }
+        if answer.status != 0 {
+            return Verdict::Failed(format!(
+                "registration rejected with status {}",
+                answer.status
+            ));
+        }
+        if let Some(sn) = answer.agentsn.filter(|sn| *sn != self.meta.agentsn) {
+            info!(
+                "server resolved an SN conflict: agent {} is now {sn}",
+                self.meta.agentsn
+            );
+            self.meta.agentsn = sn;
+            self.meta.registered = false;
+        }
+        if let Some(tags) = answer.tags {
+            self.meta.tags = tags;
+        }
+        if let Some((key, secret)) = answer.credentials {
+            self.meta.key = Some(key);
+            self.meta.secret = Some(secret);
+        }
+        if let Some(step) = answer.step_s {
+            self.meta.step_s = step.clamp(self.limits.step_min_s, self.limits.step_max_s);
+        }
+        info!(
+            "registered as {} (step {} s)",
+            self.meta.agentsn, self.meta.step_s
+        );
+        self.phase = Phase::Report;
+        effects.push(Effect::SaveMeta);
+        Verdict::Done
+    }
+
+    fn on_reported(
+        &mut self,
+        body: &[u8],
+        carried_jobs: &[String],
+        effects: &mut Vec<Effect>,
+    ) -> Verdict {
+        let answer = match wire::parse_status_answer(body) {
+            Ok(answer) => answer,
+            Err(err) => return Verdict::Failed(err.to_string()),
+        };
+        self.reregistrations = 0;
+        let mut changed = false;
+        if !self.meta.registered {
+            self.meta.registered = true;
+            changed = true;
+        }
+        for record in self.meta.jobs.iter_mut() {
+            if !record.delivered && carried_jobs.contains(&record.id) {
+                record.delivered = true;
+                changed = true;
+            }
+        }
+        if !answer.jobs.is_empty() {
+            self.run_jobs(answer.jobs);
+            changed = true;
+        }
+        if changed {
+            effects.push(Effect::SaveMeta);
+        }
+        Verdict::Done
+    }
+
+    /// Validates and runs the jobs of one answer, in order of arrival.
+    fn run_jobs(&mut self, jobs: Vec<serde_json::Value>) {
+        let max = self.limits.jobs_per_answer_max;
+        for (index, value) in jobs.into_iter().enumerate() {
+            if index >= max {
+                if let Some(id) = jobs::job_id(&value) {
+                    self.finish_job(id, ErrCode::Internal, "queue full".to_string());
+                }
+                continue;
+            }
+            match jobs::parse_job(&value, &self.limits) {
+                Ok((id, job)) => {
+                    if let Some(record) = jobs::find_record(&mut self.meta, &id) {
+                        debug!("job {id} was already executed: reporting its result again");
+                        record.delivered = false;
+                        continue;
+                    }
+                    let (code, message) = self.execute(job);
+                    self.finish_job(id, code, message);
+                }
+                Err(rejected) => match rejected.id {
+                    Some(id) if jobs::find_record(&mut self.meta, &id).is_none() => {
+                        warn!("job {id} rejected: {}", rejected.message);
+                        self.finish_job(id, ErrCode::Invalid, rejected.message);
+                    }
+                    Some(_) => {}
+                    None => warn!("job without a usable id ignored: {}", rejected.message),
+                },
+            }
+        }
+        self.report_wanted = true;
+    }
+
+    fn execute(&mut self, job: Job) -> (ErrCode, String) {
+        match job {
+            Job::Config { svrlist, step_s } => {
+                let mut said = Vec::new();
+                if let Some(list) = svrlist {
+                    self.meta.servers_server = crate::addr::format_list(&list);
+                    said.push(format!("server list {:?}", self.meta.servers_server));
+                    self.servers.set_server_given(list);
+                }
+                if let Some(step) = step_s {
+                    self.meta.step_s = step;
+                    said.push(format!("step {step} s"));
+                }
+                info!("config job: {}", said.join(", "));
+                (ErrCode::Success, "success".to_string())
+            }
+            Job::Unsupported { action } => (
+                ErrCode::Invalid,
+                format!("unsupported action {action:?} in this version"),
+            ),
+        }
+    }
+
+    fn finish_job(&mut self, id: String, code: ErrCode, message: String) {
+        let dropped = jobs::record_result(
+            &mut self.meta,
+            id,
+            code as u32,
+            message,
+            self.limits.job_ids_remembered,
+        );
+        if dropped > 0 {
+            warn!("job journal full: dropped {dropped} undelivered result(s)");
+        }
+    }
+
+    fn failed(&mut self, now: Millis, flight: &InFlight, err: String) {
+        self.failed_attempts += 1;
+        let what = match flight.phase {
+            Phase::Register => "register",
+            Phase::Report => "status",
+        };
+        debug!("{what} to {} failed: {err}", flight.server);
+        self.last_error = format!("{}: {err}", flight.server);
+        if !self.servers.failed() {
+            self.schedule_exchange(now); // next server at once
+            return;
+        }
+        self.failed_rounds = self.failed_rounds.saturating_add(1);
+        let delay = self.backoff_delay_ms(self.failed_rounds);
+        warn!(
+            "{what}: every server failed ({} attempt(s) failed so far; last: {}); next round in {:.1} s",
+            self.failed_attempts,
+            self.last_error,
+            delay as f64 / 1000.0
+        );
+        self.schedule_exchange(now.saturating_add(delay));
+    }
+
+    fn recovered(&mut self, server: &ServerAddr) {
+        if self.failed_attempts > 0 {
+            info!(
+                "{server} answered again after {} failed attempt(s)",
+                self.failed_attempts
+            );
+        }
+        self.failed_rounds = 0;
+        self.failed_attempts = 0;
+    }
+
+    /// Backoff after `round` failed rounds: 1 s doubling, ± 50 %, capped at
+    /// min(step, 300 s) (section 4).
+    fn backoff_delay_ms(&mut self, round: u32) -> Millis {
+        let cap_ms = self
+            .meta
+            .step_s
+            .min(self.limits.backoff_cap_s)
+            .saturating_mul(1000);
+        let doublings = round.saturating_sub(1).min(40);
+        let base = self
+            .limits
+            .backoff_initial_ms
+            .saturating_mul(1u64 << doublings)
+            .min(cap_ms);
+        self.rng
+            .jitter(base, self.limits.backoff_jitter_pct)
+            .min(cap_ms)
+    }
+
+    fn step_delay_ms(&mut self) -> Millis {
+        let step_ms = self.meta.step_s.saturating_mul(1000);
+        self.rng.jitter(step_ms, self.limits.step_jitter_pct)
+    }
+
+    fn schedule_exchange(&mut self, at: Millis) {
+        if let Some((id, _)) = self.exchange_timer.take() {
+            self.wheel.cancel(id);
+        }
+        self.exchange_timer = Some((self.wheel.insert(at, Timer::Exchange), at));
+    }
+
+    fn schedule_exchange_no_later_than(&mut self, at: Millis) {
+        match self.exchange_timer {
+            Some((_, pending_at)) if pending_at <= at => {}
+            _ => self.schedule_exchange(at),
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "agent_tests.rs"]
+mod tests;

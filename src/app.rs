@@ -1,0 +1,358 @@
+//! Putting the agent together: resolve the configuration, load or create the
+//! identity, start the signal and HTTP threads, run the event loop. Also `-T`
+//! and `-V`. `main` only maps the results of these to exit codes.
+
+use crate::addr::{self, ServerAddr};
+use crate::agent::{Core, Facts};
+use crate::cli::Options;
+use crate::clock::{Clock, RealClock};
+use crate::event_loop::{Event, EventLoop, Exit};
+use crate::limits::Limits;
+use crate::meta::{Loaded, Meta, MetaError, MetaStore};
+use crate::rng::{self, Rng};
+use crate::servers::Servers;
+use crate::{hostinfo, http, logging, sys};
+use log::{info, warn};
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::thread;
+
+mod baked {
+    include!(concat!(env!("OUT_DIR"), "/baked.rs"));
+}
+
+/// The lock file that keeps two agents off one data directory.
+const LOCK_FILE: &str = "lock";
+
+/// Why the agent cannot run.
+#[derive(Debug)]
+pub enum AppError {
+    Meta(MetaError),
+    NoServers,
+    Io { what: String, err: io::Error },
+    Locked(PathBuf),
+}
+
+impl fmt::Display for AppError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AppError::Meta(err) => err.fmt(f),
+            AppError::NoServers => f.write_str(
+                "no server address: none compiled in (BOOT_SERVER_ADDR), none given with -S \
+                 on the first start, none from a server",
+            ),
+            AppError::Io { what, err } => write!(f, "{what}: {err}"),
+            AppError::Locked(dir) => write!(
+                f,
+                "another bootagent is running with data directory {}",
+                dir.display()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for AppError {}
+
+impl From<MetaError> for AppError {
+    fn from(err: MetaError) -> Self {
+        AppError::Meta(err)
+    }
+}
+
+/// The compiled-in server list.
+pub fn compiled_in_servers() -> Vec<ServerAddr> {
+    // Validated by build.rs with the same parser; an error here cannot happen.
+    addr::parse_list(baked::BAKED_SERVERS).unwrap_or_default()
+}
+
+/// `-V`.
+pub fn version_text() -> String {
+    let baked = match baked::BAKED_SERVERS {
+        "" => "none",
+        list => list,
+    };
+    format!(
+        "bootagent {} ({})\ncompiled-in servers: {baked}\ntls: {}\n",
+        env!("CARGO_PKG_VERSION"),
+        env!("BOOT_TARGET"),
+        if cfg!(feature = "tls") { "yes" } else { "no" },
+    )
+}
+
+/// What the configuration resolves to, before anything is written.
+struct Resolved {
+    store: MetaStore,
+    loaded: Loaded,
+    servers: Servers,
+    cli_ignored: bool,
+}
+
+fn resolve(options: &Options, limits: &Limits) -> Result<Resolved, AppError> {
+    let store = MetaStore::new(&options.data_dir, limits.meta_bytes_max);
+    let loaded = store.load()?;
+    let cli = options.servers.clone().unwrap_or_default();
+    let (command_line, server_given, cli_ignored) = match &loaded {
+        Loaded::FirstStart => (cli, Vec::new(), false),
+        Loaded::Found { meta, .. } => (
+            // Persisted lists were written by us, from validated lists.
+            addr::parse_list(&meta.servers_cli).unwrap_or_default(),
+            addr::parse_list(&meta.servers_server).unwrap_or_default(),
+            options.servers.is_some(),
+        ),
+    };
+    let servers = Servers::new(compiled_in_servers(), command_line, server_given);
+    Ok(Resolved {
+        store,
+        loaded,
+        servers,
+        cli_ignored,
+    })
+}
+
+/// `-T`: prints what BootAgent would run with; true when it could run.
+pub fn test_config(options: &Options, out: &mut dyn Write) -> io::Result<bool> {
+    let limits = Limits::default();
+    let mut problems = Vec::new();
+    writeln!(out, "data directory: {}", options.data_dir.display())?;
+    if let Err(why) = check_data_dir(&options.data_dir) {
+        problems.push(why);
+    }
+    match resolve(options, &limits) {
+        Err(err) => problems.push(err.to_string()),
+        Ok(resolved) => {
+            let step = match &resolved.loaded {
+                Loaded::FirstStart => {
+                    writeln!(out, "identity: none yet (first start: will register)")?;
+                    limits.step_default_s
+                }
+                Loaded::Found { meta, recovered } => {
+                    if let Some(why) = recovered {
+                        writeln!(
+                            out,
+                            "metafile: damaged ({why}); the previous copy will be used"
+                        )?;
+                    }
+                    let state = if meta.registered {
+                        "registered"
+                    } else {
+                        "not yet confirmed by a report: will register"
+                    };
+                    writeln!(out, "identity: {} ({state})", meta.agentsn)?;
+                    if !meta.tags.is_empty() {
+                        writeln!(out, "tags: {}", meta.tags)?;
+                    }
+                    meta.step_s
+                }
+            };
+            writeln!(out, "step: {step} s")?;
+            writeln!(out, "servers, in the order of tries:")?;
+            for (i, (addr, source)) in resolved.servers.ordered().iter().enumerate() {
+                writeln!(out, "  {}. {addr}  [{source}]", i + 1)?;
+            }
+            if resolved.cli_ignored {
+                writeln!(out, "-S: ignored, the metafile exists (first start only)")?;
+            }
+            if resolved.servers.is_empty() {
+                problems.push(AppError::NoServers.to_string());
+            }
+        }
+    }
+    if problems.is_empty() {
+        writeln!(out, "ok: bootagent can run")?;
+    } else {
+        for problem in &problems {
+            writeln!(out, "problem: {problem}")?;
+        }
+    }
+    Ok(problems.is_empty())
+}
+
+/// The data directory must be a writable directory, or creatable.
+fn check_data_dir(dir: &Path) -> Result<(), String> {
+    let mut probe = dir;
+    loop {
+        match probe.metadata() {
+            Ok(meta) if meta.is_dir() => {
+                return if sys::writable(probe) {
+                    Ok(())
+                } else if probe == dir {
+                    Err(format!("data directory {} is not writable", dir.display()))
+                } else {
+                    Err(format!(
+                        "cannot create {}: {} is not writable",
+                        dir.display(),
+                        probe.display()
+                    ))
+                };
+            }
+            Ok(_) => return Err(format!("{} is not a directory", probe.display())),
+            Err(_) => match probe.parent() {
+                Some(parent) if !parent.as_os_str().is_empty() => probe = parent,
+                _ => return Ok(()), // relative path: the current directory
+            },
+        }
+    }
+}
+
+/// Runs the agent until `SIGTERM` or `SIGINT`.
+pub fn run(options: &Options) -> Result<(), AppError> {
+    let limits = Limits::default();
+    // Signals first, before any other thread exists, so every thread inherits
+    // the blocked-signal state the handler expects.
+    let mut signals =
+        signal_hook::iterator::Signals::new([libc::SIGTERM, libc::SIGINT, libc::SIGHUP]).map_err(
+            |err| AppError::Io {
+                what: "cannot install signal handlers".to_string(),
+                err,
+            },
+        )?;
+    let log = logging::init(
+        logging::level(options.verbosity),
+        options.log_file.as_deref(),
+        limits.log_file_bytes_max,
+        limits.log_files_max,
+    )
+    .map_err(|err| AppError::Io {
+        what: format!(
+            "cannot open log file {}",
+            options
+                .log_file
+                .as_deref()
+                .unwrap_or(Path::new(""))
+                .display()
+        ),
+        err,
+    })?;
+
+    let resolved = resolve(options, &limits)?;
+    if resolved.servers.is_empty() {
+        return Err(AppError::NoServers);
+    }
+    resolved.store.create_dir()?;
+    let _lock = lock_data_dir(&options.data_dir)?;
+    let meta = first_or_later_start(&resolved, options, &limits)?;
+    info!(
+        "bootagent {} starting: agent {}, data directory {}, {} server(s), first {}",
+        env!("CARGO_PKG_VERSION"),
+        meta.agentsn,
+        options.data_dir.display(),
+        resolved.servers.ordered().len(),
+        resolved
+            .servers
+            .current()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+    );
+
+    let (event_tx, event_rx) = mpsc::sync_channel::<Event>(limits.loop_channel_max);
+    let signal_tx = event_tx.clone();
+    thread::Builder::new()
+        .name("signals".to_string())
+        .spawn(move || {
+            for signal in signals.forever() {
+                if signal_tx.send(Event::Signal(signal)).is_err() {
+                    return;
+                }
+            }
+        })
+        .map_err(|err| AppError::Io {
+            what: "cannot start the signal thread".to_string(),
+            err,
+        })?;
+    let (http_tx, http_rx) = mpsc::sync_channel(1);
+    http::spawn(&limits, http_rx, event_tx).map_err(|err| AppError::Io {
+        what: "cannot start the HTTP thread".to_string(),
+        err,
+    })?;
+
+    let clock = RealClock::new();
+    let facts = Facts {
+        hostname: hostinfo::hostname(),
+        version: hostinfo::version_string(),
+        host: hostinfo::host_info(),
+    };
+    let core = Core::new(
+        limits,
+        facts,
+        meta,
+        resolved.servers,
+        Rng::from_entropy(),
+        clock.now_ms(),
+    );
+    let exit = EventLoop {
+        core,
+        store: &resolved.store,
+        clock: &clock,
+        events: event_rx,
+        http: http_tx,
+        log,
+    }
+    .run();
+    match exit {
+        Exit::Signalled(signal) => {
+            info!("signal {signal}: stopped, metafile saved");
+            Ok(())
+        }
+        Exit::ChannelsClosed => Err(AppError::Io {
+            what: "event loop".to_string(),
+            err: io::Error::other("every event source is gone"),
+        }),
+    }
+}
+
+/// On a first start, makes and saves a new identity; later, loads the saved one.
+fn first_or_later_start(
+    resolved: &Resolved,
+    options: &Options,
+    limits: &Limits,
+) -> Result<Meta, AppError> {
+    match &resolved.loaded {
+        Loaded::Found { meta, recovered } => {
+            if let Some(why) = recovered {
+                warn!("metafile was damaged ({why}); using the previous copy");
+                resolved.store.save(meta)?;
+            }
+            if resolved.cli_ignored {
+                info!("-S ignored: the server list of the first start is persisted");
+            }
+            Ok((**meta).clone())
+        }
+        Loaded::FirstStart => {
+            let sn = rng::uuid_v4().map_err(|err| AppError::Io {
+                what: "cannot read random bytes for the agent SN".to_string(),
+                err,
+            })?;
+            let cli = options.servers.as_deref().unwrap_or_default();
+            let meta = Meta::new(sn, addr::format_list(cli), limits.step_default_s);
+            resolved.store.save(&meta)?;
+            info!("first start: new agent SN {}", meta.agentsn);
+            Ok(meta)
+        }
+    }
+}
+
+fn lock_data_dir(dir: &Path) -> Result<File, AppError> {
+    let path = dir.join(LOCK_FILE);
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|err| AppError::Io {
+            what: format!("cannot open {}", path.display()),
+            err,
+        })?;
+    match sys::try_lock_exclusive(&file) {
+        Ok(true) => Ok(file),
+        Ok(false) => Err(AppError::Locked(dir.to_path_buf())),
+        Err(err) => Err(AppError::Io {
+            what: format!("cannot lock {}", path.display()),
+            err,
+        }),
+    }
+}

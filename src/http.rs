@@ -1,0 +1,109 @@
+//! The HTTP thread: carries out one blocking exchange at a time, so that a slow
+//! server never stalls the event loop. Requests arrive over a bounded channel;
+//! each outcome goes back to the loop as an `Event`.
+//!
+//! Every exchange is a short connection (`Connection: close`, no pooling) with a
+//! connect timeout and a whole-exchange timeout, and an answer body over
+//! `response_body_bytes_max` is an error, never read into memory whole.
+
+use crate::agent::Outcome;
+use crate::event_loop::Event;
+use crate::limits::Limits;
+use std::io;
+use std::sync::mpsc::{Receiver, SyncSender};
+use std::thread;
+use std::time::Duration;
+
+/// One exchange for the HTTP thread.
+pub struct Exchange {
+    pub url: String,
+    pub body: Vec<u8>,
+    /// Extra request headers (signing), as name and value.
+    pub headers: Vec<(&'static str, String)>,
+}
+
+/// Starts the HTTP thread. It ends when the request channel closes.
+pub fn spawn(
+    limits: &Limits,
+    requests: Receiver<Exchange>,
+    events: SyncSender<Event>,
+) -> io::Result<thread::JoinHandle<()>> {
+    let agent = make_agent(limits);
+    let body_max = limits.response_body_bytes_max;
+    thread::Builder::new()
+        .name("http".to_string())
+        .spawn(move || {
+            for exchange in requests {
+                let outcome = post(&agent, &exchange, body_max);
+                if events.send(Event::Exchanged(outcome)).is_err() {
+                    return; // the loop is gone: shutting down
+                }
+            }
+        })
+}
+
+fn make_agent(limits: &Limits) -> ureq::Agent {
+    let config = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_connect(Some(Duration::from_millis(limits.connect_timeout_ms)))
+        .timeout_global(Some(Duration::from_millis(limits.exchange_timeout_ms)))
+        .max_idle_connections(0)
+        .max_idle_connections_per_host(0)
+        .max_redirects(0)
+        .user_agent(format!("bootagent/{}", env!("CARGO_PKG_VERSION")))
+        .build();
+    ureq::Agent::new_with_config(config)
+}
+
+/// POSTs one JSON body and reads the answer, bounded.
+pub fn post(agent: &ureq::Agent, exchange: &Exchange, body_max: u64) -> Outcome {
+    let mut request = agent
+        .post(&exchange.url)
+        .header("Content-Type", "application/json")
+        .header("Connection", "close");
+    for (name, value) in &exchange.headers {
+        request = request.header(*name, value);
+    }
+    let mut response = match request.send(&exchange.body[..]) {
+        Ok(response) => response,
+        Err(err) => return Outcome::Failed(describe(&err)),
+    };
+    let status = response.status().as_u16();
+    let retry_after_s = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    match response
+        .body_mut()
+        .with_config()
+        .limit(body_max)
+        .read_to_vec()
+    {
+        Ok(body) => Outcome::Answer {
+            status,
+            body,
+            retry_after_s,
+        },
+        Err(ureq::Error::BodyExceedsLimit(_)) => {
+            Outcome::Failed(format!("answer body over {body_max} bytes"))
+        }
+        Err(err) => Outcome::Failed(format!("reading the answer: {}", describe(&err))),
+    }
+}
+
+/// One line that names what went wrong.
+fn describe(err: &ureq::Error) -> String {
+    match err {
+        ureq::Error::Io(io) => match io.kind() {
+            io::ErrorKind::ConnectionRefused => "connection refused".to_string(),
+            io::ErrorKind::TimedOut => "timed out".to_string(),
+            io::ErrorKind::UnexpectedEof => "connection closed without an answer".to_string(),
+            io::ErrorKind::ConnectionReset => "connection reset".to_string(),
+            _ => io.to_string(),
+        },
+        ureq::Error::Timeout(which) => format!("timed out ({which:?})"),
+        ureq::Error::HostNotFound => "host not found".to_string(),
+        other => other.to_string(),
+    }
+}

@@ -1,0 +1,21 @@
+//! BootAgent: registers with a control server, reports status on a schedule and
+//! follows the configuration the server sends. See `ARCHITECTURE.md` for the map.
+
+pub mod addr;
+pub mod agent;
+pub mod app;
+pub mod cli;
+pub mod clock;
+pub mod event_loop;
+pub mod hostinfo;
+pub mod http;
+pub mod jobs;
+pub mod limits;
+pub mod logging;
+pub mod meta;
+pub mod rng;
+pub mod servers;
+mod sys;
+#[path = "wheel_stub.rs"]
+pub mod wheel;
+pub mod wire;

@@ -1,0 +1,41 @@
+//! `bootagent`: parses the command line and maps the result to an exit code.
+//! Exit codes: 0 success, 1 cannot run (or `-T` found problems), 2 bad usage.
+
+use bootagent::{app, cli};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let command = match cli::parse(std::env::args_os().skip(1)) {
+        Ok(command) => command,
+        Err(err) => {
+            eprintln!("bootagent: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    match command {
+        cli::Command::Help => {
+            print!("{}", cli::USAGE);
+            ExitCode::SUCCESS
+        }
+        cli::Command::Version => {
+            print!("{}", app::version_text());
+            ExitCode::SUCCESS
+        }
+        cli::Command::Test(options) => match app::test_config(&options, &mut std::io::stdout()) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::from(1),
+            Err(err) => {
+                eprintln!("bootagent: -T: {err}");
+                ExitCode::from(1)
+            }
+        },
+        cli::Command::Run(options) => match app::run(&options) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                log::error!("{err}");
+                eprintln!("bootagent: {err}");
+                ExitCode::from(1)
+            }
+        },
+    }
+}

@@ -1,0 +1,392 @@
+//! The metafile, `meta.json` in the data directory (PROTOCOL.md section 8): the
+//! agent's identity, credentials, server lists, step, job journal and undelivered
+//! results. `Meta` is the model; `MetaStore` reads and writes it.
+//!
+//! Writes are atomic and durable: the new content goes to `meta.json.tmp`, is
+//! fsync'd, the current file is hard-linked to `meta.json.prev` (the previous good
+//! copy), the temporary file is renamed over `meta.json`, and the directory is
+//! fsync'd. At no moment after the first write is there no `meta.json`, so a power
+//! cut can never make a registered agent look like a first start.
+//!
+//! Loading: no `meta.json` and no `meta.json.prev` is a first start. A metafile
+//! that does not parse is never a first start: the previous copy is used if it is
+//! good, else loading fails and the agent refuses to start.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+/// The metafile format this build writes and reads.
+pub const META_SCHEMA: u32 = 1;
+/// Longest agent serial number accepted from a metafile or a server.
+pub const SN_BYTES_MAX: usize = 128;
+
+const META_FILE: &str = "meta.json";
+const PREV_FILE: &str = "meta.json.prev";
+const TMP_FILE: &str = "meta.json.tmp";
+const PREV_TMP_FILE: &str = "meta.json.prev.tmp";
+
+/// What the agent keeps across restarts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Meta {
+    /// Format version (`META_SCHEMA`); a newer one is refused, never guessed at.
+    pub schema: u32,
+    /// The agent's serial number: generated once, or adopted from the server.
+    pub agentsn: String,
+    /// True once a status report carrying `agentsn` has been answered (section 2).
+    /// Until then every start registers again.
+    #[serde(default)]
+    pub registered: bool,
+    /// Tags the server gave at registration, shown by `-T`.
+    #[serde(default)]
+    pub tags: String,
+    /// Credentials from the register answer (section 4). Never logged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    /// The `-S` list of the first start, normalised.
+    #[serde(default)]
+    pub servers_cli: String,
+    /// The list from the last `config` job, normalised.
+    #[serde(default)]
+    pub servers_server: String,
+    /// The report interval in seconds.
+    pub step_s: u64,
+    /// Executed jobs, oldest first: the idempotency journal and the results still
+    /// to deliver (section 7).
+    #[serde(default)]
+    pub jobs: Vec<JobRecord>,
+}
+
+/// One executed job and its result.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub id: String,
+    pub errcode: u32,
+    pub message: String,
+    /// True once a report carrying this result got an HTTP 200 answer.
+    #[serde(default)]
+    pub delivered: bool,
+}
+
+impl Meta {
+    /// The state of a first start: a new identity, nothing else.
+    pub fn new(agentsn: String, servers_cli: String, step_s: u64) -> Self {
+        Meta {
+            schema: META_SCHEMA,
+            agentsn,
+            registered: false,
+            tags: String::new(),
+            key: None,
+            secret: None,
+            servers_cli,
+            servers_server: String::new(),
+            step_s,
+            jobs: Vec::new(),
+        }
+    }
+
+    /// Checks what serde cannot: the schema and the identity.
+    fn validate(&self) -> Result<(), String> {
+        if self.schema > META_SCHEMA {
+            return Err(format!(
+                "schema {} is newer than this BootAgent's {META_SCHEMA}",
+                self.schema
+            ));
+        }
+        if self.agentsn.is_empty() || self.agentsn.len() > SN_BYTES_MAX {
+            return Err("agentsn is empty or too long".to_string());
+        }
+        Ok(())
+    }
+}
+
+/// What loading found.
+#[derive(Debug)]
+pub enum Loaded {
+    /// No metafile at all: the first start.
+    FirstStart,
+    /// The metafile, or the previous copy when the metafile was damaged (`recovered`
+    /// then says what was wrong with it).
+    Found {
+        meta: Box<Meta>,
+        recovered: Option<String>,
+    },
+}
+
+#[derive(Debug)]
+pub enum MetaError {
+    Io { path: PathBuf, err: io::Error },
+    Corrupt { path: PathBuf, reason: String },
+}
+
+impl fmt::Display for MetaError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MetaError::Io { path, err } => write!(f, "metafile {}: {err}", path.display()),
+            MetaError::Corrupt { path, reason } => write!(
+                f,
+                "metafile {} is damaged ({reason}) and has no good previous copy; \
+                 refusing to start rather than register a second identity \
+                 (move it away to start as a new agent)",
+                path.display()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for MetaError {}
+
+/// Reads and writes `meta.json` in one data directory.
+pub struct MetaStore {
+    dir: PathBuf,
+    bytes_max: u64,
+}
+
+impl MetaStore {
+    pub fn new(dir: &Path, bytes_max: u64) -> Self {
+        MetaStore {
+            dir: dir.to_path_buf(),
+            bytes_max,
+        }
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.dir.join(META_FILE)
+    }
+
+    /// Loads the metafile without writing anything.
+    pub fn load(&self) -> Result<Loaded, MetaError> {
+        let main = self.dir.join(META_FILE);
+        let prev = self.dir.join(PREV_FILE);
+        let main_result = self.read(&main)?;
+        let damage = match main_result {
+            Some(Ok(meta)) => {
+                return Ok(Loaded::Found {
+                    meta: Box::new(meta),
+                    recovered: None,
+                })
+            }
+            Some(Err(reason)) => reason,
+            None => "missing".to_string(),
+        };
+        match self.read(&prev)? {
+            Some(Ok(meta)) => Ok(Loaded::Found {
+                meta: Box::new(meta),
+                recovered: Some(damage),
+            }),
+            None if damage == "missing" => Ok(Loaded::FirstStart),
+            Some(Err(_)) | None => Err(MetaError::Corrupt {
+                path: main,
+                reason: damage,
+            }),
+        }
+    }
+
+    /// `None` when the file does not exist; `Some(Err(reason))` when it does not parse.
+    fn read(&self, path: &Path) -> Result<Option<Result<Meta, String>>, MetaError> {
+        let io_err = |err| MetaError::Io {
+            path: path.to_path_buf(),
+            err,
+        };
+        let file = match File::open(path) {
+            Ok(file) => file,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(err) => return Err(io_err(err)),
+        };
+        let mut bytes = Vec::new();
+        file.take(self.bytes_max + 1)
+            .read_to_end(&mut bytes)
+            .map_err(io_err)?;
+        if bytes.len() as u64 > self.bytes_max {
+            return Ok(Some(Err(format!("larger than {} bytes", self.bytes_max))));
+        }
+        let parsed = serde_json::from_slice::<Meta>(&bytes)
+            .map_err(|e| e.to_string())
+            .and_then(|meta| meta.validate().map(|()| meta));
+        Ok(Some(parsed))
+    }
+
+    /// Creates the data directory (mode 0700) if it does not exist.
+    pub fn create_dir(&self) -> Result<(), MetaError> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.dir)
+            .map_err(|err| MetaError::Io {
+                path: self.dir.clone(),
+                err,
+            })
+    }
+
+    /// Writes `meta` atomically and durably (see the module documentation).
+    pub fn save(&self, meta: &Meta) -> Result<(), MetaError> {
+        let mut bytes = serde_json::to_vec_pretty(meta).map_err(|e| MetaError::Io {
+            path: self.path(),
+            err: io::Error::other(e),
+        })?;
+        bytes.push(b'\n');
+        self.write_atomically(&bytes)
+    }
+
+    fn write_atomically(&self, bytes: &[u8]) -> Result<(), MetaError> {
+        let main = self.dir.join(META_FILE);
+        let tmp = self.dir.join(TMP_FILE);
+        let io_at = |path: &Path| {
+            let path = path.to_path_buf();
+            move |err| MetaError::Io { path, err }
+        };
+
+        remove_if_exists(&tmp).map_err(io_at(&tmp))?;
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io_at(&tmp))?;
+        file.write_all(bytes).map_err(io_at(&tmp))?;
+        file.sync_all().map_err(io_at(&tmp))?;
+        drop(file);
+
+        self.keep_previous_copy()?;
+        fs::rename(&tmp, &main).map_err(io_at(&main))?;
+        sync_dir(&self.dir).map_err(io_at(&self.dir))
+    }
+
+    /// Replaces `meta.json.prev` with a hard link to the current `meta.json`, itself
+    /// through a rename, so that a good previous copy exists at every moment.
+    fn keep_previous_copy(&self) -> Result<(), MetaError> {
+        let main = self.dir.join(META_FILE);
+        let prev = self.dir.join(PREV_FILE);
+        let prev_tmp = self.dir.join(PREV_TMP_FILE);
+        let io_at = |path: &Path| {
+            let path = path.to_path_buf();
+            move |err| MetaError::Io { path, err }
+        };
+        // Only a metafile that parses becomes the previous copy.
+        if !matches!(self.read(&main)?, Some(Ok(_))) {
+            return Ok(());
+        }
+        remove_if_exists(&prev_tmp).map_err(io_at(&prev_tmp))?;
+        fs::hard_link(&main, &prev_tmp).map_err(io_at(&prev_tmp))?;
+        fs::rename(&prev_tmp, &prev).map_err(io_at(&prev))
+    }
+}
+
+fn remove_if_exists(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(err) if err.kind() != io::ErrorKind::NotFound => Err(err),
+        _ => Ok(()),
+    }
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("bootagent-meta-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        dir
+    }
+
+    fn sample() -> Meta {
+        Meta::new(
+            "bfdcc18c-b6b9-4725-9c47-37fd93dba5b6".into(),
+            String::new(),
+            600,
+        )
+    }
+
+    #[test]
+    fn first_start_then_round_trip_with_modes() {
+        let dir = scratch("roundtrip");
+        let store = MetaStore::new(&dir.join("data"), 1 << 20);
+        assert!(matches!(store.load(), Ok(Loaded::FirstStart)));
+        store.create_dir().expect("create dir");
+        let mut meta = sample();
+        store.save(&meta).expect("save");
+        meta.tags = "svc=ecs".into();
+        store.save(&meta).expect("save again");
+        match store.load() {
+            Ok(Loaded::Found {
+                meta: got,
+                recovered: None,
+            }) => assert_eq!(*got, meta),
+            other => panic!("unexpected {other:?}"),
+        }
+        let mode = |p: &Path| fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+        assert_eq!(mode(&dir.join("data")), 0o700);
+        assert_eq!(mode(&store.path()), 0o600);
+        fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn damaged_metafile_falls_back_to_previous_copy() {
+        let dir = scratch("fallback");
+        let store = MetaStore::new(&dir, 1 << 20);
+        store.create_dir().expect("create dir");
+        let meta = sample();
+        store.save(&meta).expect("save");
+        store
+            .save(&meta)
+            .expect("save twice, so a previous copy exists");
+        fs::write(store.path(), b"{\"schema\":1,\"agen").expect("truncate");
+        match store.load() {
+            Ok(Loaded::Found {
+                meta: got,
+                recovered: Some(_),
+            }) => assert_eq!(*got, meta),
+            other => panic!("unexpected {other:?}"),
+        }
+        fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn damaged_metafile_without_copy_is_never_a_first_start() {
+        let dir = scratch("corrupt");
+        let store = MetaStore::new(&dir, 1 << 20);
+        store.create_dir().expect("create dir");
+        for junk in [
+            &b""[..],
+            b"garbage",
+            b"{\"schema\":1}",
+            b"{\"schema\":99,\"agentsn\":\"x\",\"step_s\":1}",
+        ] {
+            fs::write(store.path(), junk).expect("write junk");
+            let err = store.load().expect_err("damaged metafile must not load");
+            assert!(err.to_string().contains("refusing to start"), "{err}");
+        }
+        fs::write(store.path(), vec![b' '; 2 << 20]).expect("write big");
+        assert!(store.load().is_err());
+        fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn missing_metafile_with_previous_copy_recovers() {
+        let dir = scratch("missing");
+        let store = MetaStore::new(&dir, 1 << 20);
+        store.create_dir().expect("create dir");
+        store.save(&sample()).expect("save");
+        store.save(&sample()).expect("save");
+        fs::remove_file(store.path()).expect("remove");
+        assert!(matches!(
+            store.load(),
+            Ok(Loaded::Found {
+                recovered: Some(_),
+                ..
+            })
+        ));
+        fs::remove_dir_all(&dir).ok();
+    }
+}
