@@ -305,8 +305,8 @@ impl Core {
             Verdict::Done => {
                 self.recovered(&flight.server);
                 self.servers.succeeded();
-                let next = match self.phase {
-                    Phase::Register => now,
+                let next = match flight.phase {
+                    Phase::Register => now, // the first report follows at once
                     Phase::Report if self.report_wanted => {
                         now.saturating_add(self.limits.report_gap_min_ms)
                     }

@@ -1,1 +1,436 @@
+//! The core driven by a manual clock and a scripted server: every schedule of
+//! PROTOCOL.md sections 2–5 checked in milliseconds of test time.
 
+use super::*;
+use crate::addr::parse_list;
+use serde_json::{json, Value};
+
+const SN: &str = "bfdcc18c-b6b9-4725-9c47-37fd93dba5b6";
+
+/// A core, the time, and what it sent.
+struct Sim {
+    core: Core,
+    now: Millis,
+}
+
+/// One request the core asked to send.
+#[derive(Debug)]
+struct Sent {
+    at: Millis,
+    host: String,
+    path: &'static str,
+    body: Value,
+}
+
+fn facts() -> Facts {
+    Facts {
+        hostname: "edge-17".into(),
+        version: "bootagent-1.0.0-x86_64".into(),
+        host: HostInfo {
+            os: "linux".into(),
+            arch: "x86_64".into(),
+            kernel: "6.1.0".into(),
+            cpus: 4,
+            mem_kb: 1_015_808,
+            boot_id: "b".into(),
+        },
+    }
+}
+
+fn ok(body: Value) -> Outcome {
+    Outcome::Answer {
+        status: 200,
+        body: body.to_string().into_bytes(),
+        retry_after_s: None,
+    }
+}
+
+fn http(status: u16) -> Outcome {
+    Outcome::Answer {
+        status,
+        body: b"{}".to_vec(),
+        retry_after_s: None,
+    }
+}
+
+fn fail() -> Outcome {
+    Outcome::Failed("connection refused".into())
+}
+
+impl Sim {
+    fn new(registered: bool, servers: &str) -> Sim {
+        let mut meta = Meta::new(SN.into(), String::new(), 600);
+        meta.registered = registered;
+        let servers = Servers::new(parse_list(servers).expect("valid"), vec![], vec![]);
+        Sim {
+            core: Core::new(
+                Limits::default(),
+                facts(),
+                meta,
+                servers,
+                Rng::from_seed(1),
+                0,
+            ),
+            now: 0,
+        }
+    }
+
+    /// Advances the clock to each deadline in turn until the core sends something.
+    fn next_request(&mut self) -> Sent {
+        for _ in 0..1000 {
+            let mut effects = Vec::new();
+            self.core.on_time(self.now, 1_763_700_000, &mut effects);
+            for effect in effects {
+                if let Effect::Send { server, path, body } = effect {
+                    let body = serde_json::from_slice(&body).expect("the core sends JSON");
+                    return Sent {
+                        at: self.now,
+                        host: server.host,
+                        path,
+                        body,
+                    };
+                }
+            }
+            let deadline = self
+                .core
+                .next_deadline()
+                .expect("a timer is always pending");
+            assert!(deadline >= self.now, "deadline in the past");
+            self.now = deadline;
+        }
+        panic!("nothing sent in 1000 deadlines");
+    }
+
+    fn answer(&mut self, outcome: Outcome) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        self.core.on_outcome(self.now, outcome, &mut effects);
+        effects
+    }
+
+    /// Registers and answers the first report, leaving the agent healthy.
+    fn settle(&mut self) {
+        let sent = self.next_request();
+        if sent.path == REGISTER_PATH {
+            self.answer(ok(json!({"status": 0})));
+            self.next_request();
+        }
+        self.answer(ok(json!({"status": 0})));
+    }
+}
+
+#[test]
+fn first_start_registers_then_reports_every_step_with_jitter() {
+    let mut sim = Sim::new(false, "a:1");
+    let reg = sim.next_request();
+    assert_eq!((reg.at, reg.path), (0, REGISTER_PATH));
+    assert_eq!(reg.body["agentsn"], SN);
+    assert_eq!(reg.body["host"]["cpus"], 4);
+    let effects = sim.answer(ok(json!({"status": 0, "tags": "svc=ecs", "step": 60})));
+    assert!(effects.contains(&Effect::SaveMeta));
+    assert_eq!(sim.core.meta().tags, "svc=ecs");
+
+    let first = sim.next_request();
+    assert_eq!(
+        (first.at, first.path),
+        (0, STATUS_PATH),
+        "report at once after registering"
+    );
+    for field in [
+        "hostname",
+        "agentsn",
+        "uptime",
+        "timestamp",
+        "step",
+        "agents",
+        "jobs",
+    ] {
+        assert!(
+            first.body.get(field).is_some(),
+            "{field} missing: {}",
+            first.body
+        );
+    }
+    assert_eq!(first.body["step"], 60);
+    sim.answer(ok(json!({"status": 0})));
+    assert!(
+        sim.core.meta().registered,
+        "a report answered confirms the SN"
+    );
+
+    let mut last = first.at;
+    let mut gaps = Vec::new();
+    for _ in 0..200 {
+        let sent = sim.next_request();
+        assert_eq!(sent.path, STATUS_PATH);
+        gaps.push(sent.at - last);
+        last = sent.at;
+        sim.answer(ok(json!({"status": 0})));
+    }
+    let (lo, hi) = (gaps.iter().min().copied(), gaps.iter().max().copied());
+    assert!(
+        lo >= Some(54_000) && hi <= Some(66_000),
+        "step 60 s ± 10 %: {lo:?}..{hi:?}"
+    );
+    assert!(
+        lo < Some(56_000) && hi > Some(64_000),
+        "jitter spreads: {lo:?}..{hi:?}"
+    );
+}
+
+#[test]
+fn registered_agent_reports_without_registering() {
+    let mut sim = Sim::new(true, "a:1");
+    assert_eq!(sim.next_request().path, STATUS_PATH);
+}
+
+#[test]
+fn sn_conflict_is_adopted_and_confirmed_only_by_an_answered_report() {
+    let mut sim = Sim::new(false, "a:1");
+    sim.next_request();
+    let other = "dcb886e9-04ed-41bb-9c12-4d2de12cd59b";
+    sim.answer(ok(json!({"status": 0, "agentsn": other})));
+    assert_eq!(sim.core.meta().agentsn, other);
+    assert!(
+        !sim.core.meta().registered,
+        "not valid until a report is answered"
+    );
+    let report = sim.next_request();
+    assert_eq!(report.body["agentsn"], other);
+    sim.answer(http(500));
+    assert!(!sim.core.meta().registered);
+    let report = sim.next_request();
+    assert_eq!(report.body["agentsn"], other);
+    sim.answer(ok(json!({})));
+    assert!(sim.core.meta().registered);
+}
+
+#[test]
+fn rejected_registration_is_retried_with_backoff() {
+    let mut sim = Sim::new(false, "a:1");
+    let mut at = Vec::new();
+    for _ in 0..4 {
+        let sent = sim.next_request();
+        assert_eq!(sent.path, REGISTER_PATH);
+        at.push(sent.at);
+        sim.answer(ok(json!({"status": 5})));
+    }
+    assert!(at[1] >= 500 && at[1] <= 1_500, "{at:?}");
+    assert!(at[3] - at[2] >= 2_000 && at[3] - at[2] <= 6_000, "{at:?}");
+}
+
+#[test]
+fn failover_tries_the_next_server_at_once_and_sticks_to_the_one_that_answers() {
+    let mut sim = Sim::new(true, "a:1,b:2,c:3");
+    let first = sim.next_request();
+    assert_eq!(first.host, "a");
+    sim.answer(fail());
+    let second = sim.next_request();
+    assert_eq!((second.host.as_str(), second.at), ("b", first.at));
+    sim.answer(ok(json!({})));
+    for _ in 0..5 {
+        assert_eq!(sim.next_request().host, "b", "sticks to b");
+        sim.answer(ok(json!({})));
+    }
+}
+
+#[test]
+fn backoff_doubles_from_one_second_with_jitter_up_to_min_of_step_and_300_s() {
+    let mut sim = Sim::new(true, "a:1,b:2");
+    let mut round_starts = Vec::new();
+    for _ in 0..24 {
+        let sent = sim.next_request();
+        if sent.host == "a" {
+            round_starts.push(sent.at);
+        }
+        sim.answer(fail());
+    }
+    let gaps: Vec<u64> = round_starts.windows(2).map(|w| w[1] - w[0]).collect();
+    for (round, gap) in gaps.iter().enumerate() {
+        let base = (1_000u64 << round.min(20)).min(300_000);
+        assert!(
+            *gap >= base / 2 && *gap <= (base * 3 / 2).min(300_000),
+            "round {round}: {gap} ms, {gaps:?}"
+        );
+    }
+    assert!(
+        gaps.iter().rev().take(3).all(|g| *g >= 150_000),
+        "capped near 300 s: {gaps:?}"
+    );
+
+    // Recovery resets the backoff.
+    sim.next_request();
+    sim.answer(ok(json!({})));
+    let next = sim.next_request();
+    sim.answer(fail());
+    sim.answer_after_failover_ok();
+    assert!(sim.now - next.at < 600_000 * 11 / 10);
+}
+
+impl Sim {
+    fn answer_after_failover_ok(&mut self) {
+        let sent = self.next_request();
+        assert_eq!(
+            sent.host, "b",
+            "a failure after recovery goes to the next server at once"
+        );
+        self.answer(ok(json!({})));
+    }
+}
+
+#[test]
+fn backoff_cap_follows_a_short_step() {
+    let mut sim = Sim::new(true, "a:1");
+    sim.settle();
+    let mut effects = Vec::new();
+    sim.core.meta.step_s = 5;
+    sim.core.on_time(sim.now, 0, &mut effects);
+    let mut at = Vec::new();
+    for _ in 0..10 {
+        at.push(sim.next_request().at);
+        sim.answer(fail());
+    }
+    let gaps: Vec<u64> = at.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(gaps.iter().all(|g| *g <= 5_000), "{gaps:?}");
+}
+
+#[test]
+fn retry_after_is_honoured_and_capped_at_step() {
+    let mut sim = Sim::new(true, "a:1,b:2");
+    let sent = sim.next_request();
+    sim.answer(Outcome::Answer {
+        status: 503,
+        body: Vec::new(),
+        retry_after_s: Some(42),
+    });
+    let again = sim.next_request();
+    assert_eq!((again.host.as_str(), again.at - sent.at), ("a", 42_000));
+    sim.answer(Outcome::Answer {
+        status: 429,
+        body: Vec::new(),
+        retry_after_s: Some(86_400),
+    });
+    let capped = sim.next_request();
+    assert_eq!(capped.at - again.at, 600_000, "capped at step");
+}
+
+#[test]
+fn rejected_identity_registers_again_with_the_same_sn_and_a_storm_backs_off() {
+    let mut sim = Sim::new(true, "a:1");
+    for status in [401, 403, 404, 410] {
+        let report = sim.next_request();
+        assert_eq!(report.path, STATUS_PATH);
+        sim.answer(http(status));
+        let reg = sim.next_request();
+        assert_eq!(reg.path, REGISTER_PATH, "after {status}");
+        assert_eq!(reg.body["agentsn"], SN);
+        sim.answer(ok(json!({"status": 0})));
+    }
+    // Every re-registration after the first without a good report waits longer.
+    let mut regs = Vec::new();
+    for _ in 0..8 {
+        let sent = sim.next_request();
+        if sent.path == REGISTER_PATH {
+            regs.push(sent.at);
+            sim.answer(ok(json!({"status": 0})));
+        } else {
+            sim.answer(http(401));
+        }
+    }
+    let gaps: Vec<u64> = regs.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(
+        gaps.iter().all(|g| *g >= 500),
+        "a 401 storm must not spin: {gaps:?}"
+    );
+    assert_eq!(sim.core.meta().agentsn, SN);
+}
+
+#[test]
+fn config_job_sets_step_and_servers_and_its_result_is_sent_until_acknowledged() {
+    let mut sim = Sim::new(true, "a:1");
+    sim.next_request();
+    let effects = sim.answer(ok(json!({"status": 0, "jobs": [
+        {"id": "j1", "action": "config", "step": 30, "svrlist": "n:9"},
+        {"id": "j2", "action": "install", "name": "x"},
+        {"action": "config"},
+    ]})));
+    assert!(effects.contains(&Effect::SaveMeta));
+    assert_eq!(sim.core.meta().step_s, 30);
+    assert_eq!(sim.core.meta().servers_server, "http://n:9");
+
+    let prompt = sim.next_request();
+    assert!(prompt.at <= 1_000, "a result is reported within a second");
+    assert_eq!(prompt.host, "n", "a new server list starts from the top");
+    assert_eq!(
+        prompt.body["jobs"],
+        json!([
+            {"id": "j1", "errcode": 0, "message": "success"},
+            {"id": "j2", "errcode": 1, "message": "unsupported action \"install\" in this version"},
+        ])
+    );
+    sim.answer(http(500));
+    let retry = sim.next_request();
+    assert_eq!(
+        retry.body["jobs"].as_array().map(Vec::len),
+        Some(2),
+        "kept until a 200"
+    );
+    sim.answer(ok(json!({})));
+    let later = sim.next_request();
+    assert_eq!(later.body["jobs"], json!([]), "dropped once acknowledged");
+    assert!(
+        (27_000..=33_000).contains(&(later.at - retry.at)),
+        "new step 30 s"
+    );
+}
+
+#[test]
+fn a_repeated_job_id_is_not_run_again_but_its_result_is_reported_again() {
+    let mut sim = Sim::new(true, "a:1");
+    sim.next_request();
+    sim.answer(ok(
+        json!({"jobs": [{"id": "j1", "action": "config", "step": 30}]}),
+    ));
+    sim.next_request();
+    sim.answer(ok(json!({})));
+    sim.core.meta.step_s = 45; // if j1 ran again, step would go back to 30
+    sim.next_request();
+    sim.answer(ok(
+        json!({"jobs": [{"id": "j1", "action": "config", "step": 30}]}),
+    ));
+    assert_eq!(sim.core.meta().step_s, 45);
+    let again = sim.next_request();
+    assert_eq!(again.body["jobs"][0]["id"], "j1");
+}
+
+#[test]
+fn garbage_answers_count_as_failures() {
+    let mut sim = Sim::new(true, "a:1,b:2");
+    sim.next_request();
+    sim.answer(Outcome::Answer {
+        status: 200,
+        body: b"<html>".to_vec(),
+        retry_after_s: None,
+    });
+    assert_eq!(sim.next_request().host, "b");
+}
+
+#[test]
+fn reports_are_never_closer_than_a_second() {
+    let mut sim = Sim::new(true, "a:1");
+    let mut last = None;
+    for i in 0..50 {
+        let sent = sim.next_request();
+        if let Some(prev) = last {
+            assert!(
+                sent.at - prev >= 1_000,
+                "report {i} {} ms after the previous",
+                sent.at - prev
+            );
+        }
+        last = Some(sent.at);
+        sim.answer(ok(
+            json!({"jobs": [{"id": format!("j{i}"), "action": "config", "step": 1}]}),
+        ));
+        sim.core.request_report(sim.now);
+    }
+}

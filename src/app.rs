@@ -115,13 +115,13 @@ fn resolve(options: &Options, limits: &Limits) -> Result<Resolved, AppError> {
 
 /// `-T`: prints what BootAgent would run with; true when it could run.
 pub fn test_config(options: &Options, out: &mut dyn Write) -> io::Result<bool> {
-    let limits = Limits::default();
+    let limits = &options.limits;
     let mut problems = Vec::new();
     writeln!(out, "data directory: {}", options.data_dir.display())?;
     if let Err(why) = check_data_dir(&options.data_dir) {
         problems.push(why);
     }
-    match resolve(options, &limits) {
+    match resolve(options, limits) {
         Err(err) => problems.push(err.to_string()),
         Ok(resolved) => {
             let step = match &resolved.loaded {
@@ -160,6 +160,12 @@ pub fn test_config(options: &Options, out: &mut dyn Write) -> io::Result<bool> {
                 problems.push(AppError::NoServers.to_string());
             }
         }
+    }
+    let defaults = Limits::default().entries();
+    writeln!(out, "limits (-o NAME=VALUE changes one):")?;
+    for ((name, value), (_, default)) in limits.entries().into_iter().zip(defaults) {
+        let note = if value == default { "" } else { "  (changed)" };
+        writeln!(out, "  {name} = {value}{note}")?;
     }
     if problems.is_empty() {
         writeln!(out, "ok: bootagent can run")?;
@@ -200,7 +206,7 @@ fn check_data_dir(dir: &Path) -> Result<(), String> {
 
 /// Runs the agent until `SIGTERM` or `SIGINT`.
 pub fn run(options: &Options) -> Result<(), AppError> {
-    let limits = Limits::default();
+    let limits = options.limits.clone();
     // Signals first, before any other thread exists, so every thread inherits
     // the blocked-signal state the handler expects.
     let mut signals =

@@ -1,6 +1,7 @@
 //! The command line, in the original BootAgent's letters.
 
 use crate::addr::{self, ServerAddr};
+use crate::limits::Limits;
 use std::ffi::OsString;
 use std::fmt;
 use std::path::PathBuf;
@@ -8,7 +9,7 @@ use std::path::PathBuf;
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/bootagent";
 
 pub const USAGE: &str = "\
-usage: bootagent [-S LIST] [-D DIR] [-L FILE] [-v|-q]... [-T | -V | -h]
+usage: bootagent [-S LIST] [-D DIR] [-L FILE] [-o NAME=VALUE]... [-v|-q]... [-T | -V | -h]
 
 Registers with a control server, reports status and follows its jobs.
 
@@ -16,6 +17,9 @@ Registers with a control server, reports status and follows its jobs.
             or https://host:port, comma-separated; persisted, ignored later
   -D DIR    data directory (default /var/lib/bootagent)
   -L FILE   log to FILE, rotated by size (default: stderr)
+  -o NAME=VALUE
+            change one limit or timeout, e.g. -o exchange_timeout_ms=60000
+            (-T lists them with their values)
   -v, -q    more or less logging (repeatable)
   -T        test the configuration: print what BootAgent would use, write nothing;
             exit 0 if it could run, 1 if not
@@ -40,6 +44,8 @@ pub struct Options {
     pub log_file: Option<PathBuf>,
     /// `-v` count minus `-q` count.
     pub verbosity: i8,
+    /// Defaults with the `-o` changes applied.
+    pub limits: Limits,
 }
 
 /// A command line that cannot be used; exit code 2.
@@ -66,6 +72,7 @@ where
         data_dir: PathBuf::from(DEFAULT_DATA_DIR),
         log_file: None,
         verbosity: 0,
+        limits: Limits::default(),
     };
     let mut test = false;
     let usage = |err: lexopt::Error| UsageError(err.to_string());
@@ -81,6 +88,13 @@ where
             }
             Short('D') => options.data_dir = path_value(&mut parser, "-D")?,
             Short('L') => options.log_file = Some(path_value(&mut parser, "-L")?),
+            Short('o') => {
+                let assignment = string_value(&mut parser, "-o")?;
+                options
+                    .limits
+                    .set(&assignment)
+                    .map_err(|e| UsageError(format!("-o: {e}")))?;
+            }
             Short('v') => options.verbosity = options.verbosity.saturating_add(1),
             Short('q') => options.verbosity = options.verbosity.saturating_sub(1),
             Short('T') => test = true,
@@ -154,5 +168,9 @@ mod tests {
         check("-S a:99999", "-S: bad server address");
         check("-S ,", "-S: the server list is empty");
         check("extra", "unexpected argument");
+        check(
+            "-o step_jitter_pct=300",
+            "-o: step_jitter_pct: 300 is outside",
+        );
     }
 }

@@ -16,6 +16,5 @@ pub mod meta;
 pub mod rng;
 pub mod servers;
 mod sys;
-#[path = "wheel_stub.rs"]
 pub mod wheel;
 pub mod wire;

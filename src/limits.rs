@@ -2,6 +2,8 @@
 //!
 //! Names carry their unit last (`_ms`, `_s`, `_bytes`, `_max`). The values are the
 //! ones of PROTOCOL.md where it names them; the others are documented beside them.
+//! An operator changes one with `-o NAME=VALUE` (for example a longer
+//! `exchange_timeout_ms` on a satellite link); `-T` shows the values in force.
 
 /// Bounds and defaults. `Limits::default()` is what the agent runs with.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -67,6 +69,111 @@ impl Default for Limits {
             log_file_bytes_max: 1024 * 1024,
             log_files_max: 3,
             loop_channel_max: 64,
+        }
+    }
+}
+
+impl Limits {
+    /// The names and values, in declaration order, for `-T` and for `set`.
+    pub fn entries(&self) -> Vec<(&'static str, u64)> {
+        vec![
+            ("connect_timeout_ms", self.connect_timeout_ms),
+            ("exchange_timeout_ms", self.exchange_timeout_ms),
+            ("response_body_bytes_max", self.response_body_bytes_max),
+            ("step_default_s", self.step_default_s),
+            ("step_min_s", self.step_min_s),
+            ("step_max_s", self.step_max_s),
+            ("step_jitter_pct", self.step_jitter_pct),
+            ("report_gap_min_ms", self.report_gap_min_ms),
+            ("backoff_initial_ms", self.backoff_initial_ms),
+            ("backoff_cap_s", self.backoff_cap_s),
+            ("backoff_jitter_pct", self.backoff_jitter_pct),
+            ("pending_results_max", self.pending_results_max as u64),
+            ("job_ids_remembered", self.job_ids_remembered as u64),
+            ("jobs_per_answer_max", self.jobs_per_answer_max as u64),
+            ("pending_events_max", self.pending_events_max as u64),
+            ("meta_bytes_max", self.meta_bytes_max),
+            ("log_file_bytes_max", self.log_file_bytes_max),
+            ("log_files_max", u64::from(self.log_files_max)),
+            ("loop_channel_max", self.loop_channel_max as u64),
+        ]
+    }
+
+    /// Sets one limit from `NAME=VALUE`. Values must be whole numbers within the
+    /// range that keeps the agent sound (timeouts and sizes above zero,
+    /// percentages up to 100).
+    pub fn set(&mut self, assignment: &str) -> Result<(), String> {
+        let (name, value) = assignment
+            .split_once('=')
+            .ok_or_else(|| format!("{assignment:?} is not NAME=VALUE"))?;
+        let (name, value) = (name.trim(), value.trim());
+        let number: u64 = value
+            .parse()
+            .map_err(|_| format!("{name}: {value:?} is not a whole number"))?;
+        let range = |lo: u64, hi: u64| {
+            if (lo..=hi).contains(&number) {
+                Ok(number)
+            } else {
+                Err(format!("{name}: {number} is outside {lo}..={hi}"))
+            }
+        };
+        let small = |hi: u64| range(1, hi).map(|n| n as usize);
+        match name {
+            "connect_timeout_ms" => self.connect_timeout_ms = range(1, 3_600_000)?,
+            "exchange_timeout_ms" => self.exchange_timeout_ms = range(1, 3_600_000)?,
+            "response_body_bytes_max" => self.response_body_bytes_max = range(1024, 1 << 30)?,
+            "step_default_s" => self.step_default_s = range(1, 86_400)?,
+            "step_min_s" => self.step_min_s = range(1, 86_400)?,
+            "step_max_s" => self.step_max_s = range(1, 86_400)?,
+            "step_jitter_pct" => self.step_jitter_pct = range(0, 100)?,
+            "report_gap_min_ms" => self.report_gap_min_ms = range(0, 3_600_000)?,
+            "backoff_initial_ms" => self.backoff_initial_ms = range(1, 3_600_000)?,
+            "backoff_cap_s" => self.backoff_cap_s = range(1, 86_400)?,
+            "backoff_jitter_pct" => self.backoff_jitter_pct = range(0, 100)?,
+            "pending_results_max" => self.pending_results_max = small(1 << 20)?,
+            "job_ids_remembered" => self.job_ids_remembered = small(1 << 20)?,
+            "jobs_per_answer_max" => self.jobs_per_answer_max = small(1 << 20)?,
+            "pending_events_max" => self.pending_events_max = small(1 << 20)?,
+            "meta_bytes_max" => self.meta_bytes_max = range(4096, 1 << 30)?,
+            "log_file_bytes_max" => self.log_file_bytes_max = range(1024, 1 << 40)?,
+            "log_files_max" => self.log_files_max = range(1, 100)? as u32,
+            "loop_channel_max" => self.loop_channel_max = small(1 << 16)?,
+            _ => return Err(format!("unknown limit {name:?} (bootagent -T lists them)")),
+        }
+        if self.step_min_s > self.step_max_s {
+            return Err("step_min_s is above step_max_s".to_string());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_checks_names_numbers_and_ranges() {
+        let mut limits = Limits::default();
+        assert_eq!(limits.set("exchange_timeout_ms=1500"), Ok(()));
+        assert_eq!(limits.exchange_timeout_ms, 1500);
+        let err = |a: &str| Limits::default().set(a).expect_err(a);
+        assert!(err("nope=1").contains("unknown limit"));
+        assert!(err("step_jitter_pct=101").contains("outside 0..=100"));
+        assert!(err("connect_timeout_ms=0").contains("outside"));
+        assert!(err("connect_timeout_ms=x").contains("not a whole number"));
+        assert!(err("connect_timeout_ms").contains("NAME=VALUE"));
+        assert!(err("step_min_s=90000").contains("outside"));
+        let names: Vec<&str> = Limits::default().entries().iter().map(|e| e.0).collect();
+        for name in names {
+            let mut limits = Limits::default();
+            let value = Limits::default()
+                .entries()
+                .into_iter()
+                .find(|e| e.0 == name)
+                .map(|e| e.1)
+                .unwrap_or(0);
+            assert_eq!(limits.set(&format!("{name}={value}")), Ok(()), "{name}");
+            assert_eq!(limits, Limits::default(), "{name} round-trips");
         }
     }
 }
