@@ -57,6 +57,9 @@ fn make_agent(limits: &Limits) -> ureq::Agent {
 
 /// POSTs one JSON body and reads the answer, bounded.
 pub fn post(agent: &ureq::Agent, exchange: &Exchange, body_max: u64) -> Outcome {
+    if !cfg!(feature = "tls") && exchange.url.starts_with("https://") {
+        return Outcome::Failed("https:// needs a bootagent built with the tls feature".into());
+    }
     let mut request = agent
         .post(&exchange.url)
         .header("Content-Type", "application/json")

@@ -32,7 +32,9 @@ fn main() -> ExitCode {
         cli::Command::Run(options) => match app::run(&options) {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
-                log::error!("{err}");
+                if options.log_file.is_some() {
+                    log::error!("{err}"); // the log file should say why it ended, too
+                }
                 eprintln!("bootagent: {err}");
                 ExitCode::from(1)
             }

@@ -1,0 +1,1775 @@
+//! Reference control server for BootAgent (see `PROTOCOL.md`, sections 1–5 and 7).
+//!
+//! An independent speaker of the wire protocol, built only on `std`, `tiny_http`
+//! and `serde_json`: it does not use the bootagent crate, so the end-to-end tests
+//! check the agent against the contract rather than against itself.
+//!
+//! It serves three kinds of paths:
+//!
+//! * **Protocol**: `POST /agent/register` and `POST /agent/status`, answered as the
+//!   contract says. A FIFO of injected [`Fault`]s (plus an optional "sticky" fault)
+//!   can replace the answer of the next `/agent/*` requests, to test how the agent
+//!   copes with a misbehaving server.
+//! * **Admin**: `/admin/...` JSON endpoints for a person or a script (see
+//!   [`RefServer`] for the list).
+//! * **Files**: `GET /files/REL/PATH` serves packages from a directory.
+//!
+//! Every request is appended to a bounded request log ([`Request`]), which the tests
+//! read through [`RefServer::requests`] and friends.
+//!
+//! Used in two ways:
+//! * the tests include this file with `#[path = "refserver/server.rs"] mod server;` and
+//!   drive a [`RefServer`] in-process;
+//! * `tests/refserver/bin.rs` wraps it as the `refserver` example binary.
+//!
+//! A faulted request is logged but not processed: a report answered with an injected
+//! 500 is not recorded, and jobs are not dequeued for it.
+
+// This module is included by several test binaries, each of which uses only part of it.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fmt;
+use std::fs::File;
+use std::io::{self, Read};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Map, Value};
+
+/// Largest request body read (PROTOCOL.md §1 uses the same cap for responses).
+pub const MAX_BODY: usize = 1 << 20;
+/// Bytes of each request body kept in the log (the parsed JSON is kept whole).
+pub const LOG_BODY_CAP: usize = 64 << 10;
+/// Most requests kept in the log; the oldest are dropped first.
+pub const LOG_MAX_ENTRIES: usize = 100_000;
+/// Most raw body bytes kept in the log altogether; the oldest entries are dropped first.
+pub const LOG_MAX_BODY_BYTES: usize = 64 << 20;
+/// Raw bodies larger than this are left out of `GET /admin/requests`.
+pub const ADMIN_BODY_CAP: usize = 4 << 10;
+/// Most requests handled at once (each on its own thread).
+pub const MAX_HANDLERS: usize = 64;
+/// Most events kept per agent.
+pub const MAX_EVENTS_PER_AGENT: usize = 10_000;
+/// `tags` handed out by every successful registration.
+pub const TAGS: &str = "svc=demo,cmpt=ref";
+/// Default report interval handed out at registration.
+pub const DEFAULT_STEP: u64 = 600;
+/// Size of the body sent by the admin `"huge"` fault when no size is given.
+pub const DEFAULT_HUGE: usize = 2 << 20;
+
+/// `agents[].status` values allowed by PROTOCOL.md §3.
+const AGENT_STATES: &[&str] = &["running", "stoped", "fatal", "killed", "restarting"];
+
+// ---------------------------------------------------------------------------------------
+// Public types
+// ---------------------------------------------------------------------------------------
+
+/// A misbehaviour injected in place of the normal answer to one `/agent/*` request.
+///
+/// The request is always read whole (and logged) before the fault is applied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Answer with this HTTP status and a short JSON error body.
+    Status(u16),
+    /// Answer with this status (meant for 429 or 503) and `Retry-After: N` (seconds).
+    RetryAfter(u16, u64),
+    /// Answer 200 with a body that is not JSON (`Content-Type` still says JSON).
+    Garbage,
+    /// Answer 200 with a body of exactly N bytes and a `Content-Length`, generated while
+    /// it is sent (never held in memory). The body is valid JSON padded with spaces
+    /// inside a string (`{"status":0,"jobs":[],"pad":"   …"}`), so only its size is wrong.
+    HugeBody(usize),
+    /// Same body as [`Fault::HugeBody`], sent with `Transfer-Encoding: chunked` and no
+    /// `Content-Length`, so the client can only notice the size by counting.
+    HugeChunked(usize),
+    /// Read the request, send nothing for that long, then close the connection.
+    Stall(Duration),
+    /// Read the request and close the connection without any answer.
+    Close,
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Fault::Status(code) => write!(f, "status {code}"),
+            Fault::RetryAfter(code, secs) => write!(f, "status {code} retry-after {secs}s"),
+            Fault::Garbage => write!(f, "garbage"),
+            Fault::HugeBody(n) => write!(f, "huge body {n} B"),
+            Fault::HugeChunked(n) => write!(f, "huge chunked body {n} B"),
+            Fault::Stall(d) => write!(f, "stall {:.1}s", d.as_secs_f64()),
+            Fault::Close => write!(f, "close"),
+        }
+    }
+}
+
+/// Settings for [`RefServer::start`].
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// `step` handed out at registration; `None` leaves the field out (it is an extension).
+    pub step: Option<u64>,
+    /// Directory served under `GET /files/`; `None` disables that path.
+    pub files_dir: Option<PathBuf>,
+    /// Address to listen on, e.g. `"127.0.0.1:8080"`; port 0 picks a free one.
+    pub listen: String,
+}
+
+impl Default for Options {
+    /// Step 600 s, no files, a free port on 127.0.0.1.
+    fn default() -> Self {
+        Options {
+            step: Some(DEFAULT_STEP),
+            files_dir: None,
+            listen: "127.0.0.1:0".to_string(),
+        }
+    }
+}
+
+/// Which part of the server a request was addressed to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// `/agent/...`: the wire protocol; faults apply here only.
+    Protocol,
+    /// `/admin` and `/admin/...`.
+    Admin,
+    /// `/files/...`.
+    File,
+    /// Anything else (answered 404).
+    Other,
+}
+
+/// One logged request. Entries are appended when a request has been read, and
+/// completed (`fault`, `status`, `response`) once its answer is decided.
+#[derive(Clone, Debug)]
+pub struct Request {
+    /// Sequence number, from 1, in order of arrival.
+    pub seq: u64,
+    /// Protocol, admin, file or other.
+    pub kind: Kind,
+    /// When the request was taken from the server (monotonic clock).
+    pub received: Instant,
+    /// Same moment, wall clock.
+    pub wall: SystemTime,
+    /// Client address, if known.
+    pub remote: Option<SocketAddr>,
+    /// `GET`, `POST`, …
+    pub method: String,
+    /// Path without the query string, e.g. `/agent/status`.
+    pub path: String,
+    /// Query string without the `?`, if any.
+    pub query: Option<String>,
+    /// Every request header, in order, as sent.
+    pub headers: Vec<(String, String)>,
+    /// `X-Boot-Key` header, if present.
+    pub boot_key: Option<String>,
+    /// `X-Boot-Timestamp` header, if present.
+    pub boot_timestamp: Option<String>,
+    /// `X-Boot-Signature` header, if present.
+    pub boot_signature: Option<String>,
+    /// Raw body, cut at [`LOG_BODY_CAP`] bytes (see `body_len`).
+    pub body: Vec<u8>,
+    /// Number of body bytes read: the body's length, or `MAX_BODY + 1` when it was
+    /// larger than [`MAX_BODY`] (reading stops there).
+    pub body_len: usize,
+    /// The body parsed as JSON, when it was JSON.
+    pub json: Option<Value>,
+    /// The fault injected instead of the normal answer, if any.
+    pub fault: Option<Fault>,
+    /// HTTP status answered; 0 while undecided, or when no answer was sent
+    /// (a `Stall` or `Close` fault).
+    pub status: u16,
+    /// JSON body answered, for protocol requests answered with JSON.
+    pub response: Option<Value>,
+}
+
+impl Request {
+    /// Value of the first header with this name (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// True for `/admin` requests.
+    pub fn is_admin(&self) -> bool {
+        self.kind == Kind::Admin
+    }
+
+    /// The body's `agentsn`, if it has one.
+    pub fn agentsn(&self) -> Option<&str> {
+        self.json.as_ref()?.get("agentsn")?.as_str()
+    }
+}
+
+/// What the server knows about one agent (keyed by the SN it was handed).
+#[derive(Clone, Debug)]
+pub struct AgentView {
+    /// The agent's SN, as answered at registration.
+    pub sn: String,
+    /// Latest `hostname` received.
+    pub hostname: String,
+    /// Latest `version` received, if any.
+    pub version: Option<String>,
+    /// Latest `host` object received at registration, if any.
+    pub host: Option<Value>,
+    /// The SN the agent registered with, when the server handed it a different one.
+    pub previous_sn: Option<String>,
+    /// Successful registrations (answers with `status` 0).
+    pub registrations: u64,
+    /// Status reports accepted (answered 200).
+    pub reports: u64,
+    /// The last accepted status report, whole.
+    pub last_report: Option<Value>,
+    /// When the agent was last heard from (registration or report).
+    pub last_seen: Instant,
+    /// Job results received, by job id (the latest result for each id).
+    pub job_results: BTreeMap<String, Value>,
+    /// Every event received in accepted reports, oldest first (bounded).
+    pub events: Vec<Value>,
+    /// Jobs queued for this SN and not handed out yet.
+    pub queued_jobs: usize,
+}
+
+/// Callback run for every request once its answer is decided (see [`RefServer::on_request`]).
+pub type Observer = Arc<dyn Fn(&Request) + Send + Sync + 'static>;
+
+// ---------------------------------------------------------------------------------------
+// Shared state
+// ---------------------------------------------------------------------------------------
+
+/// One agent's record (see [`AgentView`]).
+#[derive(Clone, Debug)]
+struct Agent {
+    order: u64,
+    hostname: String,
+    version: Option<String>,
+    host: Option<Value>,
+    previous_sn: Option<String>,
+    registrations: u64,
+    reports: u64,
+    last_report: Option<Value>,
+    last_seen: Instant,
+    job_results: BTreeMap<String, Value>,
+    events: VecDeque<Value>,
+}
+
+/// Everything behind the state mutex.
+struct State {
+    step: Option<u64>,
+    files_dir: Option<PathBuf>,
+    /// SN handed out by the next registration (an SN conflict), then cleared.
+    conflict_sn: Option<String>,
+    /// Old SN → SN handed out for it after a conflict.
+    aliases: HashMap<String, String>,
+    /// `key` and `secret` handed out at registration, if set.
+    credentials: Option<(String, String)>,
+    /// Number of coming registrations to reject with `status` 1.
+    reject_registrations: usize,
+    agents: BTreeMap<String, Agent>,
+    next_agent_order: u64,
+    /// Jobs waiting to be handed out, by SN.
+    queues: HashMap<String, VecDeque<Value>>,
+    faults: VecDeque<Fault>,
+    sticky: Option<Fault>,
+    log: VecDeque<Request>,
+    log_body_bytes: usize,
+    next_seq: u64,
+}
+
+/// State shared by the API handle, the dispatcher and the handler threads.
+struct Shared {
+    state: Mutex<State>,
+    observer: Mutex<Option<Observer>>,
+    /// Set when the server is being dropped: stalls end, the dispatcher stops.
+    stop: AtomicBool,
+    /// Number of running handler threads, with a condvar to wait for a free slot.
+    active: Mutex<usize>,
+    active_cv: Condvar,
+    started: Instant,
+}
+
+/// Locks a mutex, recovering the data if a thread panicked while holding it.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Shared {
+    fn state(&self) -> MutexGuard<'_, State> {
+        lock(&self.state)
+    }
+
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    /// The fault for the next protocol request: queued ones first, then the sticky one.
+    fn next_fault(&self) -> Option<Fault> {
+        let mut st = self.state();
+        st.faults.pop_front().or_else(|| st.sticky.clone())
+    }
+
+    /// Appends a request to the log, dropping the oldest entries beyond the bounds.
+    fn log_request(&self, mut entry: Request) -> u64 {
+        let mut st = self.state();
+        st.next_seq += 1;
+        entry.seq = st.next_seq;
+        st.log_body_bytes += entry.body.len();
+        st.log.push_back(entry);
+        while st.log.len() > LOG_MAX_ENTRIES
+            || (st.log_body_bytes > LOG_MAX_BODY_BYTES && st.log.len() > 1)
+        {
+            if let Some(old) = st.log.pop_front() {
+                st.log_body_bytes -= old.body.len();
+            }
+        }
+        st.next_seq
+    }
+
+    /// Records the answer decided for a logged request, then runs the observer.
+    fn log_answer(&self, seq: u64, status: u16, response: Option<Value>) {
+        let observer = lock(&self.observer).clone();
+        let snapshot = {
+            let mut st = self.state();
+            let entry = st.log.iter_mut().rev().find(|r| r.seq == seq);
+            match entry {
+                Some(r) => {
+                    r.status = status;
+                    r.response = response;
+                    observer.as_ref().map(|_| r.clone())
+                }
+                None => None,
+            }
+        };
+        if let (Some(f), Some(r)) = (observer, snapshot) {
+            f(&r);
+        }
+    }
+
+    /// Waits for a free handler slot; false if the server is stopping.
+    fn acquire_slot(&self) -> bool {
+        let mut active = lock(&self.active);
+        while *active >= MAX_HANDLERS {
+            if self.stopping() {
+                return false;
+            }
+            active = match self
+                .active_cv
+                .wait_timeout(active, Duration::from_millis(50))
+            {
+                Ok((guard, _)) => guard,
+                Err(e) => e.into_inner().0,
+            };
+        }
+        *active += 1;
+        true
+    }
+
+    fn release_slot(&self) {
+        let mut active = lock(&self.active);
+        *active = active.saturating_sub(1);
+        self.active_cv.notify_all();
+    }
+
+    /// Waits until no handler runs, at most `limit`.
+    fn wait_idle(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        let mut active = lock(&self.active);
+        while *active > 0 {
+            let now = Instant::now();
+            if now >= deadline {
+                return;
+            }
+            active = match self.active_cv.wait_timeout(active, deadline - now) {
+                Ok((guard, _)) => guard,
+                Err(e) => e.into_inner().0,
+            };
+        }
+    }
+
+    /// Sleeps for `d`, waking early when the server stops.
+    fn sleep(&self, d: Duration) {
+        let end = Instant::now() + d;
+        while !self.stopping() {
+            let now = Instant::now();
+            if now >= end {
+                return;
+            }
+            thread::sleep((end - now).min(Duration::from_millis(20)));
+        }
+    }
+}
+
+/// Releases a handler slot when a handler thread ends, even by a panic.
+struct SlotGuard(Arc<Shared>);
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        self.0.release_slot();
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The server handle
+// ---------------------------------------------------------------------------------------
+
+/// A running reference server. Dropping it stops it.
+///
+/// Thread-safe: every method takes `&self`, and the handle may be shared (e.g. in an
+/// `Arc`) between threads.
+///
+/// HTTP admin endpoints (JSON in, JSON out):
+/// * `GET /admin` — this list.
+/// * `GET /admin/agents` — known agents, with last report, job results and events.
+/// * `POST /admin/jobs` `{"sn": "...", "job": {...}}` — queue a job (an `id` is generated
+///   when missing; `sn` may be left out when exactly one agent is known).
+/// * `GET /admin/requests?path=/agent/status&since=SEQ&limit=N` — logged requests
+///   (raw bodies over 4 KiB left out; default limit 1000, the latest).
+/// * `GET /admin/fault`, `POST /admin/fault` `{"fault": "500"|"401"|"garbage"|"huge"|
+///   "huge-chunked"|"stall"|"close"|"retry-after", "count": N, "seconds": S,
+///   "status": CODE, "bytes": N, "sticky": BOOL}`; `{"fault": null}` clears every fault.
+/// * `POST /admin/step` `{"step": N}` or `{"step": null}`.
+/// * `POST /admin/conflict` `{"sn": "..."}` — hand out this SN at the next registration.
+pub struct RefServer {
+    shared: Arc<Shared>,
+    http: Option<Arc<tiny_http::Server>>,
+    dispatcher: Option<JoinHandle<()>>,
+    addr: SocketAddr,
+}
+
+impl RefServer {
+    /// Binds `opts.listen` and starts serving in background threads.
+    pub fn start(opts: Options) -> io::Result<RefServer> {
+        let server = tiny_http::Server::http(opts.listen.as_str())
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        let addr = server
+            .server_addr()
+            .to_ip()
+            .ok_or_else(|| io::Error::other("listening address is not an IP address"))?;
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                step: opts.step,
+                files_dir: opts.files_dir,
+                conflict_sn: None,
+                aliases: HashMap::new(),
+                credentials: None,
+                reject_registrations: 0,
+                agents: BTreeMap::new(),
+                next_agent_order: 0,
+                queues: HashMap::new(),
+                faults: VecDeque::new(),
+                sticky: None,
+                log: VecDeque::new(),
+                log_body_bytes: 0,
+                next_seq: 0,
+            }),
+            observer: Mutex::new(None),
+            stop: AtomicBool::new(false),
+            active: Mutex::new(0),
+            active_cv: Condvar::new(),
+            started: Instant::now(),
+        });
+        let http = Arc::new(server);
+        let dispatcher = {
+            let shared = Arc::clone(&shared);
+            let http = Arc::clone(&http);
+            thread::Builder::new()
+                .name(format!("refserver-{}", addr.port()))
+                .spawn(move || dispatch(&shared, &http))?
+        };
+        Ok(RefServer {
+            shared,
+            http: Some(http),
+            dispatcher: Some(dispatcher),
+            addr,
+        })
+    }
+
+    /// `"127.0.0.1:PORT"`: the address to give an agent with `-S`.
+    pub fn addr(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// `"http://127.0.0.1:PORT"`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Makes each of the next `count` protocol requests fail with `fault` (after any
+    /// faults already queued).
+    pub fn push_faults(&self, fault: Fault, count: usize) {
+        let mut st = self.shared.state();
+        st.faults.extend(std::iter::repeat_n(fault, count));
+    }
+
+    /// Applies `fault` to every protocol request (once the queued ones are used up),
+    /// until called again with `None`.
+    pub fn set_sticky_fault(&self, fault: Option<Fault>) {
+        self.shared.state().sticky = fault;
+    }
+
+    /// Removes every queued fault and the sticky one.
+    pub fn clear_faults(&self) {
+        let mut st = self.shared.state();
+        st.faults.clear();
+        st.sticky = None;
+    }
+
+    /// Number of queued (non-sticky) faults not yet applied.
+    pub fn pending_faults(&self) -> usize {
+        self.shared.state().faults.len()
+    }
+
+    /// Sets the `step` handed out at registration; `None` leaves the field out.
+    pub fn set_step(&self, step: Option<u64>) {
+        self.shared.state().step = step;
+    }
+
+    /// Makes the next registration (of any agent) hand out `sn` instead of the agent's
+    /// own; the agent's old SN is then remembered to map to `sn`, so registering again
+    /// with the old SN gets `sn` again. `None` cancels a pending conflict.
+    pub fn set_conflict_sn(&self, sn: Option<String>) {
+        self.shared.state().conflict_sn = sn;
+    }
+
+    /// Makes registrations hand out `key` and `secret` (PROTOCOL.md §4); `None` stops that.
+    /// The server records the `X-Boot-*` headers but does not check signatures.
+    pub fn set_credentials(&self, credentials: Option<(String, String)>) {
+        self.shared.state().credentials = credentials;
+    }
+
+    /// Makes the next `count` registrations answer HTTP 200 with `status` 1 (rejected).
+    pub fn reject_registrations(&self, count: usize) {
+        self.shared.state().reject_registrations = count;
+    }
+
+    /// Queues `job` for the agent with this SN, to be handed out once, in the next
+    /// answered status report. The job is sent as given (no `id` is added), so tests
+    /// can send invalid jobs too. The SN need not be known yet.
+    pub fn queue_job(&self, sn: &str, job: Value) {
+        self.shared
+            .state()
+            .queues
+            .entry(sn.to_string())
+            .or_default()
+            .push_back(job);
+    }
+
+    /// Jobs queued for `sn` and not handed out yet.
+    pub fn queued_jobs(&self, sn: &str) -> usize {
+        self.shared.state().queues.get(sn).map_or(0, VecDeque::len)
+    }
+
+    /// A copy of the whole request log, oldest first.
+    pub fn requests(&self) -> Vec<Request> {
+        self.shared.state().log.iter().cloned().collect()
+    }
+
+    /// The logged requests whose path (without query string) is `path`, oldest first.
+    pub fn requests_to(&self, path: &str) -> Vec<Request> {
+        self.shared
+            .state()
+            .log
+            .iter()
+            .filter(|r| r.path == path)
+            .cloned()
+            .collect()
+    }
+
+    /// The logged protocol requests (`/agent/...`), oldest first.
+    pub fn protocol_requests(&self) -> Vec<Request> {
+        self.shared
+            .state()
+            .log
+            .iter()
+            .filter(|r| r.kind == Kind::Protocol)
+            .cloned()
+            .collect()
+    }
+
+    /// Every known agent, in order of first registration.
+    pub fn agents(&self) -> Vec<AgentView> {
+        let st = self.shared.state();
+        let mut agents: Vec<(&String, &Agent)> = st.agents.iter().collect();
+        agents.sort_by_key(|(_, a)| a.order);
+        agents
+            .into_iter()
+            .map(|(sn, a)| agent_view(&st, sn, a))
+            .collect()
+    }
+
+    /// The agent with this SN, if known.
+    pub fn agent(&self, sn: &str) -> Option<AgentView> {
+        let st = self.shared.state();
+        st.agents.get(sn).map(|a| agent_view(&st, sn, a))
+    }
+
+    /// Runs `f` for every request once its answer is decided (before it is sent), or
+    /// for `Stall`/`Close` faults when the request has been read. Replaces any earlier
+    /// observer. `f` runs on the handler thread and must not block for long.
+    pub fn on_request<F: Fn(&Request) + Send + Sync + 'static>(&self, f: F) {
+        *lock(&self.shared.observer) = Some(Arc::new(f));
+    }
+
+    /// Polls `f` every ~10 ms until it returns true (then returns true) or `deadline`
+    /// has passed (then returns false after one last try).
+    pub fn wait_for<F: Fn(&RefServer) -> bool>(&self, deadline: Duration, f: F) -> bool {
+        let end = Instant::now() + deadline;
+        loop {
+            if f(self) {
+                return true;
+            }
+            if Instant::now() >= end {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// When the server was started (the origin of the `t` values in `/admin/requests`).
+    pub fn started(&self) -> Instant {
+        self.shared.started
+    }
+}
+
+impl Drop for RefServer {
+    /// Stops the dispatcher, ends stalls, waits briefly for running handlers, and
+    /// closes the listening socket.
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        if let Some(http) = &self.http {
+            http.unblock();
+        }
+        if let Some(handle) = self.dispatcher.take() {
+            let _ = handle.join();
+        }
+        self.shared.wait_idle(Duration::from_secs(2));
+        // Dropping the last reference to the tiny_http server stops its accept thread,
+        // which then closes the listening socket. Wait (briefly) until it has, so that
+        // a test can start a new server on the same address at once.
+        self.http.take();
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while Instant::now() < deadline
+            && std::net::TcpStream::connect_timeout(&self.addr, Duration::from_millis(100)).is_ok()
+        {
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+fn agent_view(st: &State, sn: &str, a: &Agent) -> AgentView {
+    AgentView {
+        sn: sn.to_string(),
+        hostname: a.hostname.clone(),
+        version: a.version.clone(),
+        host: a.host.clone(),
+        previous_sn: a.previous_sn.clone(),
+        registrations: a.registrations,
+        reports: a.reports,
+        last_report: a.last_report.clone(),
+        last_seen: a.last_seen,
+        job_results: a.job_results.clone(),
+        events: a.events.iter().cloned().collect(),
+        queued_jobs: st.queues.get(sn).map_or(0, VecDeque::len),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Request handling
+// ---------------------------------------------------------------------------------------
+
+/// Takes requests from tiny_http and hands each to its own thread (at most
+/// [`MAX_HANDLERS`] at once), until the server stops.
+fn dispatch(shared: &Arc<Shared>, http: &tiny_http::Server) {
+    while !shared.stopping() {
+        let rq = match http.recv() {
+            Ok(rq) => rq,
+            Err(_) => {
+                // Unblocked by `Drop`, or an accept error: avoid spinning.
+                if !shared.stopping() {
+                    thread::sleep(Duration::from_millis(10));
+                }
+                continue;
+            }
+        };
+        let received = (Instant::now(), SystemTime::now());
+        if !shared.acquire_slot() {
+            break; // stopping; dropping `rq` answers 500
+        }
+        let worker_shared = Arc::clone(shared);
+        let spawned = thread::Builder::new()
+            .name("refserver-handler".to_string())
+            .spawn(move || {
+                let _slot = SlotGuard(Arc::clone(&worker_shared));
+                handle(&worker_shared, rq, received);
+            });
+        if spawned.is_err() {
+            // The closure (and the request, answered 500 when dropped) is gone.
+            shared.release_slot();
+        }
+    }
+}
+
+/// How a request is answered.
+enum Reply {
+    /// JSON body with extra headers.
+    Json(u16, Value, Vec<(String, String)>),
+    /// Fixed text body with its content type.
+    Text(u16, String, &'static str),
+    /// A file, with `Content-Length`.
+    File(File, usize),
+    /// A generated JSON-looking body of this size, with `Content-Length` or chunked.
+    Huge(usize, bool),
+    /// Send nothing for that long, then close.
+    Stall(Duration),
+    /// Close without an answer.
+    Close,
+}
+
+impl Reply {
+    /// The HTTP status sent; 0 for none.
+    fn status(&self) -> u16 {
+        match self {
+            Reply::Json(code, ..) | Reply::Text(code, ..) => *code,
+            Reply::File(..) | Reply::Huge(..) => 200,
+            Reply::Stall(_) | Reply::Close => 0,
+        }
+    }
+}
+
+/// A JSON error answer: `{"status": 1, "error": msg}`.
+fn error(code: u16, msg: impl Into<String>) -> Reply {
+    Reply::Json(code, json!({"status": 1, "error": msg.into()}), Vec::new())
+}
+
+/// Why a request body could not be used.
+enum BodyError {
+    TooLarge,
+    Io(io::Error),
+}
+
+/// Reads a request body, at most `MAX_BODY + 1` bytes.
+fn read_body(rq: &mut tiny_http::Request) -> Result<Vec<u8>, (Vec<u8>, BodyError)> {
+    let mut body = Vec::new();
+    match rq
+        .as_reader()
+        .take(MAX_BODY as u64 + 1)
+        .read_to_end(&mut body)
+    {
+        Ok(_) if body.len() > MAX_BODY => Err((body, BodyError::TooLarge)),
+        Ok(_) => Ok(body),
+        Err(e) => Err((body, BodyError::Io(e))),
+    }
+}
+
+/// Handles one request from start to end, on its own thread.
+fn handle(shared: &Shared, mut rq: tiny_http::Request, received: (Instant, SystemTime)) {
+    let method = rq.method().as_str().to_string();
+    let (path, query) = match rq.url().split_once('?') {
+        Some((p, q)) => (p.to_string(), Some(q.to_string())),
+        None => (rq.url().to_string(), None),
+    };
+    let kind = if path.starts_with("/agent/") {
+        Kind::Protocol
+    } else if path == "/admin" || path.starts_with("/admin/") {
+        Kind::Admin
+    } else if path.starts_with("/files/") {
+        Kind::File
+    } else {
+        Kind::Other
+    };
+    let headers: Vec<(String, String)> = rq
+        .headers()
+        .iter()
+        .map(|h| {
+            (
+                h.field.as_str().as_str().to_string(),
+                h.value.as_str().to_string(),
+            )
+        })
+        .collect();
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    };
+
+    let body = read_body(&mut rq);
+    let raw: &[u8] = match &body {
+        Ok(b) => b,
+        Err((b, _)) => b,
+    };
+    let json: Option<Value> = match &body {
+        Ok(b) if !b.is_empty() => serde_json::from_slice(b).ok(),
+        _ => None,
+    };
+    let fault = if kind == Kind::Protocol {
+        shared.next_fault()
+    } else {
+        None
+    };
+
+    let seq = shared.log_request(Request {
+        seq: 0,
+        kind,
+        received: received.0,
+        wall: received.1,
+        remote: rq.remote_addr().copied(),
+        method: method.clone(),
+        path: path.clone(),
+        query: query.clone(),
+        boot_key: header("X-Boot-Key"),
+        boot_timestamp: header("X-Boot-Timestamp"),
+        boot_signature: header("X-Boot-Signature"),
+        headers: headers.clone(),
+        body: raw[..raw.len().min(LOG_BODY_CAP)].to_vec(),
+        body_len: raw.len(),
+        json: json.clone(),
+        fault: fault.clone(),
+        status: 0,
+        response: None,
+    });
+
+    let reply = if let Some(fault) = fault {
+        fault_reply(&fault)
+    } else if let Err((_, why)) = &body {
+        match why {
+            BodyError::TooLarge => error(400, format!("request body over {MAX_BODY} bytes")),
+            BodyError::Io(e) => error(400, format!("could not read the request body: {e}")),
+        }
+    } else {
+        route(
+            shared,
+            kind,
+            &method,
+            &path,
+            query.as_deref(),
+            raw,
+            json.as_ref(),
+        )
+    };
+
+    let response_json = match (&reply, kind) {
+        (Reply::Json(_, v, _), Kind::Protocol) => Some(v.clone()),
+        _ => None,
+    };
+    shared.log_answer(seq, reply.status(), response_json);
+    send(shared, rq, reply);
+}
+
+/// The reply for an injected fault.
+fn fault_reply(fault: &Fault) -> Reply {
+    match fault {
+        Fault::Status(code) => error(*code, format!("injected fault: HTTP {code}")),
+        Fault::RetryAfter(code, secs) => Reply::Json(
+            *code,
+            json!({"status": 1, "error": format!("injected fault: HTTP {code}, retry after {secs} s")}),
+            vec![("Retry-After".to_string(), secs.to_string())],
+        ),
+        Fault::Garbage => Reply::Text(
+            200,
+            "<html>this is { not \"json\" at all".to_string(),
+            "application/json",
+        ),
+        Fault::HugeBody(n) => Reply::Huge(*n, false),
+        Fault::HugeChunked(n) => Reply::Huge(*n, true),
+        Fault::Stall(d) => Reply::Stall(*d),
+        Fault::Close => Reply::Close,
+    }
+}
+
+/// Writes the reply (or does not, for stalls and closes).
+fn send(shared: &Shared, rq: tiny_http::Request, reply: Reply) {
+    use tiny_http::{Response, StatusCode};
+    // Errors writing the answer mean the client went away: nothing to do.
+    let _ = match reply {
+        Reply::Json(code, value, extra) => {
+            let body = serde_json::to_vec(&value).unwrap_or_default();
+            let mut hdrs = vec![("Content-Type".to_string(), "application/json".to_string())];
+            hdrs.extend(extra);
+            let len = body.len();
+            rq.respond(
+                Response::new(
+                    StatusCode(code),
+                    headers(&hdrs),
+                    io::Cursor::new(body),
+                    Some(len),
+                    None,
+                )
+                .with_chunked_threshold(usize::MAX),
+            )
+        }
+        Reply::Text(code, text, content_type) => {
+            let len = text.len();
+            let hdrs = headers(&[("Content-Type".to_string(), content_type.to_string())]);
+            rq.respond(
+                Response::new(
+                    StatusCode(code),
+                    hdrs,
+                    io::Cursor::new(text.into_bytes()),
+                    Some(len),
+                    None,
+                )
+                .with_chunked_threshold(usize::MAX),
+            )
+        }
+        Reply::File(file, len) => {
+            let hdrs = headers(&[(
+                "Content-Type".to_string(),
+                "application/octet-stream".to_string(),
+            )]);
+            rq.respond(
+                Response::new(StatusCode(200), hdrs, file, Some(len), None)
+                    .with_chunked_threshold(usize::MAX),
+            )
+        }
+        Reply::Huge(n, chunked) => {
+            let hdrs = headers(&[("Content-Type".to_string(), "application/json".to_string())]);
+            let body = HugeBody::new(n);
+            let response = if chunked {
+                Response::new(StatusCode(200), hdrs, body, None, None).with_chunked_threshold(0)
+            } else {
+                Response::new(StatusCode(200), hdrs, body, Some(n), None)
+                    .with_chunked_threshold(usize::MAX)
+            };
+            rq.respond(response)
+        }
+        Reply::Stall(d) => {
+            shared.sleep(d);
+            close_without_answer(rq);
+            Ok(())
+        }
+        Reply::Close => {
+            close_without_answer(rq);
+            Ok(())
+        }
+    };
+}
+
+/// Drops the request without writing anything (tiny_http would otherwise answer 500).
+///
+/// The socket closes at once when the client asked for `Connection: close` (as
+/// BootAgent does, PROTOCOL.md §1) or spoke HTTP/1.0; on a keep-alive connection
+/// tiny_http keeps it open for a next request, so the client just sees no answer.
+fn close_without_answer(rq: tiny_http::Request) {
+    drop(rq.into_writer());
+}
+
+/// tiny_http headers from name/value pairs (pairs that are not ASCII are skipped).
+fn headers(pairs: &[(String, String)]) -> Vec<tiny_http::Header> {
+    pairs
+        .iter()
+        .filter_map(|(k, v)| tiny_http::Header::from_bytes(k.as_bytes(), v.as_bytes()).ok())
+        .collect()
+}
+
+/// The body of a `HugeBody` fault: valid JSON of exactly `len` bytes, padded with
+/// spaces inside a string, generated as it is read.
+struct HugeBody {
+    len: usize,
+    pos: usize,
+}
+
+impl HugeBody {
+    const HEAD: &'static [u8] = br#"{"status":0,"jobs":[],"pad":""#;
+    const TAIL: &'static [u8] = br#""}"#;
+
+    fn new(len: usize) -> HugeBody {
+        HugeBody { len, pos: 0 }
+    }
+
+    fn byte_at(&self, i: usize) -> u8 {
+        let (head, tail) = (Self::HEAD, Self::TAIL);
+        if self.len < head.len() + tail.len() {
+            b' '
+        } else if i < head.len() {
+            head[i]
+        } else if i >= self.len - tail.len() {
+            tail[i - (self.len - tail.len())]
+        } else {
+            b' '
+        }
+    }
+}
+
+impl Read for HugeBody {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = buf.len().min(self.len - self.pos);
+        for (k, b) in buf[..n].iter_mut().enumerate() {
+            *b = self.byte_at(self.pos + k);
+        }
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// Answers a request that carries no fault.
+fn route(
+    shared: &Shared,
+    kind: Kind,
+    method: &str,
+    path: &str,
+    query: Option<&str>,
+    raw: &[u8],
+    json: Option<&Value>,
+) -> Reply {
+    let is_get = method == "GET" || method == "HEAD";
+    let is_post = method == "POST";
+    // A POST body must be JSON; GET bodies are ignored.
+    let body = || -> Result<&Value, Reply> {
+        match json {
+            Some(v) => Ok(v),
+            None if raw.is_empty() => Err(error(400, "empty body; expected JSON")),
+            None => Err(error(400, "body is not JSON")),
+        }
+    };
+    let post = |f: &dyn Fn(&Value) -> Reply| -> Reply {
+        if !is_post {
+            return error(405, format!("{method} not allowed on {path}; use POST"));
+        }
+        match body() {
+            Ok(v) => f(v),
+            Err(reply) => reply,
+        }
+    };
+    let get = |f: &dyn Fn() -> Reply| -> Reply {
+        if !is_get {
+            return error(405, format!("{method} not allowed on {path}; use GET"));
+        }
+        f()
+    };
+    match (kind, path) {
+        (Kind::Protocol, "/agent/register") => post(&|v| register(shared, v)),
+        (Kind::Protocol, "/agent/status") => post(&|v| status(shared, v)),
+        (Kind::Admin, "/admin") | (Kind::Admin, "/admin/") => get(&admin_help),
+        (Kind::Admin, "/admin/agents") => get(&|| admin_agents(shared)),
+        (Kind::Admin, "/admin/jobs") => post(&|v| admin_jobs(shared, v)),
+        (Kind::Admin, "/admin/requests") => get(&|| admin_requests(shared, query)),
+        (Kind::Admin, "/admin/fault") if is_get => admin_fault_state(shared),
+        (Kind::Admin, "/admin/fault") => post(&|v| admin_fault(shared, v)),
+        (Kind::Admin, "/admin/step") => post(&|v| admin_step(shared, v)),
+        (Kind::Admin, "/admin/conflict") => post(&|v| admin_conflict(shared, v)),
+        (Kind::File, _) => get(&|| serve_file(shared, path)),
+        _ => error(404, format!("no such endpoint: {method} {path}")),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Protocol endpoints
+// ---------------------------------------------------------------------------------------
+
+/// Checks that `obj[field]` is present (when `required`) and of the right JSON type.
+fn check_field(
+    obj: &Map<String, Value>,
+    field: &str,
+    required: bool,
+    kind: &str,
+    ok: fn(&Value) -> bool,
+) -> Result<(), String> {
+    match obj.get(field) {
+        None if required => Err(format!("missing field `{field}`")),
+        None => Ok(()),
+        Some(v) if ok(v) => Ok(()),
+        Some(v) => Err(format!("field `{field}` must be {kind}, got {v}")),
+    }
+}
+
+fn is_nonempty_str(v: &Value) -> bool {
+    v.as_str().is_some_and(|s| !s.is_empty())
+}
+
+/// `POST /agent/register` (PROTOCOL.md §2).
+fn register(shared: &Shared, body: &Value) -> Reply {
+    let Some(obj) = body.as_object() else {
+        return error(400, "body must be a JSON object");
+    };
+    let checks = [
+        check_field(obj, "hostname", true, "a non-empty string", is_nonempty_str),
+        check_field(obj, "agentsn", true, "a non-empty string", is_nonempty_str),
+        check_field(obj, "version", false, "a string", Value::is_string),
+        check_field(obj, "host", false, "an object", Value::is_object),
+    ];
+    if let Some(Err(msg)) = checks.into_iter().find(Result::is_err) {
+        return error(400, msg);
+    }
+    let own_sn = obj
+        .get("agentsn")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let hostname = obj
+        .get("hostname")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+
+    let mut st = shared.state();
+    if st.reject_registrations > 0 {
+        st.reject_registrations -= 1;
+        return Reply::Json(
+            200,
+            json!({"status": 1, "error": "registration rejected (test)"}),
+            vec![],
+        );
+    }
+    // The SN to hand out: a remembered conflict resolution, a new conflict, or its own.
+    let sn = if let Some(new_sn) = st.aliases.get(&own_sn) {
+        new_sn.clone()
+    } else if let Some(new_sn) = st.conflict_sn.take().filter(|s| *s != own_sn) {
+        st.aliases.insert(own_sn.clone(), new_sn.clone());
+        new_sn
+    } else {
+        own_sn.clone()
+    };
+    let order = st.next_agent_order;
+    if !st.agents.contains_key(&sn) {
+        st.next_agent_order += 1;
+    }
+    let agent = st.agents.entry(sn.clone()).or_insert_with(|| Agent {
+        order,
+        hostname: String::new(),
+        version: None,
+        host: None,
+        previous_sn: None,
+        registrations: 0,
+        reports: 0,
+        last_report: None,
+        last_seen: Instant::now(),
+        job_results: BTreeMap::new(),
+        events: VecDeque::new(),
+    });
+    agent.hostname = hostname;
+    agent.version = obj
+        .get("version")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    if let Some(host) = obj.get("host") {
+        agent.host = Some(host.clone());
+    }
+    if sn != own_sn {
+        agent.previous_sn = Some(own_sn);
+    }
+    agent.registrations += 1;
+    agent.last_seen = Instant::now();
+
+    let mut answer = json!({"status": 0, "agentsn": sn, "tags": TAGS});
+    if let Some(step) = st.step {
+        answer["step"] = json!(step);
+    }
+    if let Some((key, secret)) = &st.credentials {
+        answer["key"] = json!(key);
+        answer["secret"] = json!(secret);
+    }
+    Reply::Json(200, answer, Vec::new())
+}
+
+/// Checks a status report's shape (PROTOCOL.md §3); `Err` names the first problem.
+fn check_report(obj: &Map<String, Value>) -> Result<(), String> {
+    let number = |v: &Value| v.is_u64() || v.is_i64();
+    check_field(obj, "hostname", true, "a non-empty string", is_nonempty_str)?;
+    check_field(obj, "agentsn", true, "a non-empty string", is_nonempty_str)?;
+    check_field(obj, "version", false, "a string", Value::is_string)?;
+    check_field(obj, "uptime", true, "an integer", number)?;
+    check_field(obj, "timestamp", true, "an integer", number)?;
+    check_field(obj, "step", true, "an integer", number)?;
+    check_field(obj, "agents", true, "an array", Value::is_array)?;
+    check_field(obj, "jobs", true, "an array", Value::is_array)?;
+    check_field(obj, "events", false, "an array", Value::is_array)?;
+    let empty = Vec::new();
+    for (i, a) in obj
+        .get("agents")
+        .and_then(Value::as_array)
+        .unwrap_or(&empty)
+        .iter()
+        .enumerate()
+    {
+        let Some(a) = a.as_object() else {
+            return Err(format!("agents[{i}] must be an object"));
+        };
+        check_field(a, "name", true, "a non-empty string", is_nonempty_str)
+            .and_then(|_| check_field(a, "status", true, "a string", Value::is_string))
+            .map_err(|e| format!("agents[{i}]: {e}"))?;
+        let state = a.get("status").and_then(Value::as_str).unwrap_or_default();
+        if !AGENT_STATES.contains(&state) {
+            return Err(format!("agents[{i}]: unknown status {state:?}"));
+        }
+    }
+    for (i, j) in obj
+        .get("jobs")
+        .and_then(Value::as_array)
+        .unwrap_or(&empty)
+        .iter()
+        .enumerate()
+    {
+        let Some(j) = j.as_object() else {
+            return Err(format!("jobs[{i}] must be an object"));
+        };
+        check_field(j, "id", true, "a string", Value::is_string)
+            .and_then(|_| check_field(j, "errcode", true, "an integer", number))
+            .and_then(|_| check_field(j, "message", true, "a string", Value::is_string))
+            .map_err(|e| format!("jobs[{i}]: {e}"))?;
+    }
+    Ok(())
+}
+
+/// `POST /agent/status` (PROTOCOL.md §3).
+fn status(shared: &Shared, body: &Value) -> Reply {
+    let Some(obj) = body.as_object() else {
+        return error(400, "body must be a JSON object");
+    };
+    if let Err(msg) = check_report(obj) {
+        return error(400, msg);
+    }
+    let sn = obj
+        .get("agentsn")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+
+    let mut st = shared.state();
+    let Some(agent) = st.agents.get_mut(sn) else {
+        return error(404, format!("unknown agentsn {sn}: register first"));
+    };
+    if let Some(hostname) = obj.get("hostname").and_then(Value::as_str) {
+        agent.hostname = hostname.to_string();
+    }
+    if let Some(version) = obj.get("version").and_then(Value::as_str) {
+        agent.version = Some(version.to_string());
+    }
+    agent.reports += 1;
+    agent.last_seen = Instant::now();
+    agent.last_report = Some(body.clone());
+    for result in obj
+        .get("jobs")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        if let Some(id) = result.get("id").and_then(Value::as_str) {
+            agent.job_results.insert(id.to_string(), result.clone());
+        }
+    }
+    for event in obj
+        .get("events")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        agent.events.push_back(event.clone());
+        if agent.events.len() > MAX_EVENTS_PER_AGENT {
+            agent.events.pop_front();
+        }
+    }
+    let jobs: Vec<Value> = st.queues.remove(sn).map(Vec::from).unwrap_or_default();
+    Reply::Json(200, json!({"status": 0, "jobs": jobs}), Vec::new())
+}
+
+// ---------------------------------------------------------------------------------------
+// Admin endpoints
+// ---------------------------------------------------------------------------------------
+
+fn ok_json(value: Value) -> Reply {
+    Reply::Json(200, value, Vec::new())
+}
+
+/// `GET /admin`: the list of admin endpoints.
+fn admin_help() -> Reply {
+    ok_json(json!({
+        "endpoints": [
+            "GET  /admin/agents",
+            "POST /admin/jobs      {\"sn\": SN?, \"job\": {\"action\": ..., ...}}",
+            "GET  /admin/requests?path=/agent/status&since=SEQ&limit=N",
+            "GET  /admin/fault",
+            "POST /admin/fault     {\"fault\": \"500\"|\"401\"|\"garbage\"|\"huge\"|\"huge-chunked\"|\"stall\"|\"close\"|\"retry-after\"|null, \"count\": N, \"seconds\": S, \"status\": CODE, \"bytes\": N, \"sticky\": BOOL}",
+            "POST /admin/step      {\"step\": N|null}",
+            "POST /admin/conflict  {\"sn\": SN|null}",
+            "GET  /files/REL/PATH",
+        ]
+    }))
+}
+
+/// One agent as JSON.
+fn agent_json(a: &AgentView) -> Value {
+    json!({
+        "sn": a.sn,
+        "hostname": a.hostname,
+        "version": a.version,
+        "host": a.host,
+        "previous_sn": a.previous_sn,
+        "registrations": a.registrations,
+        "reports": a.reports,
+        "last_seen_s_ago": a.last_seen.elapsed().as_secs(),
+        "last_report": a.last_report,
+        "job_results": a.job_results,
+        "events": a.events,
+        "queued_jobs": a.queued_jobs,
+    })
+}
+
+/// `GET /admin/agents`.
+fn admin_agents(shared: &Shared) -> Reply {
+    let st = shared.state();
+    let mut agents: Vec<(&String, &Agent)> = st.agents.iter().collect();
+    agents.sort_by_key(|(_, a)| a.order);
+    let list: Vec<Value> = agents
+        .into_iter()
+        .map(|(sn, a)| agent_json(&agent_view(&st, sn, a)))
+        .collect();
+    ok_json(Value::Array(list))
+}
+
+/// `POST /admin/jobs`.
+fn admin_jobs(shared: &Shared, body: &Value) -> Reply {
+    let Some(job) = body.get("job").and_then(Value::as_object) else {
+        return error(400, "expected {\"sn\": \"...\", \"job\": {...}}");
+    };
+    let mut job = job.clone();
+    if !job.contains_key("id") {
+        job.insert("id".to_string(), json!(new_uuid()));
+    }
+    let mut st = shared.state();
+    let sn = match body.get("sn") {
+        Some(Value::String(sn)) if !sn.is_empty() => sn.clone(),
+        None | Some(Value::Null) => {
+            if st.agents.len() != 1 {
+                return error(
+                    400,
+                    format!("no \"sn\" given and {} agents known", st.agents.len()),
+                );
+            }
+            match st.agents.keys().next() {
+                Some(sn) => sn.clone(),
+                None => return error(400, "no agent known"),
+            }
+        }
+        Some(other) => return error(400, format!("\"sn\" must be a string, got {other}")),
+    };
+    let id = job.get("id").cloned().unwrap_or(Value::Null);
+    let queue = st.queues.entry(sn.clone()).or_default();
+    queue.push_back(Value::Object(job));
+    let queued = queue.len();
+    ok_json(json!({"status": 0, "sn": sn, "id": id, "queued": queued}))
+}
+
+/// Decodes `%XX` escapes (and `+` as a space when `plus` is set); `None` if the result
+/// is not UTF-8.
+fn percent_decode(s: &str, plus: bool) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b == b'%' && i + 2 < bytes.len() {
+            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(if plus && b == b'+' { b' ' } else { b });
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Parses a query string into decoded key/value pairs.
+fn parse_query(query: Option<&str>) -> Vec<(String, String)> {
+    query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .filter_map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            Some((percent_decode(k, true)?, percent_decode(v, true)?))
+        })
+        .collect()
+}
+
+/// Unix time in seconds (with fractions) of a `SystemTime`.
+fn unix_secs(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// One logged request as JSON. Bodies up to [`ADMIN_BODY_CAP`] bytes are included, as
+/// `json` when they parsed, else as `body` (text); larger ones are left out.
+fn request_json(r: &Request, started: Instant) -> Value {
+    let mut v = json!({
+        "seq": r.seq,
+        "kind": format!("{:?}", r.kind).to_lowercase(),
+        "t": r.received.saturating_duration_since(started).as_secs_f64(),
+        "wall": unix_secs(r.wall),
+        "remote": r.remote.map(|a| a.to_string()),
+        "method": r.method,
+        "path": r.path,
+        "query": r.query,
+        "x_boot_key": r.boot_key,
+        "x_boot_timestamp": r.boot_timestamp,
+        "x_boot_signature": r.boot_signature,
+        "body_len": r.body_len,
+        "fault": r.fault.as_ref().map(|f| f.to_string()),
+        "status": (r.status != 0).then_some(r.status),
+        "response": r.response,
+    });
+    if r.body_len <= ADMIN_BODY_CAP {
+        match &r.json {
+            Some(j) => v["json"] = j.clone(),
+            None if !r.body.is_empty() => v["body"] = json!(String::from_utf8_lossy(&r.body)),
+            None => {}
+        }
+    }
+    v
+}
+
+/// `GET /admin/requests?path=P&since=SEQ&limit=N`.
+fn admin_requests(shared: &Shared, query: Option<&str>) -> Reply {
+    let mut path = None;
+    let mut since = 0u64;
+    let mut limit = 1000usize;
+    for (k, v) in parse_query(query) {
+        match k.as_str() {
+            "path" => path = Some(v),
+            "since" => match v.parse() {
+                Ok(n) => since = n,
+                Err(_) => return error(400, format!("bad since={v}")),
+            },
+            "limit" => match v.parse() {
+                Ok(n) => limit = n,
+                Err(_) => return error(400, format!("bad limit={v}")),
+            },
+            _ => return error(400, format!("unknown parameter {k:?} (path, since, limit)")),
+        }
+    }
+    let st = shared.state();
+    let matching: Vec<&Request> = st
+        .log
+        .iter()
+        .filter(|r| r.seq > since && path.as_ref().is_none_or(|p| r.path == *p))
+        .collect();
+    let skip = matching.len().saturating_sub(limit);
+    let list: Vec<Value> = matching[skip..]
+        .iter()
+        .map(|r| request_json(r, shared.started))
+        .collect();
+    ok_json(Value::Array(list))
+}
+
+/// The fault settings as JSON.
+fn fault_state(st: &State) -> Value {
+    json!({
+        "status": 0,
+        "queued": st.faults.iter().map(|f| f.to_string()).collect::<Vec<_>>(),
+        "sticky": st.sticky.as_ref().map(|f| f.to_string()),
+    })
+}
+
+/// `GET /admin/fault`.
+fn admin_fault_state(shared: &Shared) -> Reply {
+    ok_json(fault_state(&shared.state()))
+}
+
+/// Parses the `fault` of a `POST /admin/fault` body.
+fn parse_fault(body: &Value) -> Result<Fault, String> {
+    let seconds = match body.get("seconds") {
+        None | Some(Value::Null) => None,
+        Some(v) => match v.as_f64() {
+            Some(s) if s >= 0.0 && s.is_finite() && s < 1e9 => Some(s),
+            _ => {
+                return Err(format!(
+                    "\"seconds\" must be a non-negative number, got {v}"
+                ))
+            }
+        },
+    };
+    let status_field = match body.get("status") {
+        None | Some(Value::Null) => None,
+        Some(v) => match v.as_u64().filter(|c| (100..=999).contains(c)) {
+            Some(c) => Some(c as u16),
+            None => return Err(format!("\"status\" must be an HTTP status, got {v}")),
+        },
+    };
+    let name = match body.get("fault") {
+        Some(Value::String(s)) => s.to_ascii_lowercase(),
+        Some(Value::Number(n)) => n.to_string(),
+        Some(other) => return Err(format!("\"fault\" must be a string or null, got {other}")),
+        None => return Err("missing \"fault\"".to_string()),
+    };
+    let code = name.parse::<u16>().ok().filter(|c| (100..=999).contains(c));
+    Ok(match (name.as_str(), code) {
+        (_, Some(code)) => match seconds {
+            Some(s) => Fault::RetryAfter(code, s.round() as u64),
+            None => Fault::Status(code),
+        },
+        ("retry-after", _) => Fault::RetryAfter(
+            status_field.unwrap_or(503),
+            seconds.map_or(5, |s| s.round() as u64),
+        ),
+        ("garbage", _) => Fault::Garbage,
+        ("huge" | "huge-chunked", _) => {
+            let bytes = match body.get("bytes") {
+                None | Some(Value::Null) => DEFAULT_HUGE,
+                Some(v) => match v.as_u64() {
+                    Some(n) => usize::try_from(n).map_err(|_| "\"bytes\" too large".to_string())?,
+                    None => return Err(format!("\"bytes\" must be a count, got {v}")),
+                },
+            };
+            if name == "huge" {
+                Fault::HugeBody(bytes)
+            } else {
+                Fault::HugeChunked(bytes)
+            }
+        }
+        ("stall", _) => Fault::Stall(Duration::from_secs_f64(seconds.unwrap_or(60.0))),
+        ("close", _) => Fault::Close,
+        _ => return Err(format!("unknown fault {name:?}")),
+    })
+}
+
+/// `POST /admin/fault`.
+fn admin_fault(shared: &Shared, body: &Value) -> Reply {
+    if matches!(body.get("fault"), Some(Value::Null)) {
+        let mut st = shared.state();
+        st.faults.clear();
+        st.sticky = None;
+        return ok_json(fault_state(&st));
+    }
+    let fault = match parse_fault(body) {
+        Ok(f) => f,
+        Err(msg) => return error(400, msg),
+    };
+    let sticky = body.get("sticky").and_then(Value::as_bool).unwrap_or(false);
+    let count = match body.get("count") {
+        None | Some(Value::Null) => 1,
+        Some(v) => match v.as_u64().filter(|n| *n <= 1_000_000) {
+            Some(n) => n as usize,
+            None => return error(400, format!("\"count\" must be 0…1000000, got {v}")),
+        },
+    };
+    let mut st = shared.state();
+    if sticky {
+        st.sticky = Some(fault);
+    } else {
+        st.faults.extend(std::iter::repeat_n(fault, count));
+    }
+    ok_json(fault_state(&st))
+}
+
+/// `POST /admin/step`.
+fn admin_step(shared: &Shared, body: &Value) -> Reply {
+    let step = match body.get("step") {
+        Some(Value::Null) => None,
+        Some(v) => match v.as_u64() {
+            Some(n) => Some(n),
+            None => {
+                return error(
+                    400,
+                    format!("\"step\" must be a count of seconds or null, got {v}"),
+                )
+            }
+        },
+        None => return error(400, "expected {\"step\": N} or {\"step\": null}"),
+    };
+    shared.state().step = step;
+    ok_json(json!({"status": 0, "step": step}))
+}
+
+/// `POST /admin/conflict`.
+fn admin_conflict(shared: &Shared, body: &Value) -> Reply {
+    let sn = match body.get("sn") {
+        Some(Value::Null) => None,
+        Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+        _ => return error(400, "expected {\"sn\": \"...\"} or {\"sn\": null}"),
+    };
+    shared.state().conflict_sn = sn.clone();
+    ok_json(json!({"status": 0, "conflict_sn": sn}))
+}
+
+// ---------------------------------------------------------------------------------------
+// Files
+// ---------------------------------------------------------------------------------------
+
+/// Maps `/files/REL/PATH` to a path under `root`; `None` for anything that could leave
+/// it (`..`, NUL or backslashes in a component) or names no file.
+fn file_path(root: &Path, url_path: &str) -> Option<PathBuf> {
+    let rel = percent_decode(url_path.strip_prefix("/files/")?, false)?;
+    let mut path = root.to_path_buf();
+    let mut any = false;
+    for part in rel.split('/') {
+        match part {
+            "" | "." => continue,
+            ".." => return None,
+            p if p.contains('\0') || p.contains('\\') => return None,
+            p => {
+                path.push(p);
+                any = true;
+            }
+        }
+    }
+    any.then_some(path)
+}
+
+/// `GET /files/REL/PATH`: a file from the files directory, streamed.
+fn serve_file(shared: &Shared, url_path: &str) -> Reply {
+    let Some(root) = shared.state().files_dir.clone() else {
+        return error(404, "no files directory configured (--files DIR)");
+    };
+    let Some(path) = file_path(&root, url_path) else {
+        return error(400, "bad file path");
+    };
+    let opened = File::open(&path).and_then(|f| {
+        let meta = f.metadata()?;
+        Ok((f, meta))
+    });
+    match opened {
+        Ok((f, meta)) if meta.is_file() => match usize::try_from(meta.len()) {
+            Ok(len) => Reply::File(f, len),
+            Err(_) => error(500, "file too large"),
+        },
+        Ok(_) => error(404, format!("not a file: {url_path}")),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            error(404, format!("no such file: {url_path}"))
+        }
+        Err(e) => error(403, format!("cannot open {url_path}: {e}")),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Small helpers
+// ---------------------------------------------------------------------------------------
+
+/// A random lowercase UUID v4 (randomness from std's hash seeds, the clock and a counter).
+pub fn new_uuid() -> String {
+    use std::collections::hash_map::RandomState;
+    use std::hash::{BuildHasher, Hasher};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let word = |salt: u64| {
+        let mut h = RandomState::new().build_hasher();
+        h.write_u64(salt);
+        h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+        h.write_u128(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+        );
+        h.finish()
+    };
+    let hi = (word(1) & !0xf000) | 0x4000; // version 4
+    let lo = (word(2) & !(0b11 << 62)) | (0b10 << 62); // RFC 4122 variant
+    format!(
+        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+        hi >> 32,
+        (hi >> 16) & 0xffff,
+        hi & 0xffff,
+        lo >> 48,
+        lo & 0xffff_ffff_ffff
+    )
+}
+
+/// `HH:MM:SS` (UTC) of a wall-clock time.
+pub fn clock(t: SystemTime) -> String {
+    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()) % 86_400;
+    format!("{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60)
+}
+
+/// A one-line, human-readable summary of a protocol request, e.g.
+/// `12:00:01 register  edge-17 sn=bfdcc18c… → 200 step=10`.
+pub fn describe(r: &Request) -> String {
+    let what = match r.path.as_str() {
+        "/agent/register" => "register",
+        "/agent/status" => "status",
+        p => p,
+    };
+    let field = |k: &str| r.json.as_ref().and_then(|j| j.get(k));
+    let hostname = field("hostname").and_then(Value::as_str).unwrap_or("?");
+    let sn = r.agentsn().map_or_else(|| "?".to_string(), short_sn);
+    let mut line = format!("{} {:<9} {} sn={}", clock(r.wall), what, hostname, sn);
+    if what == "status" {
+        let count = |k: &str| field(k).and_then(Value::as_array).map_or(0, Vec::len);
+        line += &format!(" agents={} jobs={}", count("agents"), count("jobs"));
+        if count("events") > 0 {
+            line += &format!(" events={}", count("events"));
+        }
+    }
+    match (&r.fault, r.status) {
+        (Some(f), _) => line += &format!(" → FAULT {f}"),
+        (None, 0) => line += " → (no answer)",
+        (None, code) => line += &format!(" → {code}"),
+    }
+    if let Some(resp) = &r.response {
+        if let Some(new_sn) = resp.get("agentsn").and_then(Value::as_str) {
+            if Some(new_sn) != r.agentsn() {
+                line += &format!(" new sn={}", short_sn(new_sn));
+            }
+        }
+        if let Some(step) = resp.get("step") {
+            line += &format!(" step={step}");
+        }
+        if let Some(jobs) = resp.get("jobs").and_then(Value::as_array) {
+            if !jobs.is_empty() {
+                line += &format!(" handed out {} job(s)", jobs.len());
+            }
+        }
+        if let (None, Some(err)) = (&r.fault, resp.get("error").and_then(Value::as_str)) {
+            line += &format!(" ({err})");
+        }
+    }
+    line
+}
+
+/// The first 8 characters of an SN, with an ellipsis.
+fn short_sn(sn: &str) -> String {
+    match sn.char_indices().nth(8) {
+        Some((i, _)) => format!("{}…", &sn[..i]),
+        None => sn.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn huge_body_is_exact_json() {
+        let mut body = Vec::new();
+        HugeBody::new(1000).read_to_end(&mut body).unwrap();
+        assert_eq!(body.len(), 1000);
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["status"], 0);
+    }
+
+    #[test]
+    fn file_paths_stay_inside() {
+        let root = Path::new("/srv");
+        assert_eq!(
+            file_path(root, "/files/a/b.tgz"),
+            Some(PathBuf::from("/srv/a/b.tgz"))
+        );
+        assert_eq!(
+            file_path(root, "/files/a%20b"),
+            Some(PathBuf::from("/srv/a b"))
+        );
+        assert_eq!(file_path(root, "/files/../etc/passwd"), None);
+        assert_eq!(file_path(root, "/files/a/%2e%2e/b"), None);
+        assert_eq!(file_path(root, "/files/"), None);
+    }
+
+    #[test]
+    fn server_handle_is_thread_safe() {
+        fn check<T: Send + Sync>() {}
+        check::<RefServer>();
+    }
+
+    #[test]
+    fn uuid_shape() {
+        let u = new_uuid();
+        assert_eq!(u.len(), 36);
+        assert_eq!(&u[14..15], "4");
+        assert_ne!(u, new_uuid());
+    }
+}
