@@ -22,10 +22,11 @@ use crate::addr::ServerAddr;
 use crate::jobs::{self, ErrCode, Job};
 use crate::limits::Limits;
 use crate::meta::Meta;
+use crate::meta::StoredEvent;
 use crate::rng::Rng;
 use crate::servers::Servers;
 use crate::wheel::{Millis, TimerId, Wheel};
-use crate::wire::{self, HostInfo, JobResult, RegisterRequest, StatusRequest};
+use crate::wire::{self, AgentStatus, HostInfo, JobResult, RegisterRequest, StatusRequest};
 use log::{debug, info, warn};
 
 pub const REGISTER_PATH: &str = "/agent/register";
@@ -83,6 +84,8 @@ struct InFlight {
     server: ServerAddr,
     /// Job ids whose results this report carries, acknowledged by a 200 answer.
     carried_jobs: Vec<String>,
+    /// Events up to this sequence number are carried, acknowledged likewise.
+    carried_events_seq: u64,
 }
 
 /// How an exchange is judged, once its answer is read.
@@ -115,6 +118,8 @@ pub struct Core {
     last_error: String,
     /// Registrations in a row without an answered report in between.
     reregistrations: u32,
+    /// The children as the supervisor last described them.
+    agents: Vec<AgentStatus>,
 }
 
 impl Core {
@@ -150,6 +155,7 @@ impl Core {
             failed_attempts: 0,
             last_error: String::new(),
             reregistrations: 0,
+            agents: Vec::new(),
         };
         core.schedule_exchange(now);
         core
@@ -202,6 +208,59 @@ impl Core {
         self.schedule_exchange_no_later_than(earliest);
     }
 
+    /// The children to describe in the next reports.
+    pub fn set_agents(&mut self, agents: Vec<AgentStatus>) {
+        self.agents = agents;
+    }
+
+    /// Queues a child event for delivery (kept until acknowledged, persisted) and
+    /// asks for a prompt report. Bounded at `pending_events_max`: past that, newer
+    /// events are counted in one trailing `dropped` event.
+    pub fn push_event(&mut self, now: Millis, event: serde_json::Value, effects: &mut Vec<Effect>) {
+        let max = self.limits.pending_events_max.max(2);
+        // A marker already on its way to the server must not change under it.
+        let in_flight_seq = self.in_flight.as_ref().map_or(0, |f| f.carried_events_seq);
+        let events = &mut self.meta.events;
+        if events.len() + 1 >= max {
+            let dropped = match events.last_mut() {
+                Some(last)
+                    if last.seq > in_flight_seq
+                        && last.event.get("event").and_then(|e| e.as_str()) == Some("dropped") =>
+                {
+                    last
+                }
+                _ => {
+                    self.meta.event_seq += 1;
+                    events.push(StoredEvent {
+                        seq: self.meta.event_seq,
+                        event: serde_json::json!({"time": event.get("time"), "name": "", "event": "dropped", "count": 0}),
+                    });
+                    match events.last_mut() {
+                        Some(last) => last,
+                        None => return, // just pushed
+                    }
+                }
+            };
+            let count = dropped
+                .event
+                .get("count")
+                .and_then(|c| c.as_u64())
+                .unwrap_or(0)
+                + 1;
+            dropped.event["count"] = count.into();
+            dropped.event["message"] =
+                format!("{count} event(s) dropped: the queue holds {max}").into();
+        } else {
+            self.meta.event_seq += 1;
+            events.push(StoredEvent {
+                seq: self.meta.event_seq,
+                event,
+            });
+        }
+        effects.push(Effect::SaveMeta);
+        self.request_report(now);
+    }
+
     fn start_exchange(&mut self, now: Millis, wall_s: i64, effects: &mut Vec<Effect>) {
         if self.in_flight.is_some() {
             return;
@@ -209,12 +268,13 @@ impl Core {
         let Some(server) = self.servers.current().cloned() else {
             return; // refused at start; a config job cannot empty every list
         };
-        let (path, body, carried_jobs) = match self.phase {
-            Phase::Register => (REGISTER_PATH, self.register_body(), Vec::new()),
+        let (path, body, carried_jobs, carried_events_seq) = match self.phase {
+            Phase::Register => (REGISTER_PATH, self.register_body(), Vec::new(), 0),
             Phase::Report => {
                 let (body, carried) = self.status_body(now, wall_s);
                 self.last_report_sent_at = Some(now);
-                (STATUS_PATH, body, carried)
+                let events_seq = self.meta.events.last().map_or(0, |e| e.seq);
+                (STATUS_PATH, body, carried, events_seq)
             }
         };
         self.report_wanted = false;
@@ -222,6 +282,7 @@ impl Core {
             phase: self.phase,
             server: server.clone(),
             carried_jobs,
+            carried_events_seq,
         });
         effects.push(Effect::Send { server, path, body });
     }
@@ -256,9 +317,9 @@ impl Core {
             uptime: now.saturating_sub(self.started_at) / 1000,
             timestamp: wall_s,
             step: self.meta.step_s,
-            agents: Vec::new(),
+            agents: self.agents.clone(),
             jobs: pending,
-            events: Vec::new(),
+            events: self.meta.events.iter().map(|e| &e.event).collect(),
         };
         // Serialising plain strings and integers cannot fail.
         (serde_json::to_vec(&request).unwrap_or_default(), carried)
@@ -298,7 +359,7 @@ impl Core {
             }
             (Phase::Register, Outcome::Answer { body, .. }) => self.on_registered(&body, effects),
             (Phase::Report, Outcome::Answer { body, .. }) => {
-                self.on_reported(&body, &flight.carried_jobs, effects)
+                self.on_reported(&body, &flight, effects)
             }
         };
         match verdict {
@@ -382,7 +443,7 @@ impl Core {
     fn on_reported(
         &mut self,
         body: &[u8],
-        carried_jobs: &[String],
+        flight: &InFlight,
         effects: &mut Vec<Effect>,
     ) -> Verdict {
         let answer = match wire::parse_status_answer(body) {
@@ -396,11 +457,16 @@ impl Core {
             changed = true;
         }
         for record in self.meta.jobs.iter_mut() {
-            if !record.delivered && carried_jobs.contains(&record.id) {
+            if !record.delivered && flight.carried_jobs.contains(&record.id) {
                 record.delivered = true;
                 changed = true;
             }
         }
+        let events_before = self.meta.events.len();
+        self.meta
+            .events
+            .retain(|e| e.seq > flight.carried_events_seq);
+        changed |= self.meta.events.len() != events_before;
         if !answer.jobs.is_empty() {
             self.run_jobs(answer.jobs);
             changed = true;

@@ -4,6 +4,7 @@
 
 use crate::addr::{self, ServerAddr};
 use crate::agent::{Core, Facts};
+use crate::childlog::{ChildLogs, LogConfig};
 use crate::cli::Options;
 use crate::clock::{Clock, RealClock};
 use crate::event_loop::{Event, EventLoop, Exit};
@@ -11,12 +12,13 @@ use crate::limits::Limits;
 use crate::meta::{Loaded, Meta, MetaError, MetaStore};
 use crate::rng::{self, Rng};
 use crate::servers::Servers;
-use crate::{hostinfo, http, logging, sys};
+use crate::supervisor::Supervisor;
+use crate::{hostinfo, http, logging, reslimit, status, sys};
 use log::{info, warn};
 use std::fmt;
-use std::fs::{File, OpenOptions};
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::thread;
@@ -162,6 +164,11 @@ pub fn test_config(options: &Options, out: &mut dyn Write) -> io::Result<bool> {
         }
     }
     let defaults = Limits::default().entries();
+    writeln!(
+        out,
+        "resource limits: {}",
+        reslimit::describe(limits.limit_mechanism)
+    )?;
     writeln!(out, "limits (-o NAME=VALUE changes one):")?;
     for ((name, value), (_, default)) in limits.entries().into_iter().zip(defaults) {
         let note = if value == default { "" } else { "  (changed)" };
@@ -209,13 +216,16 @@ pub fn run(options: &Options) -> Result<(), AppError> {
     let limits = options.limits.clone();
     // Signals first, before any other thread exists, so every thread inherits
     // the blocked-signal state the handler expects.
-    let mut signals =
-        signal_hook::iterator::Signals::new([libc::SIGTERM, libc::SIGINT, libc::SIGHUP]).map_err(
-            |err| AppError::Io {
-                what: "cannot install signal handlers".to_string(),
-                err,
-            },
-        )?;
+    let mut signals = signal_hook::iterator::Signals::new([
+        libc::SIGTERM,
+        libc::SIGINT,
+        libc::SIGHUP,
+        libc::SIGCHLD,
+    ])
+    .map_err(|err| AppError::Io {
+        what: "cannot install signal handlers".to_string(),
+        err,
+    })?;
     let log = logging::init(
         logging::level(options.verbosity),
         options.log_file.as_deref(),
@@ -241,6 +251,13 @@ pub fn run(options: &Options) -> Result<(), AppError> {
     resolved.store.create_dir()?;
     let _lock = lock_data_dir(&options.data_dir)?;
     let meta = first_or_later_start(&resolved, options, &limits)?;
+    let data_dir = options
+        .data_dir
+        .canonicalize()
+        .map_err(|err| AppError::Io {
+            what: format!("data directory {}", options.data_dir.display()),
+            err,
+        })?;
     info!(
         "bootagent {} starting: agent {}, data directory {}, {} server(s), first {}",
         env!("CARGO_PKG_VERSION"),
@@ -276,6 +293,7 @@ pub fn run(options: &Options) -> Result<(), AppError> {
     })?;
 
     let clock = RealClock::new();
+    let (supervisor, child_logs) = start_supervisor(&data_dir, &limits, &meta, &clock)?;
     let facts = Facts {
         hostname: hostinfo::hostname(),
         version: hostinfo::version_string(),
@@ -291,13 +309,16 @@ pub fn run(options: &Options) -> Result<(), AppError> {
     );
     let exit = EventLoop {
         core,
+        supervisor,
         store: &resolved.store,
+        state_file: data_dir.join(status::STATE_FILE),
         clock: &clock,
         events: event_rx,
         http: http_tx,
         log,
     }
     .run();
+    child_logs.shutdown(); // the children are gone: drain what they wrote last
     match exit {
         Exit::Signalled(signal) => {
             info!("signal {signal}: stopped, metafile saved");
@@ -308,6 +329,61 @@ pub fn run(options: &Options) -> Result<(), AppError> {
             err: io::Error::other("every event source is gone"),
         }),
     }
+}
+
+/// Clears what a killed predecessor left running, then finds the children on
+/// disk and starts those that should run.
+fn start_supervisor(
+    data_dir: &Path,
+    limits: &Limits,
+    meta: &Meta,
+    clock: &RealClock,
+) -> Result<(Supervisor, ChildLogs), AppError> {
+    let leftovers = sys::kill_marked_processes(&Supervisor::marker(data_dir));
+    if leftovers > 0 {
+        warn!("killed {leftovers} process(es) left running by a previous BootAgent");
+    }
+    let logs_dir = data_dir.join("logs");
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o750)
+        .create(&logs_dir)
+        .map_err(|err| AppError::Io {
+            what: format!("cannot create {}", logs_dir.display()),
+            err,
+        })?;
+    let logs = ChildLogs::start(LogConfig {
+        file_bytes_max: limits.child_log_bytes_max,
+        files_max: limits.child_log_files_max,
+        ..LogConfig::default()
+    })
+    .map_err(|err| AppError::Io {
+        what: "cannot start the child log thread".to_string(),
+        err,
+    })?;
+    let mechanism = reslimit::detect(limits.limit_mechanism);
+    info!("resource limits: {mechanism}");
+    let cpus = hostinfo::host_info().cpus;
+    let mut supervisor = Supervisor::new(
+        data_dir,
+        mechanism,
+        Some(logs.clone()),
+        cpus,
+        clock.now_ms(),
+    );
+    for skipped in supervisor.discover(&meta.stopped, clock.now_ms(), clock.wall_s()) {
+        warn!("{skipped}");
+    }
+    Ok((supervisor, logs))
+}
+
+/// `bootagent status`: the table of children; returns the exit code.
+pub fn status(options: &Options, out: &mut dyn Write) -> io::Result<u8> {
+    let running = match File::open(options.data_dir.join(LOCK_FILE)) {
+        Ok(file) => !sys::try_lock_exclusive(&file)?, // got it: nobody holds it
+        Err(_) => false,
+    };
+    status::print(&options.data_dir, running, RealClock::new().wall_s(), out)
 }
 
 /// On a first start, makes and saves a new identity; later, loads the saved one.

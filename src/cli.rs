@@ -10,6 +10,7 @@ pub const DEFAULT_DATA_DIR: &str = "/var/lib/bootagent";
 
 pub const USAGE: &str = "\
 usage: bootagent [-S LIST] [-D DIR] [-L FILE] [-o NAME=VALUE]... [-v|-q]... [-T | -V | -h]
+       bootagent status [-D DIR]     (or -s)
 
 Registers with a control server, reports status and follows its jobs.
 
@@ -23,6 +24,9 @@ Registers with a control server, reports status and follows its jobs.
   -v, -q    more or less logging (repeatable)
   -T        test the configuration: print what BootAgent would use, write nothing;
             exit 0 if it could run, 1 if not
+  -s, status
+            print the child agents of the running BootAgent as a table; exit 1
+            if any is fatal or killed, 3 if there is no state to show
   -V        print the version, the target and the compiled-in server list
   -h        print this help
 ";
@@ -32,6 +36,7 @@ Registers with a control server, reports status and follows its jobs.
 pub enum Command {
     Run(Options),
     Test(Options),
+    Status(Options),
     Version,
     Help,
 }
@@ -75,6 +80,7 @@ where
         limits: Limits::default(),
     };
     let mut test = false;
+    let mut status = false;
     let usage = |err: lexopt::Error| UsageError(err.to_string());
     while let Some(arg) = parser.next().map_err(usage)? {
         match arg {
@@ -98,12 +104,16 @@ where
             Short('v') => options.verbosity = options.verbosity.saturating_add(1),
             Short('q') => options.verbosity = options.verbosity.saturating_sub(1),
             Short('T') => test = true,
+            Short('s') => status = true,
+            Value(word) if word == "status" => status = true,
             Short('V') | Long("version") => return Ok(Command::Version),
             Short('h') | Long("help") => return Ok(Command::Help),
             _ => return Err(usage(arg.unexpected())),
         }
     }
-    Ok(if test {
+    Ok(if status {
+        Command::Status(options)
+    } else if test {
         Command::Test(options)
     } else {
         Command::Run(options)
@@ -148,6 +158,11 @@ mod tests {
         assert_eq!(o.verbosity, 1);
         assert!(matches!(parse_words("-T -D /x"), Ok(Command::Test(_))));
         assert_eq!(parse_words("-V"), Ok(Command::Version));
+        assert!(matches!(
+            parse_words("status -D /x"),
+            Ok(Command::Status(_))
+        ));
+        assert!(matches!(parse_words("-s"), Ok(Command::Status(_))));
         assert_eq!(parse_words("-h -x"), Ok(Command::Help));
         let Ok(Command::Run(o)) = parse_words("") else {
             panic!("expected Run");

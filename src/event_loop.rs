@@ -1,14 +1,21 @@
-//! The event loop: one thread that owns the core, its timers and the metafile.
-//! Everything else arrives as an `Event` over one bounded channel, and the loop
-//! sleeps in `recv_timeout` until the next deadline of the timer wheel. There is
-//! no polling tick: an idle agent wakes only for its next exchange.
+//! The event loop: one thread that owns the core, the supervisor, their timers
+//! and the metafile. Everything else arrives as an `Event` over one bounded
+//! channel, and the loop sleeps in `recv_timeout` until the earliest deadline of
+//! the two timer wheels. There is no polling tick: an idle agent wakes only for
+//! its next exchange, a child's exit (`SIGCHLD`) or a child's timer.
+//!
+//! Shutdown (`SIGTERM`, `SIGINT`): every child is stopped (`SIGTERM` to its group,
+//! `SIGKILL` after its grace period), and the loop returns once none is left. A
+//! second signal during shutdown kills the children at once.
 
 use crate::agent::{Core, Effect, Outcome};
 use crate::clock::Clock;
 use crate::http::Exchange;
 use crate::logging::LogHandle;
 use crate::meta::MetaStore;
+use crate::supervisor::Supervisor;
 use log::{error, info, warn};
+use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::time::Duration;
 
@@ -32,7 +39,10 @@ pub enum Exit {
 
 pub struct EventLoop<'a, C: Clock> {
     pub core: Core,
+    pub supervisor: Supervisor,
     pub store: &'a MetaStore,
+    /// Where the local status view (`bootagent status`) is kept current.
+    pub state_file: PathBuf,
     pub clock: &'a C,
     pub events: Receiver<Event>,
     pub http: SyncSender<Exchange>,
@@ -42,12 +52,27 @@ pub struct EventLoop<'a, C: Clock> {
 impl<C: Clock> EventLoop<'_, C> {
     pub fn run(mut self) -> Exit {
         let mut effects = Vec::new();
+        let mut stopping: Option<i32> = None;
+        self.sync_children(self.clock.now_ms(), &mut effects);
         loop {
             let now = self.clock.now_ms();
-            self.core.on_time(now, self.clock.wall_s(), &mut effects);
+            let wall_s = self.clock.wall_s();
+            self.supervisor.on_time(now, wall_s);
+            self.sync_children(now, &mut effects);
+            self.core.on_time(now, wall_s, &mut effects);
             self.carry_out(&mut effects);
+            if let Some(signal) = stopping {
+                if self.supervisor.all_down() {
+                    self.save();
+                    return Exit::Signalled(signal);
+                }
+            }
 
-            let event = match self.core.next_deadline() {
+            let deadline = [self.core.next_deadline(), self.supervisor.next_deadline()]
+                .into_iter()
+                .flatten()
+                .min();
+            let event = match deadline {
                 Some(deadline) => {
                     let wait = Duration::from_millis(deadline.saturating_sub(self.clock.now_ms()));
                     self.events.recv_timeout(wait)
@@ -57,27 +82,60 @@ impl<C: Clock> EventLoop<'_, C> {
                     .recv()
                     .map_err(|_| RecvTimeoutError::Disconnected),
             };
+            let now = self.clock.now_ms();
+            let wall_s = self.clock.wall_s();
             match event {
                 Ok(Event::Exchanged(outcome)) => {
-                    let now = self.clock.now_ms();
                     self.core.on_outcome(now, outcome, &mut effects);
                     self.carry_out(&mut effects);
                 }
+                Ok(Event::Signal(libc::SIGCHLD)) => self.supervisor.on_sigchld(now, wall_s),
                 Ok(Event::Signal(libc::SIGHUP)) => {
                     if let Err(err) = self.log.reopen() {
                         error!("cannot reopen the log file: {err}");
                     }
                     info!("SIGHUP: log file reopened");
                 }
-                Ok(Event::Signal(signal)) => {
-                    self.save();
-                    return Exit::Signalled(signal);
-                }
+                Ok(Event::Signal(signal)) => match stopping {
+                    None => {
+                        info!("signal {signal}: stopping every child, then exiting");
+                        stopping = Some(signal);
+                        self.supervisor.stop_all(now, wall_s);
+                    }
+                    Some(_) => {
+                        warn!("signal {signal} again: killing every child now");
+                        self.supervisor.kill_all();
+                    }
+                },
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
                     self.save();
                     return Exit::ChannelsClosed;
                 }
+            }
+        }
+    }
+
+    /// Hands what the supervisor saw to the core: the children for the next
+    /// report, new events (persisted until acknowledged), and a prompt report and
+    /// a fresh status view after any change.
+    fn sync_children(&mut self, now: u64, effects: &mut Vec<Effect>) {
+        self.core.set_agents(self.supervisor.agents(now));
+        for event in self.supervisor.take_events() {
+            match serde_json::to_value(&event) {
+                Ok(value) => self.core.push_event(now, value, effects),
+                Err(err) => error!("cannot encode an event: {err}"),
+            }
+        }
+        if self.supervisor.take_changed() {
+            self.core.request_report(now);
+            let view = crate::status::StateFile {
+                pid: std::process::id(),
+                updated: self.clock.wall_s(),
+                children: self.supervisor.views(),
+            };
+            if let Err(err) = view.write(&self.state_file) {
+                warn!("cannot write {}: {err}", self.state_file.display());
             }
         }
     }

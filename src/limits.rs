@@ -5,6 +5,8 @@
 //! An operator changes one with `-o NAME=VALUE` (for example a longer
 //! `exchange_timeout_ms` on a satellite link); `-T` shows the values in force.
 
+use crate::reslimit::Choice;
+
 /// Bounds and defaults. `Limits::default()` is what the agent runs with.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Limits {
@@ -45,6 +47,13 @@ pub struct Limits {
     pub log_files_max: u32,
     /// Capacity of the channel into the event loop.
     pub loop_channel_max: usize,
+    /// Size at which a child's log file is rotated (section 6).
+    pub child_log_bytes_max: u64,
+    /// Log files kept per child: `NAME.log` plus `NAME.log.1` … (section 6).
+    pub child_log_files_max: u32,
+    /// How resource limits are enforced: `auto` (cgroup v2, else v1, else /proc),
+    /// or one mechanism forced (`-o limit_mechanism=proc`).
+    pub limit_mechanism: Choice,
 }
 
 impl Default for Limits {
@@ -69,6 +78,9 @@ impl Default for Limits {
             log_file_bytes_max: 1024 * 1024,
             log_files_max: 3,
             loop_channel_max: 64,
+            child_log_bytes_max: 1024 * 1024,
+            child_log_files_max: 2,
+            limit_mechanism: Choice::Auto,
         }
     }
 }
@@ -96,6 +108,8 @@ impl Limits {
             ("log_file_bytes_max", self.log_file_bytes_max),
             ("log_files_max", u64::from(self.log_files_max)),
             ("loop_channel_max", self.loop_channel_max as u64),
+            ("child_log_bytes_max", self.child_log_bytes_max),
+            ("child_log_files_max", u64::from(self.child_log_files_max)),
         ]
     }
 
@@ -107,6 +121,10 @@ impl Limits {
             .split_once('=')
             .ok_or_else(|| format!("{assignment:?} is not NAME=VALUE"))?;
         let (name, value) = (name.trim(), value.trim());
+        if name == "limit_mechanism" {
+            self.limit_mechanism = value.parse()?;
+            return Ok(());
+        }
         let number: u64 = value
             .parse()
             .map_err(|_| format!("{name}: {value:?} is not a whole number"))?;
@@ -138,6 +156,8 @@ impl Limits {
             "log_file_bytes_max" => self.log_file_bytes_max = range(1024, 1 << 40)?,
             "log_files_max" => self.log_files_max = range(1, 100)? as u32,
             "loop_channel_max" => self.loop_channel_max = small(1 << 16)?,
+            "child_log_bytes_max" => self.child_log_bytes_max = range(1024, 1 << 40)?,
+            "child_log_files_max" => self.child_log_files_max = range(1, 100)? as u32,
             _ => return Err(format!("unknown limit {name:?} (bootagent -T lists them)")),
         }
         if self.step_min_s > self.step_max_s {
@@ -163,6 +183,8 @@ mod tests {
         assert!(err("connect_timeout_ms=x").contains("not a whole number"));
         assert!(err("connect_timeout_ms").contains("NAME=VALUE"));
         assert!(err("step_min_s=90000").contains("outside"));
+        assert!(Limits::default().set("limit_mechanism=proc").is_ok());
+        assert!(err("limit_mechanism=magic").contains("magic"));
         let names: Vec<&str> = Limits::default().entries().iter().map(|e| e.0).collect();
         for name in names {
             let mut limits = Limits::default();

@@ -1,5 +1,6 @@
 //! `bootagent`: parses the command line and maps the result to an exit code.
-//! Exit codes: 0 success, 1 cannot run (or `-T` found problems), 2 bad usage.
+//! Exit codes: 0 success, 1 cannot run (or `-T` found problems), 2 bad usage;
+//! `status` has its own (see `status.rs`).
 
 use bootagent::{app, cli};
 use std::process::ExitCode;
@@ -27,6 +28,13 @@ fn main() -> ExitCode {
             Err(err) => {
                 eprintln!("bootagent: -T: {err}");
                 ExitCode::from(1)
+            }
+        },
+        cli::Command::Status(options) => match app::status(&options, &mut std::io::stdout()) {
+            Ok(code) => ExitCode::from(code),
+            Err(err) => {
+                eprintln!("bootagent: status: {err}");
+                ExitCode::from(3)
             }
         },
         cli::Command::Run(options) => match app::run(&options) {

@@ -13,6 +13,7 @@
 //! good, else loading fails and the agent refuses to start.
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -60,6 +61,22 @@ pub struct Meta {
     /// to deliver (section 7).
     #[serde(default)]
     pub jobs: Vec<JobRecord>,
+    /// Child events not yet acknowledged by a server, oldest first (section 3).
+    #[serde(default)]
+    pub events: Vec<StoredEvent>,
+    /// Sequence number of the last event queued.
+    #[serde(default)]
+    pub event_seq: u64,
+    /// Children that must stay stopped (a `stop` job); every other child runs.
+    #[serde(default)]
+    pub stopped: BTreeSet<String>,
+}
+
+/// One queued event: its sequence number and its wire form.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredEvent {
+    pub seq: u64,
+    pub event: serde_json::Value,
 }
 
 /// One executed job and its result.
@@ -87,6 +104,9 @@ impl Meta {
             servers_server: String::new(),
             step_s,
             jobs: Vec::new(),
+            events: Vec::new(),
+            event_seq: 0,
+            stopped: BTreeSet::new(),
         }
     }
 

@@ -40,3 +40,149 @@ pub fn writable(path: &std::path::Path) -> bool {
     // SAFETY: `c_path` is a valid NUL-terminated string for the call's duration.
     unsafe { libc::access(c_path.as_ptr(), libc::W_OK) == 0 }
 }
+
+/// What `spawn_child` starts.
+pub struct SpawnSpec<'a> {
+    pub program: &'a std::path::Path,
+    pub cwd: &'a std::path::Path,
+    /// The whole environment; nothing is inherited.
+    pub env: &'a [(String, String)],
+    /// Where stdout and stderr go (stdin is /dev/null).
+    pub output: std::os::fd::OwnedFd,
+    /// `cgroup.procs` files the child writes "0" into before exec.
+    pub cgroup_procs: Vec<std::os::fd::RawFd>,
+}
+
+/// Starts a child in its own session and process group, with `PR_SET_PDEATHSIG`
+/// so that it dies with the calling thread. Call it only from the long-lived loop
+/// thread: the death signal fires when the *spawning thread* exits.
+pub fn spawn_child(spec: SpawnSpec<'_>) -> io::Result<i32> {
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+
+    let parent = std::process::id() as libc::pid_t;
+    let output = File::from(spec.output);
+    let cgroup_procs = spec.cgroup_procs;
+    let mut command = Command::new(spec.program);
+    command
+        .env_clear()
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .current_dir(spec.cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(output.try_clone()?))
+        .stderr(Stdio::from(output));
+    // SAFETY: the closure runs between fork and exec in the child and makes only
+    // async-signal-safe calls (setsid, prctl, getppid, write); it allocates nothing.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::setsid() < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // BootAgent died between fork and prctl: the signal will never come.
+            if libc::getppid() != parent {
+                return Err(io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            for &fd in &cgroup_procs {
+                if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let child = command.spawn()?;
+    // Reaped by pid with `reap`; dropping the handle neither waits nor kills.
+    Ok(child.id() as i32)
+}
+
+/// Sends `signal` to the process group `pgid`; a group that is gone is not an error.
+pub fn signal_group(pgid: i32, signal: i32) -> io::Result<()> {
+    if pgid <= 1 {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL)); // never every process
+    }
+    // SAFETY: kill(2) with a negative pid signals one process group; no memory effects.
+    let rc = unsafe { libc::kill(-pgid, signal) };
+    if rc == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::ESRCH) => Ok(()),
+        _ => Err(err),
+    }
+}
+
+/// Sends `signal` to one process.
+pub fn signal_process(pid: i32, signal: i32) -> io::Result<()> {
+    if pid <= 1 {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    // SAFETY: kill(2) on one pid; no memory effects.
+    if unsafe { libc::kill(pid, signal) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// How a reaped child ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reaped {
+    Code(i32),
+    Signal(i32),
+}
+
+/// `waitpid(pid, WNOHANG)`: the exit of this one child, if it has exited.
+/// Never `waitpid(-1)`, which would steal the statuses of other children.
+pub fn reap(pid: i32) -> Option<Reaped> {
+    let mut status: libc::c_int = 0;
+    // SAFETY: `status` is a valid out-pointer for the duration of the call.
+    let rc = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+    if rc != pid {
+        return None;
+    }
+    if libc::WIFEXITED(status) {
+        Some(Reaped::Code(libc::WEXITSTATUS(status)))
+    } else if libc::WIFSIGNALED(status) {
+        Some(Reaped::Signal(libc::WTERMSIG(status)))
+    } else {
+        None // stopped or continued: not an exit
+    }
+}
+
+/// Kills every process whose environment holds `marker` (an exact `NAME=value`
+/// prefix): children of a BootAgent that was killed with `kill -9`, and their
+/// own children, found by the environment they inherited. Returns how many.
+pub fn kill_marked_processes(marker: &[u8]) -> usize {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let me = std::process::id();
+    let mut killed = 0;
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|name| name.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+            continue; // gone, or not ours to read
+        };
+        if environ
+            .split(|&b| b == 0)
+            .any(|var| var.starts_with(marker))
+            && signal_process(pid as i32, libc::SIGKILL).is_ok()
+        {
+            killed += 1;
+        }
+    }
+    killed
+}

@@ -40,7 +40,7 @@ pub struct StatusRequest<'a> {
     pub step: u64,
     pub agents: Vec<AgentStatus>,
     pub jobs: Vec<JobResult<'a>>,
-    pub events: Vec<Value>,
+    pub events: Vec<&'a Value>,
 }
 
 /// One child agent in a status report (section 3); none exist before supervision.
@@ -52,6 +52,19 @@ pub struct AgentStatus {
     pub uptime: u64,
     pub pid: u32,
     pub restarts: u32,
+}
+
+/// A child incident (section 3, `events`).
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct ChildEvent {
+    pub time: i64,
+    pub name: String,
+    pub event: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+    pub message: String,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]

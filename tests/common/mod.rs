@@ -13,6 +13,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+#[allow(unused_imports)] // each test file uses its own subset
 pub use server::{Fault, Options, RefServer};
 
 /// Generous deadline for conditions that normally hold within a second.

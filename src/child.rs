@@ -1,0 +1,543 @@
+//! One child agent's life: an explicit state machine over (state, input), and
+//! the restart policy of PROTOCOL.md section 6. Pure: `now` is a parameter, and
+//! what must happen (spawn, signal the group, report an event) comes back as
+//! `Action`s for the supervisor to carry out.
+//!
+//! ```text
+//!                 Start/Restart                  Spawned
+//!   ┌─────────┐ ───────────────► ┌──────────┐ ─────────► ┌─────────┐
+//!   │ Stopped │                  │ Starting │            │ Running │
+//!   └─────────┘ ◄──┐             └──────────┘            └─────────┘
+//!        ▲         │ Stop             ▲  │ SpawnFailed     │     │ Stop / Restart
+//!        │         │                  │  ▼  (a failure)    │     ▼  (SIGTERM, grace)
+//!        │     ┌─────────┐ RestartDue │              crash│  ┌──────────┐
+//!        │     │ Waiting │ ───────────┘  ◄───────────────┘  │ Stopping │ GraceOver: SIGKILL
+//!        │     └─────────┘   (restart delay, or at most     └──────────┘
+//!        │          │         one start a second)                │ Exited
+//!        │          │ more than failures_max failures            ▼
+//!        │          ▼                                   Stopped, or Starting
+//!        └──── ┌───────┐ ◄── Start/Restart revive it     (a Restart)
+//!         Stop │ Fatal │
+//!              └───────┘
+//! ```
+//!
+//! A crash is any exit BootAgent did not ask for. A crash less than `window_ms`
+//! after the start is a *failure*; a crash after a longer run resets the count.
+//! After failure n the restart waits 0 (n = 1), then `delay_ms`, doubling, capped
+//! at `delay_max_ms`; more than `failures_max` failures in a row is `fatal`.
+
+use crate::wheel::Millis;
+use serde_json::Value;
+
+/// The restart policy of one child, in the original's numbers by default.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RestartPolicy {
+    /// Delay after the second failure; doubles after each further one.
+    pub delay_ms: u64,
+    /// Ceiling of the restart delay.
+    pub delay_max_ms: u64,
+    /// A crash sooner than this after the start is a failure.
+    pub window_ms: u64,
+    /// More consecutive failures than this is `fatal`.
+    pub failures_max: u32,
+    /// Between `SIGTERM` and `SIGKILL` when stopping.
+    pub grace_ms: u64,
+    /// Never two starts of the same child closer than this.
+    pub start_gap_min_ms: u64,
+}
+
+impl Default for RestartPolicy {
+    fn default() -> Self {
+        RestartPolicy {
+            delay_ms: 10_000,
+            delay_max_ms: 180_000,
+            window_ms: 900_000,
+            failures_max: 3,
+            grace_ms: 10_000,
+            start_gap_min_ms: 1_000,
+        }
+    }
+}
+
+/// Largest value of a `restart` field in seconds (a day).
+const RESTART_FIELD_S_MAX: u64 = 86_400;
+/// Largest `failures_max`.
+const FAILURES_MAX_MAX: u64 = 1_000;
+
+impl RestartPolicy {
+    /// Reads a `restart` object (`delay_s`, `delay_max_s`, `window_s`, `failures_max`,
+    /// `grace_s`; any may be left out) over the defaults.
+    pub fn from_json(value: &Value) -> Result<RestartPolicy, String> {
+        let Value::Object(map) = value else {
+            return Err(format!(
+                "restart is {}, not an object",
+                crate::wire::kind(value)
+            ));
+        };
+        let mut policy = RestartPolicy::default();
+        for (key, value) in map {
+            let number = value
+                .as_u64()
+                .ok_or_else(|| format!("restart.{key} must be a whole number, not {value}"))?;
+            let seconds = |max: u64| {
+                if number <= max {
+                    Ok(number * 1000)
+                } else {
+                    Err(format!("restart.{key} {number} is over {max}"))
+                }
+            };
+            match key.as_str() {
+                "delay_s" => policy.delay_ms = seconds(RESTART_FIELD_S_MAX)?,
+                "delay_max_s" => policy.delay_max_ms = seconds(RESTART_FIELD_S_MAX)?,
+                "window_s" => policy.window_ms = seconds(RESTART_FIELD_S_MAX)?,
+                "grace_s" => policy.grace_ms = seconds(RESTART_FIELD_S_MAX)?,
+                "failures_max" if number <= FAILURES_MAX_MAX => policy.failures_max = number as u32,
+                "failures_max" => {
+                    return Err(format!(
+                        "restart.failures_max {number} is over {FAILURES_MAX_MAX}"
+                    ))
+                }
+                other => return Err(format!("unknown restart setting {other:?}")),
+            }
+        }
+        Ok(policy)
+    }
+
+    /// The restart delay after the `failures`-th failure in a row (from 1).
+    pub fn delay_after(&self, failures: u32) -> u64 {
+        match failures {
+            0 | 1 => 0,
+            n => {
+                let doublings = (n - 2).min(32);
+                self.delay_ms
+                    .saturating_mul(1u64 << doublings)
+                    .min(self.delay_max_ms)
+            }
+        }
+    }
+}
+
+/// How a process ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    Code(i32),
+    Signal(i32),
+}
+
+/// What happens once a stop completes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Then {
+    StayStopped,
+    Start,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum State {
+    /// Stopped on purpose, or never started: `stoped` on the wire.
+    Stopped,
+    /// A spawn was asked for; the supervisor answers with `Spawned` or `SpawnFailed`.
+    Starting,
+    Running {
+        pid: i32,
+        since: Millis,
+    },
+    /// `SIGTERM` sent; `SIGKILL` at `kill_at` unless it exits first.
+    Stopping {
+        pid: i32,
+        since: Millis,
+        kill_at: Millis,
+        killed: bool,
+        then: Then,
+    },
+    /// Down after a crash until `until`: `restarting`, or `killed` after a limit kill.
+    Waiting {
+        until: Millis,
+        limit_killed: bool,
+    },
+    /// Gave up after repeated failures.
+    Fatal,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Input {
+    /// Should run (a `start` job, or the desired state at BootAgent's start).
+    Start,
+    /// Should stop, and stay stopped.
+    Stop,
+    /// Stop if running, then start; revives a `fatal` child.
+    Restart,
+    Spawned {
+        pid: i32,
+    },
+    SpawnFailed {
+        error: String,
+    },
+    /// The process exited; `limit` names the resource limit it was killed for.
+    Exited {
+        exit: Exit,
+        limit: Option<String>,
+    },
+    /// The deadline of the state (`State::deadline`) has come.
+    Deadline,
+}
+
+/// Events of section 3.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    Started,
+    Restarted,
+    Exited,
+    Killed,
+    Fatal,
+    Stopped,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Started => "started",
+            EventKind::Restarted => "restarted",
+            EventKind::Exited => "exited",
+            EventKind::Killed => "killed",
+            EventKind::Fatal => "fatal",
+            EventKind::Stopped => "stopped",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Start `./run` now and answer with `Spawned` or `SpawnFailed`.
+    Spawn,
+    /// Send `SIGTERM` to the process group.
+    Terminate,
+    /// Send `SIGKILL` to the process group.
+    Kill,
+    Event {
+        kind: EventKind,
+        exit: Option<Exit>,
+        message: String,
+    },
+}
+
+/// One child's state, counters and policy.
+#[derive(Clone, Debug)]
+pub struct Child {
+    pub state: State,
+    pub policy: RestartPolicy,
+    /// Consecutive failures.
+    pub failures: u32,
+    /// Restarts after crashes since BootAgent started (reported as `restarts`).
+    pub restarts: u32,
+    last_start: Option<Millis>,
+    /// One line about the last exit, for the local status view.
+    pub last_exit: Option<String>,
+}
+
+impl Child {
+    pub fn new(policy: RestartPolicy) -> Self {
+        Child {
+            state: State::Stopped,
+            policy,
+            failures: 0,
+            restarts: 0,
+            last_start: None,
+            last_exit: None,
+        }
+    }
+
+    /// When `Input::Deadline` is due, if the state has a deadline.
+    pub fn deadline(&self) -> Option<Millis> {
+        match self.state {
+            State::Waiting { until, .. } => Some(until),
+            State::Stopping {
+                kill_at,
+                killed: false,
+                ..
+            } => Some(kill_at),
+            _ => None,
+        }
+    }
+
+    /// The pid of the running process, if any.
+    pub fn pid(&self) -> Option<i32> {
+        match self.state {
+            State::Running { pid, .. } | State::Stopping { pid, .. } => Some(pid),
+            _ => None,
+        }
+    }
+
+    /// The status word of the wire (section 3), spelled as the original API spells it.
+    pub fn status(&self) -> &'static str {
+        match self.state {
+            State::Stopped => "stoped",
+            State::Starting | State::Running { .. } | State::Stopping { .. } => "running",
+            State::Waiting {
+                limit_killed: true, ..
+            } => "killed",
+            State::Waiting { .. } => "restarting",
+            State::Fatal => "fatal",
+        }
+    }
+
+    /// Milliseconds since the current process started; 0 when not running.
+    pub fn uptime_ms(&self, now: Millis) -> u64 {
+        match self.state {
+            State::Running { since, .. } | State::Stopping { since, .. } => {
+                now.saturating_sub(since)
+            }
+            _ => 0,
+        }
+    }
+
+    /// Takes one input at `now` and says what to do.
+    pub fn step(&mut self, now: Millis, input: Input) -> Vec<Action> {
+        let mut actions = Vec::new();
+        let state = std::mem::replace(&mut self.state, State::Stopped);
+        self.state = match (state, input) {
+            (State::Stopped, Input::Start | Input::Restart) => {
+                self.failures = 0;
+                self.start(now, &mut actions)
+            }
+            (State::Stopped, Input::Stop) => State::Stopped,
+
+            (State::Starting, Input::Spawned { pid }) => {
+                let kind = if self.last_start.is_some() && self.restarts > 0 {
+                    EventKind::Restarted
+                } else {
+                    EventKind::Started
+                };
+                self.last_start = Some(now);
+                actions.push(event(kind, None, format!("started, pid {pid}")));
+                State::Running { pid, since: now }
+            }
+            (State::Starting, Input::SpawnFailed { error }) => {
+                self.last_start = Some(now);
+                self.crashed(
+                    now,
+                    0,
+                    None,
+                    None,
+                    &format!("could not start: {error}"),
+                    &mut actions,
+                )
+            }
+            (state @ State::Starting, _) => state, // the answer to Spawn comes first
+
+            (State::Running { since, .. }, Input::Exited { exit, limit }) => {
+                let ran_ms = now.saturating_sub(since);
+                let what = describe_exit(exit, ran_ms);
+                self.crashed(now, ran_ms, Some(exit), limit, &what, &mut actions)
+            }
+            (State::Running { pid, since }, Input::Stop) => {
+                self.stop(now, pid, since, Then::StayStopped, &mut actions)
+            }
+            (State::Running { pid, since }, Input::Restart) => {
+                self.failures = 0;
+                self.stop(now, pid, since, Then::Start, &mut actions)
+            }
+            (state @ State::Running { .. }, _) => state,
+
+            (State::Stopping { then, .. }, Input::Exited { exit, .. }) => {
+                self.last_exit = Some(format!("{} (stopped)", describe_exit(exit, 0)));
+                match then {
+                    Then::StayStopped => {
+                        actions.push(event(EventKind::Stopped, Some(exit), "stopped".to_string()));
+                        State::Stopped
+                    }
+                    Then::Start => self.start(now, &mut actions),
+                }
+            }
+            (
+                State::Stopping {
+                    pid,
+                    since,
+                    kill_at,
+                    killed: false,
+                    then,
+                },
+                Input::Deadline,
+            ) if now >= kill_at => {
+                actions.push(Action::Kill);
+                State::Stopping {
+                    pid,
+                    since,
+                    kill_at,
+                    killed: true,
+                    then,
+                }
+            }
+            (
+                State::Stopping {
+                    pid,
+                    since,
+                    kill_at,
+                    killed,
+                    ..
+                },
+                Input::Stop,
+            ) => State::Stopping {
+                pid,
+                since,
+                kill_at,
+                killed,
+                then: Then::StayStopped,
+            },
+            (
+                State::Stopping {
+                    pid,
+                    since,
+                    kill_at,
+                    killed,
+                    ..
+                },
+                Input::Start | Input::Restart,
+            ) => State::Stopping {
+                pid,
+                since,
+                kill_at,
+                killed,
+                then: Then::Start,
+            },
+            (state @ State::Stopping { .. }, _) => state,
+
+            (State::Waiting { until, .. }, Input::Deadline) if now >= until => {
+                self.start(now, &mut actions)
+            }
+            (State::Waiting { .. }, Input::Stop) => {
+                actions.push(event(
+                    EventKind::Stopped,
+                    None,
+                    "stopped while waiting to restart".into(),
+                ));
+                State::Stopped
+            }
+            (State::Waiting { .. }, Input::Restart) => {
+                self.failures = 0;
+                self.start(now, &mut actions)
+            }
+            (state @ State::Waiting { .. }, _) => state,
+
+            (State::Fatal, Input::Start | Input::Restart) => {
+                self.failures = 0;
+                self.start(now, &mut actions)
+            }
+            (State::Fatal, Input::Stop) => State::Stopped,
+            (state @ State::Fatal, _) => state,
+
+            (state @ State::Stopped, _) => state,
+        };
+        actions
+    }
+
+    /// Starts now, or as soon as the one-start-a-second rule allows.
+    fn start(&mut self, now: Millis, actions: &mut Vec<Action>) -> State {
+        let earliest = self
+            .last_start
+            .map_or(now, |at| at.saturating_add(self.policy.start_gap_min_ms));
+        if earliest > now {
+            return State::Waiting {
+                until: earliest,
+                limit_killed: false,
+            };
+        }
+        actions.push(Action::Spawn);
+        State::Starting
+    }
+
+    fn stop(
+        &mut self,
+        now: Millis,
+        pid: i32,
+        since: Millis,
+        then: Then,
+        actions: &mut Vec<Action>,
+    ) -> State {
+        actions.push(Action::Terminate);
+        State::Stopping {
+            pid,
+            since,
+            kill_at: now.saturating_add(self.policy.grace_ms),
+            killed: false,
+            then,
+        }
+    }
+
+    /// An exit nobody asked for: count it, then restart, wait, or give up.
+    fn crashed(
+        &mut self,
+        now: Millis,
+        ran_ms: u64,
+        exit: Option<Exit>,
+        limit: Option<String>,
+        what: &str,
+        actions: &mut Vec<Action>,
+    ) -> State {
+        if limit.is_none() && ran_ms >= self.policy.window_ms {
+            self.failures = 0; // a long run: the crash loop, if any, is over
+        } else {
+            self.failures = self.failures.saturating_add(1);
+        }
+        self.last_exit = Some(what.to_string());
+        let (kind, what) = match &limit {
+            Some(limit) => (
+                EventKind::Killed,
+                format!("killed for exceeding its {limit} limit; {what}"),
+            ),
+            None => (EventKind::Exited, what.to_string()),
+        };
+        if self.failures > self.policy.failures_max {
+            actions.push(event(kind, exit, what));
+            actions.push(event(
+                EventKind::Fatal,
+                exit,
+                format!("gave up after {} failures in a row", self.failures),
+            ));
+            return State::Fatal;
+        }
+        self.restarts = self.restarts.saturating_add(1);
+        let delay = self.policy.delay_after(self.failures.max(1));
+        let earliest = self
+            .last_start
+            .map_or(now, |at| at.saturating_add(self.policy.start_gap_min_ms));
+        let at = now.saturating_add(delay).max(earliest);
+        actions.push(event(
+            kind,
+            exit,
+            format!(
+                "{what}; restart {} in {} s",
+                self.restarts,
+                (at - now).div_ceil(1000)
+            ),
+        ));
+        if at <= now {
+            actions.push(Action::Spawn);
+            return State::Starting;
+        }
+        State::Waiting {
+            until: at,
+            limit_killed: limit.is_some(),
+        }
+    }
+}
+
+fn event(kind: EventKind, exit: Option<Exit>, message: String) -> Action {
+    Action::Event {
+        kind,
+        exit,
+        message,
+    }
+}
+
+/// "exited with code 1 after 3 s", "killed by signal 9 after 0 s".
+pub fn describe_exit(exit: Exit, ran_ms: u64) -> String {
+    let secs = ran_ms / 1000;
+    match exit {
+        Exit::Code(code) => format!("exited with code {code} after {secs} s"),
+        Exit::Signal(signal) => format!("killed by signal {signal} after {secs} s"),
+    }
+}
+
+#[cfg(test)]
+#[path = "child_tests.rs"]
+mod tests;

@@ -1,0 +1,191 @@
+//! The local status view: a state file that the running agent keeps current
+//! (`state.json` in the data directory), and `bootagent status`, which prints it
+//! as a table for a person at the console.
+//!
+//! Exit codes of `bootagent status`: 0 every child is fine, 1 a child is `fatal`
+//! or `killed`, 3 no state to show (BootAgent never ran with this data directory).
+
+use crate::supervisor::ChildView;
+use serde::{Deserialize, Serialize};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+pub const STATE_FILE: &str = "state.json";
+/// Largest state file read.
+const STATE_BYTES_MAX: u64 = 4 * 1024 * 1024;
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StateFile {
+    /// The agent that wrote it.
+    pub pid: u32,
+    /// Wall-clock Unix seconds of the last write.
+    pub updated: i64,
+    pub children: Vec<ChildView>,
+}
+
+impl StateFile {
+    /// Replaces the file atomically (a view: no fsync, it is rewritten on change).
+    pub fn write(&self, path: &Path) -> io::Result<()> {
+        let tmp = path.with_extension("json.tmp");
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o644)
+            .open(&tmp)?;
+        serde_json::to_writer_pretty(&mut file, self).map_err(io::Error::other)?;
+        file.write_all(b"\n")?;
+        drop(file);
+        fs::rename(&tmp, path)
+    }
+
+    pub fn read(path: &Path) -> io::Result<StateFile> {
+        let file = File::open(path)?;
+        let mut bytes = Vec::new();
+        io::Read::read_to_end(&mut io::Read::take(file, STATE_BYTES_MAX), &mut bytes)?;
+        serde_json::from_slice(&bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    }
+}
+
+/// `bootagent status`: prints the table; returns the exit code.
+pub fn print(data_dir: &Path, running: bool, now_wall: i64, out: &mut dyn Write) -> io::Result<u8> {
+    let path = data_dir.join(STATE_FILE);
+    let state = match StateFile::read(&path) {
+        Ok(state) => state,
+        Err(err) => {
+            writeln!(out, "no status: {}: {err}", path.display())?;
+            return Ok(3);
+        }
+    };
+    if !running {
+        writeln!(
+            out,
+            "bootagent is not running; last known state, {} ago:",
+            duration(now_wall.saturating_sub(state.updated))
+        )?;
+    }
+    if state.children.is_empty() {
+        writeln!(out, "no child agents")?;
+        return Ok(0);
+    }
+    let rows: Vec<[String; 7]> = state
+        .children
+        .iter()
+        .map(|c| {
+            let up = match (c.status.as_str(), c.started) {
+                ("running", Some(started)) if running => duration(now_wall.saturating_sub(started)),
+                _ => "-".to_string(),
+            };
+            [
+                c.name.clone(),
+                c.version.clone(),
+                c.status.clone(),
+                if c.pid == 0 {
+                    "-".into()
+                } else {
+                    c.pid.to_string()
+                },
+                up,
+                c.restarts.to_string(),
+                c.last_exit.clone().unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    let header = [
+        "NAME",
+        "VERSION",
+        "STATE",
+        "PID",
+        "UPTIME",
+        "RESTARTS",
+        "LAST EXIT",
+    ]
+    .map(String::from);
+    let mut widths = header.clone().map(|h| h.len());
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    for row in std::iter::once(&header).chain(&rows) {
+        let line: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        writeln!(out, "{}", line.join("  ").trim_end())?;
+    }
+    let unhealthy = state
+        .children
+        .iter()
+        .any(|c| c.status == "fatal" || c.status == "killed");
+    Ok(u8::from(unhealthy))
+}
+
+/// "2d03h", "5m07s", "42s".
+fn duration(secs: i64) -> String {
+    let s = secs.max(0);
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
+        3600..=86_399 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d{:02}h", s / 86_400, s % 86_400 / 3600),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(name: &str, status: &str) -> ChildView {
+        ChildView {
+            name: name.into(),
+            version: "1.2.3".into(),
+            status: status.into(),
+            pid: if status == "running" { 4242 } else { 0 },
+            started: Some(1_000),
+            restarts: 2,
+            last_exit: (status != "running").then(|| "exited with code 1 after 3 s".into()),
+        }
+    }
+
+    #[test]
+    fn table_and_exit_codes() {
+        let dir = std::env::temp_dir().join(format!("bootagent-status-{}", std::process::id()));
+        fs::create_dir_all(&dir).expect("dir");
+        let state = StateFile {
+            pid: 1,
+            updated: 1_000,
+            children: vec![view("BasicAgent", "running"), view("other", "stoped")],
+        };
+        state.write(&dir.join(STATE_FILE)).expect("write");
+        let mut out = Vec::new();
+        assert_eq!(print(&dir, true, 1_125, &mut out).expect("print"), 0);
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.starts_with("NAME        VERSION  STATE"), "{text}");
+        assert!(
+            text.contains("BasicAgent  1.2.3    running  4242  2m05s   2"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "other       1.2.3    stoped   -     -       2         exited with code 1"
+            ),
+            "{text}"
+        );
+
+        let state = StateFile {
+            children: vec![view("a", "running"), view("b", "fatal")],
+            ..state
+        };
+        state.write(&dir.join(STATE_FILE)).expect("write");
+        let mut out = Vec::new();
+        assert_eq!(print(&dir, false, 1_000, &mut out).expect("print"), 1);
+        assert!(String::from_utf8_lossy(&out).contains("not running"));
+        fs::remove_dir_all(&dir).ok();
+        let mut out = Vec::new();
+        assert_eq!(print(&dir, true, 0, &mut out).expect("print"), 3);
+    }
+}
