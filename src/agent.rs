@@ -22,12 +22,13 @@ use crate::addr::ServerAddr;
 use crate::jobs::{self, ErrCode, Job};
 use crate::limits::Limits;
 use crate::meta::Meta;
-use crate::meta::StoredEvent;
+use crate::meta::{JobState, StoredEvent};
 use crate::rng::Rng;
 use crate::servers::Servers;
 use crate::wheel::{Millis, TimerId, Wheel};
 use crate::wire::{self, AgentStatus, HostInfo, JobResult, RegisterRequest, StatusRequest};
 use log::{debug, info, warn};
+use std::collections::VecDeque;
 
 pub const REGISTER_PATH: &str = "/agent/register";
 pub const STATUS_PATH: &str = "/agent/status";
@@ -120,6 +121,24 @@ pub struct Core {
     reregistrations: u32,
     /// The children as the supervisor last described them.
     agents: Vec<AgentStatus>,
+    /// Jobs waiting for the edge, in order of arrival (bounded by `jobs_queue_max`).
+    queue: VecDeque<(String, Job)>,
+}
+
+/// One line about a job for the log (never its secrets: URLs are shown without user info).
+fn describe(job: &Job) -> String {
+    match job {
+        Job::Config { .. } => "config".to_string(),
+        Job::Install(install) => format!(
+            "install {} from {}",
+            install.name,
+            jobs::masked_url(&install.url)
+        ),
+        Job::Uninstall { name } => format!("uninstall {name}"),
+        Job::Restart { name, .. } => format!("restart {name}"),
+        Job::Stop { name } => format!("stop {name}"),
+        Job::Start { name } => format!("start {name}"),
+    }
 }
 
 impl Core {
@@ -156,6 +175,7 @@ impl Core {
             last_error: String::new(),
             reregistrations: 0,
             agents: Vec::new(),
+            queue: VecDeque::new(),
         };
         core.schedule_exchange(now);
         core
@@ -302,7 +322,7 @@ impl Core {
             .meta
             .jobs
             .iter()
-            .filter(|record| !record.delivered)
+            .filter(|record| !record.delivered && record.state == JobState::Finished)
             .map(|record| JobResult {
                 id: &record.id,
                 errcode: record.errcode,
@@ -477,66 +497,135 @@ impl Core {
         Verdict::Done
     }
 
-    /// Validates and runs the jobs of one answer, in order of arrival.
+    /// Validates the jobs of one answer, in order of arrival: a `config` job runs
+    /// at once; the others join the queue for the edge (`take_job`). A repeated id
+    /// is not run again; its result, once there is one, is reported again.
     fn run_jobs(&mut self, jobs: Vec<serde_json::Value>) {
         let max = self.limits.jobs_per_answer_max;
         for (index, value) in jobs.into_iter().enumerate() {
             if index >= max {
                 if let Some(id) = jobs::job_id(&value) {
-                    self.finish_job(id, ErrCode::Internal, "queue full".to_string());
+                    self.record_finished(id, ErrCode::Internal, "queue full".to_string());
                 }
                 continue;
             }
-            match jobs::parse_job(&value, &self.limits) {
-                Ok((id, job)) => {
-                    if let Some(record) = jobs::find_record(&mut self.meta, &id) {
-                        debug!("job {id} was already executed: reporting its result again");
-                        record.delivered = false;
-                        continue;
-                    }
-                    let (code, message) = self.execute(job);
-                    self.finish_job(id, code, message);
+            let parsed = jobs::parse_job(&value, &self.limits, self.facts.host.cpus);
+            let id = match &parsed {
+                Ok((id, _)) => Some(id.clone()),
+                Err(rejected) => rejected.id.clone(),
+            };
+            if let Some(record) = id
+                .as_deref()
+                .and_then(|id| jobs::find_record(&mut self.meta, id))
+            {
+                debug!("job {} was already received: not run again", record.id);
+                if record.state == JobState::Finished {
+                    record.delivered = false;
+                    self.report_wanted = true;
+                }
+                continue;
+            }
+            match parsed {
+                Ok((id, Job::Config { svrlist, step_s })) => {
+                    let message = self.configure(svrlist, step_s);
+                    self.record_finished(id, ErrCode::Success, message);
+                    self.report_wanted = true;
+                }
+                Ok((id, job)) if self.queue.len() < self.limits.jobs_queue_max => {
+                    info!("job {id} queued: {}", describe(&job));
+                    self.record(
+                        id.clone(),
+                        JobState::Received,
+                        ErrCode::Success,
+                        String::new(),
+                    );
+                    self.queue.push_back((id, job));
+                }
+                Ok((id, _)) => {
+                    warn!(
+                        "job {id} refused: the queue holds {} jobs",
+                        self.limits.jobs_queue_max
+                    );
+                    self.record_finished(id, ErrCode::Internal, "queue full".to_string());
+                    self.report_wanted = true;
                 }
                 Err(rejected) => match rejected.id {
-                    Some(id) if jobs::find_record(&mut self.meta, &id).is_none() => {
+                    Some(id) => {
                         warn!("job {id} rejected: {}", rejected.message);
-                        self.finish_job(id, ErrCode::Invalid, rejected.message);
+                        self.record_finished(id, ErrCode::Invalid, rejected.message);
+                        self.report_wanted = true;
                     }
-                    Some(_) => {}
                     None => warn!("job without a usable id ignored: {}", rejected.message),
                 },
             }
         }
-        self.report_wanted = true;
     }
 
-    fn execute(&mut self, job: Job) -> (ErrCode, String) {
-        match job {
-            Job::Config { svrlist, step_s } => {
-                let mut said = Vec::new();
-                if let Some(list) = svrlist {
-                    self.meta.servers_server = crate::addr::format_list(&list);
-                    said.push(format!("server list {:?}", self.meta.servers_server));
-                    self.servers.set_server_given(list);
-                }
-                if let Some(step) = step_s {
-                    self.meta.step_s = step;
-                    said.push(format!("step {step} s"));
-                }
-                info!("config job: {}", said.join(", "));
-                (ErrCode::Success, "success".to_string())
-            }
-            Job::Unsupported { action } => (
-                ErrCode::Invalid,
-                format!("unsupported action {action:?} in this version"),
-            ),
+    pub fn queued_jobs(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// The next queued job for the edge to carry out, marked running.
+    pub fn take_job(&mut self, effects: &mut Vec<Effect>) -> Option<(String, Job)> {
+        let (id, job) = self.queue.pop_front()?;
+        if let Some(record) = jobs::find_record(&mut self.meta, &id) {
+            record.state = JobState::Running;
+        }
+        effects.push(Effect::SaveMeta);
+        Some((id, job))
+    }
+
+    /// The edge finished a job: its result is journaled and reported soon.
+    pub fn job_done(
+        &mut self,
+        now: Millis,
+        id: &str,
+        code: ErrCode,
+        message: String,
+        effects: &mut Vec<Effect>,
+    ) {
+        info!("job {id}: errcode {}: {message}", code as u32);
+        jobs::finish(&mut self.meta, id, code as u32, message);
+        effects.push(Effect::SaveMeta);
+        self.request_report(now);
+    }
+
+    /// Desired states of the children, kept in the metafile.
+    pub fn set_stopped(&mut self, name: &str, stopped: bool, effects: &mut Vec<Effect>) {
+        let changed = if stopped {
+            self.meta.stopped.insert(name.to_string())
+        } else {
+            self.meta.stopped.remove(name)
+        };
+        if changed {
+            effects.push(Effect::SaveMeta);
         }
     }
 
-    fn finish_job(&mut self, id: String, code: ErrCode, message: String) {
-        let dropped = jobs::record_result(
+    fn configure(&mut self, svrlist: Option<Vec<ServerAddr>>, step_s: Option<u64>) -> String {
+        let mut said = Vec::new();
+        if let Some(list) = svrlist {
+            self.meta.servers_server = crate::addr::format_list(&list);
+            said.push(format!("server list {:?}", self.meta.servers_server));
+            self.servers.set_server_given(list);
+        }
+        if let Some(step) = step_s {
+            self.meta.step_s = step;
+            said.push(format!("step {step} s"));
+        }
+        info!("config job: {}", said.join(", "));
+        "success".to_string()
+    }
+
+    fn record_finished(&mut self, id: String, code: ErrCode, message: String) {
+        self.record(id, JobState::Finished, code, message);
+    }
+
+    fn record(&mut self, id: String, state: JobState, code: ErrCode, message: String) {
+        let dropped = jobs::record(
             &mut self.meta,
             id,
+            state,
             code as u32,
             message,
             self.limits.job_ids_remembered,

@@ -364,7 +364,7 @@ fn config_job_sets_step_and_servers_and_its_result_is_sent_until_acknowledged() 
         prompt.body["jobs"],
         json!([
             {"id": "j1", "errcode": 0, "message": "success"},
-            {"id": "j2", "errcode": 1, "message": "unsupported action \"install\" in this version"},
+            {"id": "j2", "errcode": 1, "message": "job has no url"},
         ])
     );
     sim.answer(http(500));

@@ -7,13 +7,16 @@ use crate::agent::{Core, Facts};
 use crate::childlog::{ChildLogs, LogConfig};
 use crate::cli::Options;
 use crate::clock::{Clock, RealClock};
+use crate::download::DownloadLimits;
 use crate::event_loop::{Event, EventLoop, Exit};
+use crate::jobrun::JobRunner;
 use crate::limits::Limits;
 use crate::meta::{Loaded, Meta, MetaError, MetaStore};
 use crate::rng::{self, Rng};
 use crate::servers::Servers;
 use crate::supervisor::Supervisor;
-use crate::{hostinfo, http, logging, reslimit, status, sys};
+use crate::unpack::UnpackLimits;
+use crate::{hostinfo, http, jobs, logging, reslimit, status, sys};
 use log::{info, warn};
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
@@ -273,6 +276,7 @@ pub fn run(options: &Options) -> Result<(), AppError> {
 
     let (event_tx, event_rx) = mpsc::sync_channel::<Event>(limits.loop_channel_max);
     let signal_tx = event_tx.clone();
+    let jobs_tx = event_tx.clone();
     thread::Builder::new()
         .name("signals".to_string())
         .spawn(move || {
@@ -300,16 +304,32 @@ pub fn run(options: &Options) -> Result<(), AppError> {
         host: hostinfo::host_info(),
     };
     let core = Core::new(
-        limits,
+        limits.clone(),
         facts,
         meta,
         resolved.servers,
         Rng::from_entropy(),
         clock.now_ms(),
     );
+    let download = DownloadLimits {
+        bytes_max: limits.download_bytes_max,
+        stall_ms: limits.download_stall_ms,
+        connect_timeout_ms: limits.connect_timeout_ms,
+        ..DownloadLimits::default()
+    };
+    let unpack = UnpackLimits {
+        bytes_max: limits.download_bytes_max.saturating_mul(4),
+        ..UnpackLimits::default()
+    };
+    let jobs =
+        JobRunner::start(&data_dir, download, unpack, jobs_tx).map_err(|err| AppError::Io {
+            what: "cannot start the job worker".to_string(),
+            err,
+        })?;
     let exit = EventLoop {
         core,
         supervisor,
+        jobs,
         store: &resolved.store,
         state_file: data_dir.join(status::STATE_FILE),
         clock: &clock,
@@ -401,7 +421,15 @@ fn first_or_later_start(
             if resolved.cli_ignored {
                 info!("-S ignored: the server list of the first start is persisted");
             }
-            Ok((**meta).clone())
+            let mut meta = (**meta).clone();
+            let interrupted = jobs::fail_interrupted(&mut meta);
+            if interrupted > 0 {
+                warn!(
+                    "{interrupted} job(s) were interrupted by the last stop; reporting them failed"
+                );
+                resolved.store.save(&meta)?;
+            }
+            Ok(meta)
         }
         Loaded::FirstStart => {
             let sn = rng::uuid_v4().map_err(|err| AppError::Io {

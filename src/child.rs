@@ -190,6 +190,8 @@ pub enum EventKind {
     Killed,
     Fatal,
     Stopped,
+    /// An upgrade that did not stay up, replaced by the previous version again.
+    RolledBack,
 }
 
 impl EventKind {
@@ -201,6 +203,7 @@ impl EventKind {
             EventKind::Killed => "killed",
             EventKind::Fatal => "fatal",
             EventKind::Stopped => "stopped",
+            EventKind::RolledBack => "rolled_back",
         }
     }
 }

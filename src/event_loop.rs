@@ -11,6 +11,7 @@
 use crate::agent::{Core, Effect, Outcome};
 use crate::clock::Clock;
 use crate::http::Exchange;
+use crate::jobrun::{Ctx, JobRunner, Prepared};
 use crate::logging::LogHandle;
 use crate::meta::MetaStore;
 use crate::supervisor::Supervisor;
@@ -26,6 +27,8 @@ pub enum Event {
     Signal(i32),
     /// The outcome of the exchange in flight, from the HTTP thread.
     Exchanged(Outcome),
+    /// A package downloaded, verified and unpacked (or not), from the job worker.
+    JobPrepared(Prepared),
 }
 
 /// Why the loop stopped.
@@ -40,6 +43,7 @@ pub enum Exit {
 pub struct EventLoop<'a, C: Clock> {
     pub core: Core,
     pub supervisor: Supervisor,
+    pub jobs: JobRunner,
     pub store: &'a MetaStore,
     /// Where the local status view (`bootagent status`) is kept current.
     pub state_file: PathBuf,
@@ -58,6 +62,9 @@ impl<C: Clock> EventLoop<'_, C> {
             let now = self.clock.now_ms();
             let wall_s = self.clock.wall_s();
             self.supervisor.on_time(now, wall_s);
+            if stopping.is_none() {
+                self.run_jobs(now, wall_s, None, &mut effects);
+            }
             self.sync_children(now, &mut effects);
             self.core.on_time(now, wall_s, &mut effects);
             self.carry_out(&mut effects);
@@ -68,10 +75,14 @@ impl<C: Clock> EventLoop<'_, C> {
                 }
             }
 
-            let deadline = [self.core.next_deadline(), self.supervisor.next_deadline()]
-                .into_iter()
-                .flatten()
-                .min();
+            let deadline = [
+                self.core.next_deadline(),
+                self.supervisor.next_deadline(),
+                self.jobs.next_deadline(),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             let event = match deadline {
                 Some(deadline) => {
                     let wait = Duration::from_millis(deadline.saturating_sub(self.clock.now_ms()));
@@ -90,6 +101,9 @@ impl<C: Clock> EventLoop<'_, C> {
                     self.carry_out(&mut effects);
                 }
                 Ok(Event::Signal(libc::SIGCHLD)) => self.supervisor.on_sigchld(now, wall_s),
+                Ok(Event::JobPrepared(prepared)) => {
+                    self.run_jobs(now, wall_s, Some(prepared), &mut effects);
+                }
                 Ok(Event::Signal(libc::SIGHUP)) => {
                     if let Err(err) = self.log.reopen() {
                         error!("cannot reopen the log file: {err}");
@@ -100,6 +114,7 @@ impl<C: Clock> EventLoop<'_, C> {
                     None => {
                         info!("signal {signal}: stopping every child, then exiting");
                         stopping = Some(signal);
+                        self.jobs.cancel();
                         self.supervisor.stop_all(now, wall_s);
                     }
                     Some(_) => {
@@ -113,6 +128,56 @@ impl<C: Clock> EventLoop<'_, C> {
                     return Exit::ChannelsClosed;
                 }
             }
+        }
+    }
+
+    /// Carries the current job on (with a prepared package, if one arrived), and
+    /// starts the next queued one when none runs; results go to the core.
+    fn run_jobs(
+        &mut self,
+        now: u64,
+        wall_s: i64,
+        prepared: Option<Prepared>,
+        effects: &mut Vec<Effect>,
+    ) {
+        let mut stopped = Vec::new();
+        let mut ctx = Ctx {
+            supervisor: &mut self.supervisor,
+            now,
+            wall_s,
+            stopped: &mut stopped,
+        };
+        let mut done = match prepared {
+            Some(prepared) => self.jobs.prepared(prepared, &mut ctx),
+            None => self.jobs.poll(&mut ctx),
+        };
+        // Bounded: each pass either finishes a job or leaves one running.
+        for _ in 0..self.core.queued_jobs() + 1 {
+            if let Some((id, (code, message))) = done.take() {
+                self.core.job_done(now, &id, code, message, effects);
+            }
+            if self.jobs.busy() {
+                break;
+            }
+            let Some((id, job)) = self.core.take_job(effects) else {
+                break;
+            };
+            let mut ctx = Ctx {
+                supervisor: &mut self.supervisor,
+                now,
+                wall_s,
+                stopped: &mut stopped,
+            };
+            done = self
+                .jobs
+                .begin(id.clone(), job, &mut ctx)
+                .map(|result| (id, result));
+        }
+        if let Some((id, (code, message))) = done {
+            self.core.job_done(now, &id, code, message, effects);
+        }
+        for (name, is_stopped) in stopped {
+            self.core.set_stopped(&name, is_stopped, effects);
         }
     }
 

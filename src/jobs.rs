@@ -3,9 +3,11 @@
 //! job that touches the host belongs to the edge.
 
 use crate::addr::{self, ServerAddr};
+use crate::child::RestartPolicy;
 use crate::limits::Limits;
-use crate::meta::{JobRecord, Meta};
-use serde_json::Value;
+use crate::meta::{JobRecord, JobState, Meta};
+use crate::supervisor::{self, valid_name};
+use serde_json::{Map, Value};
 
 /// Longest job id accepted.
 pub const JOB_ID_BYTES_MAX: usize = 128;
@@ -16,8 +18,37 @@ pub const JOB_ID_BYTES_MAX: usize = 128;
 pub enum ErrCode {
     Success = 0,
     Invalid = 1,
+    DownloadFailed = 2,
+    ChecksumMismatch = 3,
+    BadPackage = 4,
+    InstallFailed = 5,
+    StartFailed = 6,
+    NoSuchAgent = 7,
     Internal = 9,
 }
+
+/// Longest package URL accepted.
+pub const URL_BYTES_MAX: usize = 4096;
+/// Default probation of an upgrade, and its ceiling (seconds).
+pub const PROBATION_DEFAULT_S: u64 = 30;
+pub const PROBATION_MAX_S: u64 = 3600;
+
+/// An `install` or `upgrade` job.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Install {
+    pub name: String,
+    pub url: String,
+    pub checksum: [u8; 32],
+    /// From the job; else from the package's `VERSION` file or the URL.
+    pub version: Option<String>,
+    pub settings: Settings,
+    pub probation_s: u64,
+}
+
+/// The `envs`, `limits` and `restart` a job sets, validated, in their JSON form
+/// (they are written to the agent's `agent.json` as they are).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Settings(pub Map<String, Value>);
 
 /// A validated job.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,8 +58,35 @@ pub enum Job {
         svrlist: Option<Vec<ServerAddr>>,
         step_s: Option<u64>,
     },
-    /// A known action that this build does not carry out yet.
-    Unsupported { action: String },
+    /// `install` and `upgrade` (an install over an installed agent upgrades it).
+    Install(Box<Install>),
+    Uninstall {
+        name: String,
+    },
+    Restart {
+        name: String,
+        settings: Settings,
+    },
+    Stop {
+        name: String,
+    },
+    Start {
+        name: String,
+    },
+}
+
+impl Job {
+    /// The agent the job is about, if any.
+    pub fn agent(&self) -> Option<&str> {
+        match self {
+            Job::Config { .. } => None,
+            Job::Install(install) => Some(&install.name),
+            Job::Uninstall { name }
+            | Job::Restart { name, .. }
+            | Job::Stop { name }
+            | Job::Start { name } => Some(name),
+        }
+    }
 }
 
 /// A job that could not be validated. Without an id it cannot be answered.
@@ -38,15 +96,20 @@ pub struct Rejected {
     pub message: String,
 }
 
-const KNOWN_ACTIONS: [&str; 7] = [
-    "install",
-    "upgrade",
-    "uninstall",
-    "restart",
-    "stop",
-    "start",
-    "config",
-];
+/// A URL fit for a log line or a message: a password in it becomes `***`.
+pub fn masked_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => {
+            let user = rest[..at].split(':').next().unwrap_or("");
+            format!("{scheme}://{user}:***@{}", &rest[at + 1..])
+        }
+        None => url.to_string(),
+    }
+}
 
 /// Reads the id of a job, if it has a usable one.
 pub fn job_id(value: &Value) -> Option<String> {
@@ -63,7 +126,7 @@ pub fn job_id(value: &Value) -> Option<String> {
 }
 
 /// Validates one job of a status answer.
-pub fn parse_job(value: &Value, limits: &Limits) -> Result<(String, Job), Rejected> {
+pub fn parse_job(value: &Value, limits: &Limits, cpus: u32) -> Result<(String, Job), Rejected> {
     let id = job_id(value);
     let reject = |message: String| Rejected {
         id: id.clone(),
@@ -90,8 +153,19 @@ pub fn parse_job(value: &Value, limits: &Limits) -> Result<(String, Job), Reject
     };
     let job = match action {
         "config" => parse_config(map, limits).map_err(reject)?,
-        known if KNOWN_ACTIONS.contains(&known) => Job::Unsupported {
-            action: known.to_string(),
+        "install" | "upgrade" => parse_install(map, cpus).map_err(reject)?,
+        "uninstall" => Job::Uninstall {
+            name: name(map).map_err(reject)?,
+        },
+        "restart" => Job::Restart {
+            name: name(map).map_err(reject)?,
+            settings: settings(map, cpus).map_err(reject)?,
+        },
+        "stop" => Job::Stop {
+            name: name(map).map_err(reject)?,
+        },
+        "start" => Job::Start {
+            name: name(map).map_err(reject)?,
         },
         unknown => {
             let shown: String = unknown.chars().take(64).collect();
@@ -99,6 +173,96 @@ pub fn parse_job(value: &Value, limits: &Limits) -> Result<(String, Job), Reject
         }
     };
     Ok((id_text, job))
+}
+
+fn name(map: &Map<String, Value>) -> Result<String, String> {
+    match map.get("name") {
+        Some(Value::String(name)) if valid_name(name) => Ok(name.clone()),
+        Some(Value::String(name)) => Err(format!(
+            "bad name {:?}: 1 to 64 of A-Z a-z 0-9 . _ -, not starting with '.'",
+            name.chars().take(80).collect::<String>()
+        )),
+        Some(other) => Err(format!("name is {}", crate::wire::kind(other))),
+        None => Err("job has no name".to_string()),
+    }
+}
+
+/// `envs`, `limits` and `restart`, each validated; absent ones are left out.
+fn settings(map: &Map<String, Value>, cpus: u32) -> Result<Settings, String> {
+    let mut settings = Map::new();
+    if let Some(envs) = map.get("envs").filter(|v| !v.is_null()) {
+        supervisor::parse_envs(envs)?;
+        settings.insert("envs".into(), envs.clone());
+    }
+    if let Some(limits) = map.get("limits").filter(|v| !v.is_null()) {
+        crate::reslimit::parse_limits(limits, cpus).map_err(|e| format!("limits: {e}"))?;
+        settings.insert("limits".into(), limits.clone());
+    }
+    if let Some(restart) = map.get("restart").filter(|v| !v.is_null()) {
+        RestartPolicy::from_json(restart)?;
+        settings.insert("restart".into(), restart.clone());
+    }
+    Ok(Settings(settings))
+}
+
+fn parse_install(map: &Map<String, Value>, cpus: u32) -> Result<Job, String> {
+    let name = name(map)?;
+    let url = match map.get("url") {
+        Some(Value::String(url))
+            if url.len() <= URL_BYTES_MAX && !url.chars().any(char::is_control) =>
+        {
+            let scheme_ok = ["http://", "https://", "file://", "ftp://"]
+                .iter()
+                .any(|scheme| url.starts_with(scheme));
+            if !scheme_ok {
+                return Err("url must start with http://, https://, file:// or ftp://".to_string());
+            }
+            url.clone()
+        }
+        Some(Value::String(_)) => {
+            return Err(format!(
+                "url is longer than {URL_BYTES_MAX} bytes or has control characters"
+            ))
+        }
+        Some(other) => return Err(format!("url is {}", crate::wire::kind(other))),
+        None => return Err("job has no url".to_string()),
+    };
+    let checksum = match map.get("checksum") {
+        Some(Value::String(text)) => crate::download::parse_checksum(text)?,
+        Some(other) => return Err(format!("checksum is {}", crate::wire::kind(other))),
+        None => return Err("job has no checksum (SHA256:<64 hex digits>)".to_string()),
+    };
+    let version = match map.get("version") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(v)) if crate::unpack::valid_version(v) => Some(v.clone()),
+        Some(Value::String(v)) => {
+            return Err(format!(
+                "bad version {:?}",
+                v.chars().take(80).collect::<String>()
+            ))
+        }
+        Some(other) => return Err(format!("version is {}", crate::wire::kind(other))),
+    };
+    let probation_s = match map.get("probation") {
+        None | Some(Value::Null) => PROBATION_DEFAULT_S,
+        Some(Value::Number(n)) => match n.as_u64() {
+            Some(s) if s <= PROBATION_MAX_S => s,
+            _ => {
+                return Err(format!(
+                    "probation {n} is not 0 to {PROBATION_MAX_S} seconds"
+                ))
+            }
+        },
+        Some(other) => return Err(format!("probation is {}", crate::wire::kind(other))),
+    };
+    Ok(Job::Install(Box::new(Install {
+        name,
+        url,
+        checksum,
+        version,
+        settings: settings(map, cpus)?,
+        probation_s,
+    })))
 }
 
 fn parse_config(map: &serde_json::Map<String, Value>, limits: &Limits) -> Result<Job, String> {
@@ -141,12 +305,14 @@ pub fn find_record<'m>(meta: &'m mut Meta, id: &str) -> Option<&'m mut JobRecord
     meta.jobs.iter_mut().find(|record| record.id == id)
 }
 
-/// Appends a result to the journal, then trims it to `remembered` entries: delivered
-/// results go first, oldest first; an undelivered one only when nothing else is left.
+/// Enters a job in the journal in `state` (a finished one with its result), then
+/// trims the journal to `remembered` entries: delivered results go first, oldest
+/// first, then undelivered ones; a job still queued or running never goes.
 /// Returns how many undelivered results had to be dropped.
-pub fn record_result(
+pub fn record(
     meta: &mut Meta,
     id: String,
+    state: JobState,
     errcode: u32,
     message: String,
     remembered: usize,
@@ -156,20 +322,56 @@ pub fn record_result(
         errcode,
         message,
         delivered: false,
+        state,
     });
     let mut dropped_undelivered = 0;
     while meta.jobs.len() > remembered.max(1) {
-        match meta.jobs.iter().position(|r| r.delivered) {
-            Some(oldest_delivered) => {
-                meta.jobs.remove(oldest_delivered);
+        let finished = |r: &JobRecord| r.state == JobState::Finished;
+        let victim = meta
+            .jobs
+            .iter()
+            .position(|r| finished(r) && r.delivered)
+            .or_else(|| meta.jobs.iter().position(finished));
+        match victim {
+            Some(index) => {
+                if !meta.jobs[index].delivered {
+                    dropped_undelivered += 1;
+                }
+                meta.jobs.remove(index);
             }
-            None => {
-                meta.jobs.remove(0);
-                dropped_undelivered += 1;
-            }
+            None => break, // only jobs in progress: bounded by the queue
         }
     }
     dropped_undelivered
+}
+
+/// Marks a journal entry finished with its result, to be delivered.
+pub fn finish(meta: &mut Meta, id: &str, errcode: u32, message: String) {
+    if let Some(record) = find_record(meta, id) {
+        record.state = JobState::Finished;
+        record.errcode = errcode;
+        record.message = message;
+        record.delivered = false;
+    }
+}
+
+/// After a restart: every job that was queued or running when BootAgent stopped
+/// is finished with errcode 9, saying so. Returns how many.
+pub fn fail_interrupted(meta: &mut Meta) -> usize {
+    let mut count = 0;
+    for record in meta.jobs.iter_mut() {
+        let message = match record.state {
+            JobState::Finished => continue,
+            JobState::Received => "interrupted: BootAgent stopped before the job started",
+            JobState::Running => "interrupted: BootAgent stopped while the job was running",
+        };
+        record.state = JobState::Finished;
+        record.errcode = ErrCode::Internal as u32;
+        record.message = message.to_string();
+        record.delivered = false;
+        count += 1;
+    }
+    count
 }
 
 #[cfg(test)]
@@ -178,7 +380,7 @@ mod tests {
     use serde_json::json;
 
     fn check(job: Value, expected: Result<Job, &str>) {
-        let got = parse_job(&job, &Limits::default());
+        let got = parse_job(&job, &Limits::default(), 2);
         match expected {
             Ok(want) => assert_eq!(got.map(|(_, j)| j), Ok(want), "{job}"),
             Err(part) => {
@@ -258,21 +460,77 @@ mod tests {
             Err("unknown action \"reboot\""),
         );
         check(json!([1]), Err("not an object"));
+        check(json!({"id": "1", "action": "install"}), Err("no name"));
         check(
-            json!({"id": "1", "action": "install"}),
-            Ok(Job::Unsupported {
-                action: "install".into(),
-            }),
+            json!({"id": "1", "action": "stop", "name": "../../etc"}),
+            Err("bad name"),
         );
-        let rejected = parse_job(&json!({"id": "k", "action": 1}), &Limits::default());
+        check(
+            json!({"id": "1", "action": "stop", "name": ".hidden"}),
+            Err("bad name"),
+        );
+        check(
+            json!({"id": "1", "action": "stop", "name": "ok"}),
+            Ok(Job::Stop { name: "ok".into() }),
+        );
+        let sum = format!("SHA256:{}", "ab".repeat(32));
+        let install = |extra: Value| {
+            let mut job = json!({"id": "1", "action": "install", "name": "a", "url": "http://x/a.tgz", "checksum": sum});
+            if let (Some(job), Value::Object(extra)) = (job.as_object_mut(), extra) {
+                job.extend(extra);
+            }
+            job
+        };
+        check(install(json!({"url": "gopher://x"})), Err("url must start"));
+        check(install(json!({"checksum": null})), Err("checksum is null"));
+        check(install(json!({"checksum": "MD5:00"})), Err("SHA256"));
+        check(
+            install(json!({"limits": {"memory": "lots"}})),
+            Err("limits"),
+        );
+        check(
+            install(json!({"envs": {"BOOT_AGENT_NAME": "x"}})),
+            Err("BOOT_AGENT_NAME"),
+        );
+        check(install(json!({"probation": -1})), Err("probation"));
+        check(install(json!({"version": "../x"})), Err("bad version"));
+        match parse_job(
+            &install(json!({"envs": {"A": "1"}, "probation": 5})),
+            &Limits::default(),
+            2,
+        ) {
+            Ok((_, Job::Install(install))) => {
+                assert_eq!((install.probation_s, install.checksum[0]), (5, 0xab));
+                assert_eq!(install.settings.0.get("envs"), Some(&json!({"A": "1"})));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let rejected = parse_job(&json!({"id": "k", "action": 1}), &Limits::default(), 2);
         assert_eq!(rejected.expect_err("bad").id.as_deref(), Some("k"));
+    }
+
+    #[test]
+    fn passwords_never_show_in_urls() {
+        assert_eq!(
+            masked_url("ftp://u:secret@h:21/p.tgz"),
+            "ftp://u:***@h:21/p.tgz"
+        );
+        assert_eq!(masked_url("http://h/p@x"), "http://h/p@x");
+        assert_eq!(masked_url("file:///x"), "file:///x");
     }
 
     #[test]
     fn journal_is_bounded_and_keeps_undelivered_results_longest() {
         let mut meta = Meta::new("sn".into(), String::new(), 600);
         for i in 0..5 {
-            record_result(&mut meta, format!("d{i}"), 0, "success".into(), 4);
+            record(
+                &mut meta,
+                format!("d{i}"),
+                JobState::Finished,
+                0,
+                "success".into(),
+                4,
+            );
             if let Some(r) = find_record(&mut meta, &format!("d{i}")) {
                 r.delivered = true;
             }
@@ -280,14 +538,27 @@ mod tests {
         assert_eq!(meta.jobs.len(), 4);
         for i in 0..3 {
             assert_eq!(
-                record_result(&mut meta, format!("u{i}"), 1, "x".into(), 4),
+                record(
+                    &mut meta,
+                    format!("u{i}"),
+                    JobState::Finished,
+                    1,
+                    "x".into(),
+                    4
+                ),
                 0
             );
         }
         let ids: Vec<&str> = meta.jobs.iter().map(|r| r.id.as_str()).collect();
         assert_eq!(ids, ["d4", "u0", "u1", "u2"]);
-        assert_eq!(record_result(&mut meta, "u3".into(), 1, "x".into(), 4), 0);
-        assert_eq!(record_result(&mut meta, "u4".into(), 1, "x".into(), 4), 1);
+        assert_eq!(
+            record(&mut meta, "u3".into(), JobState::Finished, 1, "x".into(), 4),
+            0
+        );
+        assert_eq!(
+            record(&mut meta, "u4".into(), JobState::Finished, 1, "x".into(), 4),
+            1
+        );
         assert_eq!(meta.jobs[0].id, "u1");
     }
 }

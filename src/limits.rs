@@ -37,6 +37,8 @@ pub struct Limits {
     pub job_ids_remembered: usize,
     /// Jobs taken from one status answer; the excess are failed with errcode 9.
     pub jobs_per_answer_max: usize,
+    /// Jobs waiting to run, one at a time; past this, errcode 9 "queue full".
+    pub jobs_queue_max: usize,
     /// Events kept for delivery (section 3).
     pub pending_events_max: usize,
     /// Largest metafile read at start; a bigger one counts as corrupt.
@@ -47,6 +49,10 @@ pub struct Limits {
     pub log_files_max: u32,
     /// Capacity of the channel into the event loop.
     pub loop_channel_max: usize,
+    /// Largest package download (section 9).
+    pub download_bytes_max: u64,
+    /// A download that receives nothing for this long is aborted (section 9).
+    pub download_stall_ms: u64,
     /// Size at which a child's log file is rotated (section 6).
     pub child_log_bytes_max: u64,
     /// Log files kept per child: `NAME.log` plus `NAME.log.1` … (section 6).
@@ -73,11 +79,14 @@ impl Default for Limits {
             pending_results_max: 1024,
             job_ids_remembered: 1024,
             jobs_per_answer_max: 256,
+            jobs_queue_max: 64,
             pending_events_max: 256,
             meta_bytes_max: 8 * 1024 * 1024,
             log_file_bytes_max: 1024 * 1024,
             log_files_max: 3,
             loop_channel_max: 64,
+            download_bytes_max: 1 << 30,
+            download_stall_ms: 60_000,
             child_log_bytes_max: 1024 * 1024,
             child_log_files_max: 2,
             limit_mechanism: Choice::Auto,
@@ -103,11 +112,14 @@ impl Limits {
             ("pending_results_max", self.pending_results_max as u64),
             ("job_ids_remembered", self.job_ids_remembered as u64),
             ("jobs_per_answer_max", self.jobs_per_answer_max as u64),
+            ("jobs_queue_max", self.jobs_queue_max as u64),
             ("pending_events_max", self.pending_events_max as u64),
             ("meta_bytes_max", self.meta_bytes_max),
             ("log_file_bytes_max", self.log_file_bytes_max),
             ("log_files_max", u64::from(self.log_files_max)),
             ("loop_channel_max", self.loop_channel_max as u64),
+            ("download_bytes_max", self.download_bytes_max),
+            ("download_stall_ms", self.download_stall_ms),
             ("child_log_bytes_max", self.child_log_bytes_max),
             ("child_log_files_max", u64::from(self.child_log_files_max)),
         ]
@@ -151,11 +163,14 @@ impl Limits {
             "pending_results_max" => self.pending_results_max = small(1 << 20)?,
             "job_ids_remembered" => self.job_ids_remembered = small(1 << 20)?,
             "jobs_per_answer_max" => self.jobs_per_answer_max = small(1 << 20)?,
+            "jobs_queue_max" => self.jobs_queue_max = small(1 << 16)?,
             "pending_events_max" => self.pending_events_max = small(1 << 20)?,
             "meta_bytes_max" => self.meta_bytes_max = range(4096, 1 << 30)?,
             "log_file_bytes_max" => self.log_file_bytes_max = range(1024, 1 << 40)?,
             "log_files_max" => self.log_files_max = range(1, 100)? as u32,
             "loop_channel_max" => self.loop_channel_max = small(1 << 16)?,
+            "download_bytes_max" => self.download_bytes_max = range(1024, 1 << 40)?,
+            "download_stall_ms" => self.download_stall_ms = range(100, 3_600_000)?,
             "child_log_bytes_max" => self.child_log_bytes_max = range(1024, 1 << 40)?,
             "child_log_files_max" => self.child_log_files_max = range(1, 100)? as u32,
             _ => return Err(format!("unknown limit {name:?} (bootagent -T lists them)")),

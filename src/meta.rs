@@ -88,6 +88,21 @@ pub struct JobRecord {
     /// True once a report carrying this result got an HTTP 200 answer.
     #[serde(default)]
     pub delivered: bool,
+    /// Where the job is; only a finished job has a result to deliver.
+    #[serde(default)]
+    pub state: JobState,
+}
+
+/// The journal's states of a job (section 7, exactly once).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    /// Accepted and queued, not started.
+    Received,
+    /// Being carried out.
+    Running,
+    #[default]
+    Finished,
 }
 
 impl Meta {

@@ -62,7 +62,8 @@ impl Settings {
     }
 }
 
-fn parse_envs(value: &Value) -> Result<BTreeMap<String, String>, String> {
+/// Reads `envs`: names of letters, digits and `_`; `BOOT_AGENT_*` is reserved.
+pub fn parse_envs(value: &Value) -> Result<BTreeMap<String, String>, String> {
     let Value::Object(map) = value else {
         return Err(format!(
             "envs is {}, not an object",
@@ -341,14 +342,18 @@ impl Supervisor {
             Ok(pid) => {
                 slot.started_wall = Some(wall_s);
                 slot.killed_for = None;
-                if let Mechanism::Proc = self.mechanism {
-                    if !slot.settings.limits.is_empty() {
-                        let throttle = Throttle::new(slot.settings.limits, now);
-                        let at = now.saturating_add(throttle.interval_ms());
-                        slot.throttle = Some(throttle);
-                        slot.sample_timer =
-                            Some(self.wheel.insert(at, (name.to_string(), Timer::Sample)));
-                    }
+                // What no cgroup enforces (all of it under /proc sampling, or one
+                // controller missing on cgroup v1) is sampled.
+                let mut sampled = self.mechanism.fallback_limits(&slot.settings.limits);
+                if slot.cgroup.is_none() {
+                    sampled = slot.settings.limits;
+                }
+                if !sampled.is_empty() {
+                    let throttle = Throttle::new(sampled, now);
+                    let at = now.saturating_add(throttle.interval_ms());
+                    slot.throttle = Some(throttle);
+                    slot.sample_timer =
+                        Some(self.wheel.insert(at, (name.to_string(), Timer::Sample)));
                 }
                 info!("{name}: started, pid {pid}");
                 Input::Spawned { pid }
@@ -558,6 +563,100 @@ impl Supervisor {
         }
     }
 
+    pub fn knows(&self, name: &str) -> bool {
+        self.slots.contains_key(name)
+    }
+
+    pub fn pid(&self, name: &str) -> Option<i32> {
+        self.slots.get(name)?.child.pid()
+    }
+
+    /// The status word of the wire, for jobs that wait on a child.
+    pub fn status(&self, name: &str) -> Option<&'static str> {
+        Some(self.slots.get(name)?.child.status())
+    }
+
+    pub fn restarts(&self, name: &str) -> u32 {
+        self.slots.get(name).map_or(0, |slot| slot.child.restarts)
+    }
+
+    pub fn last_exit(&self, name: &str) -> Option<String> {
+        self.slots.get(name)?.child.last_exit.clone()
+    }
+
+    pub fn grace_ms(&self, name: &str) -> u64 {
+        self.slots
+            .get(name)
+            .map_or(RestartPolicy::default().grace_ms, |slot| {
+                slot.child.policy.grace_ms
+            })
+    }
+
+    pub fn start(&mut self, name: &str, now: Millis, wall_s: i64) {
+        self.input(name, Input::Start, now, wall_s);
+    }
+
+    pub fn stop(&mut self, name: &str, now: Millis, wall_s: i64) {
+        self.input(name, Input::Stop, now, wall_s);
+    }
+
+    /// Stops the child if it runs, then starts it; revives a `fatal` one.
+    pub fn restart(&mut self, name: &str, now: Millis, wall_s: i64) {
+        self.input(name, Input::Restart, now, wall_s);
+    }
+
+    /// Reads an agent's `current` and `agent.json` again (after an install, an
+    /// upgrade or new settings), keeping its process and counters; supervises it
+    /// if it was not yet.
+    pub fn reload(&mut self, name: &str, now: Millis) {
+        let Some(old) = self.slots.remove(name) else {
+            self.add(name, now);
+            return;
+        };
+        self.add(name, now);
+        if let Some(slot) = self.slots.get_mut(name) {
+            let policy = slot.child.policy;
+            slot.child = old.child;
+            slot.child.policy = policy;
+            if let Some((id, _)) = old.state_timer {
+                self.wheel.cancel(id);
+            }
+            slot.cgroup = old.cgroup;
+            slot.oom_kills_at_start = old.oom_kills_at_start;
+            slot.throttle = old.throttle;
+            slot.sample_timer = old.sample_timer;
+            slot.resume_timer = old.resume_timer;
+            slot.started_wall = old.started_wall;
+        }
+        self.arm_state_timer(name);
+    }
+
+    /// Forgets an agent that is down (uninstalled).
+    pub fn remove(&mut self, name: &str) {
+        if let Some(slot) = self.slots.remove(name) {
+            for id in [
+                slot.state_timer.map(|(id, _)| id),
+                slot.sample_timer,
+                slot.resume_timer,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                self.wheel.cancel(id);
+            }
+            if let Some(cgroup) = slot.cgroup {
+                cgroup.remove();
+            }
+            self.changed = true;
+        }
+    }
+
+    /// Reports an upgrade that was rolled back.
+    pub fn note_rollback(&mut self, name: &str, new: &str, old: &str, why: &str, wall_s: i64) {
+        let message = format!("version {new} did not stay up ({why}); rolled back to {old}");
+        self.push_event(name, EventKind::RolledBack, None, message, wall_s);
+    }
+
     /// `SIGKILL` to every child's group (a second shutdown signal).
     pub fn kill_all(&mut self) {
         let names: Vec<String> = self.slots.keys().cloned().collect();
@@ -663,12 +762,15 @@ fn spawn_slot(
     }
 
     if !slot.settings.limits.is_empty() && *mechanism != Mechanism::Proc {
-        match Cgroup::create(mechanism, name, &slot.settings.limits) {
+        // Prefixed, so that no agent name can clash with a cgroup interface file.
+        match Cgroup::create(mechanism, &format!("agent-{name}"), &slot.settings.limits) {
             Ok(cgroup) => {
                 slot.oom_kills_at_start = cgroup.oom_kills();
                 slot.cgroup = Some(cgroup);
             }
-            Err(err) => warn!("{name}: cannot create its cgroup ({err}); running without limits"),
+            Err(err) => warn!(
+                "{name}: cannot create its cgroup ({err}); enforcing its limits by sampling /proc"
+            ),
         }
     }
     let (reader, writer) = io::pipe()?;

@@ -41,6 +41,22 @@ pub fn writable(path: &std::path::Path) -> bool {
     unsafe { libc::access(c_path.as_ptr(), libc::W_OK) == 0 }
 }
 
+/// One `write(2)` of `buf` to `fd`: the count written, or the error (`EINTR`
+/// included, for the caller to retry). Async-signal-safe: it allocates nothing.
+pub fn write_fd(fd: std::os::fd::RawFd, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for reads of `buf.len()` bytes for the call, and write(2)
+    // only reads it. A bad fd only makes it fail with EBADF.
+    let written = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
+    usize::try_from(written).map_err(|_| io::Error::last_os_error())
+}
+
+/// `sysconf(3)`; `None` when the value is unknown.
+pub fn sysconf(name: libc::c_int) -> Option<u64> {
+    // SAFETY: sysconf reads a system value; no memory effects.
+    let value = unsafe { libc::sysconf(name) };
+    u64::try_from(value).ok().filter(|&v| v > 0)
+}
+
 /// What `spawn_child` starts.
 pub struct SpawnSpec<'a> {
     pub program: &'a std::path::Path,

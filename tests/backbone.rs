@@ -245,7 +245,7 @@ fn wait_for_job_result(server: &RefServer, id: &str) -> Value {
 }
 
 #[test]
-fn unsupported_and_invalid_jobs_are_answered_with_errcode_1() {
+fn invalid_jobs_are_answered_with_errcode_1() {
     let server = start_server(Some(1));
     let scratch = Scratch::new("badjobs");
     let mut agent = Agent::start(&scratch, &["-S", &server.addr()]);
@@ -257,7 +257,7 @@ fn unsupported_and_invalid_jobs_are_answered_with_errcode_1() {
     server.queue_job(&sn, json!({"id": "i2", "action": "reboot"}));
     server.queue_job(&sn, json!({"id": "i3", "action": "config", "step": -5}));
     for (id, part) in [
-        ("i1", "unsupported"),
+        ("i1", "no url"),
         ("i2", "unknown action"),
         ("i3", "negative"),
     ] {

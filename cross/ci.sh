@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# cross/ci.sh: the cross builds, the proof on ARM and the packages, as CI runs them
+# (`bash cross/ci.sh` from .ci/run; also by hand, as root for the installs).
+#
+#  1. installs the tools (Debian packages, rustup targets) when run as root;
+#  2. shellcheck on every shell script of cross/ and package/;
+#  3. cross/build.sh for each target, without and with TLS; each binary is saved as
+#     target/cross/bootagent-TARGET[-tls] and proven under qemu (cross/qemu-proof.sh)
+#     right after it is built (x86_64 runs natively);
+#     armv7 is built only where rustup can install its standard library, and says so;
+#  4. the size table (cross/sizes.sh);
+#  5. package/package.sh BootAgent VERSION-1, without and with TLS, into target/package.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n=== cross/ci.sh: %s\n' "$*"; }
+die() {
+  echo "cross/ci.sh: $*" >&2
+  exit 1
+}
+
+required=(x86_64-unknown-linux-musl aarch64-unknown-linux-musl)
+optional=(armv7-unknown-linux-musleabihf)
+
+step "tools"
+if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    qemu-user-static gcc-aarch64-linux-gnu musl-tools dpkg-dev file binutils curl jq \
+    shellcheck >/dev/null
+fi
+for target in "${required[@]}"; do
+  rustup target add "$target" >/dev/null 2>&1 ||
+    die "rustup cannot install the standard library for $target"
+done
+armv7_std=""
+if rustup target add armv7-unknown-linux-musleabihf >/dev/null 2>&1; then
+  armv7_std=1
+  if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      gcc-arm-linux-gnueabihf >/dev/null
+  fi
+fi
+
+step "shellcheck"
+if command -v shellcheck >/dev/null; then
+  shellcheck cross/*.sh package/package.sh package/debian/* \
+    package/init/sysvinit/bootagent package/init/openrc/bootagent package/init/openwrt/bootagent
+  # Settings files, sourced by the scripts: their variables are used elsewhere.
+  shellcheck -s sh -e SC2034 package/init/sysvinit/bootagent.default package/init/openrc/bootagent.conf
+  echo "shellcheck: clean"
+else
+  die "shellcheck is not installed (apt-get install shellcheck)"
+fi
+
+step "cross builds and proofs"
+rm -rf target/cross
+mkdir -p target/cross
+for target in "${required[@]}" "${optional[@]}"; do
+  if [ "$target" = armv7-unknown-linux-musleabihf ] && [ -z "$armv7_std" ]; then
+    echo "its standard library cannot be installed here (rustup target add fails)" \
+      >"target/cross/bootagent-$target.skipped"
+    echo "cross/ci.sh: $target: not built, its standard library cannot be installed here"
+    continue
+  fi
+  for variant in "" --tls; do
+    cross/build.sh "$target" ${variant:+"$variant"}
+    cp "target/$target/release/bootagent" "target/cross/bootagent-$target${variant:+-tls}"
+    cross/qemu-proof.sh "$target"
+  done
+done
+
+step "sizes"
+cross/sizes.sh
+
+step "packages"
+version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)-1
+rm -rf target/package
+package/package.sh BootAgent "$version"
+package/package.sh BootAgent "$version" --tls
+(cd target/package && sha256sum -c --quiet ./*.sha256 && ls -l)
+echo "cross/ci.sh: done"

@@ -1,0 +1,200 @@
+use super::*;
+use crate::reslimit::parse::MIB;
+use crate::reslimit::testing::read_trimmed;
+use crate::reslimit::Cgroup;
+
+#[test]
+fn choice_from_str_and_back() {
+    for choice in [
+        Choice::Auto,
+        Choice::CgroupV2,
+        Choice::CgroupV1,
+        Choice::Proc,
+    ] {
+        assert_eq!(choice.to_string().parse::<Choice>(), Ok(choice));
+    }
+    assert_eq!(
+        "cgroups".parse::<Choice>(),
+        Err(r#"limit_mechanism must be auto, cgroup2, cgroup1 or proc, not "cgroups""#.to_owned())
+    );
+}
+
+#[test]
+fn mechanism_display_and_fallback_limits() {
+    let limits = ResourceLimits {
+        cpu_pct: Some(10),
+        memory_bytes: Some(20 * MIB),
+    };
+    let v1 = Mechanism::CgroupV1 {
+        memory: Some(PathBuf::from("/sys/fs/cgroup/memory/bootagent")),
+        cpu: None,
+    };
+    assert_eq!(
+        v1.to_string(),
+        "cgroup v1 (memory: /sys/fs/cgroup/memory/bootagent, cpu: none)"
+    );
+    assert_eq!(
+        v1.fallback_limits(&limits),
+        ResourceLimits {
+            cpu_pct: Some(10),
+            memory_bytes: None
+        }
+    );
+    let v2 = Mechanism::CgroupV2 {
+        dir: PathBuf::from("/sys/fs/cgroup/bootagent-children"),
+    };
+    assert_eq!(
+        v2.to_string(),
+        "cgroup v2 (/sys/fs/cgroup/bootagent-children)"
+    );
+    assert!(v2.fallback_limits(&limits).is_empty());
+    assert_eq!(Mechanism::Proc.to_string(), "/proc sampling");
+    assert_eq!(Mechanism::Proc.fallback_limits(&limits), limits);
+}
+
+#[test]
+fn detect_and_describe_proc() {
+    assert_eq!(detect(Choice::Proc), Mechanism::Proc);
+    assert_eq!(describe(Choice::Proc), "/proc sampling");
+    let mechanism = Mechanism::Proc;
+    let err = Cgroup::create(&mechanism, "x", &ResourceLimits::default()).unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::Unsupported);
+}
+
+#[test]
+fn describe_auto_names_a_mechanism_and_creates_nothing() {
+    let before = Facts::read().map(|f| f.mounts.len());
+    let text = describe(Choice::Auto);
+    assert!(
+        ["cgroup v2 (", "cgroup v1 (", "/proc sampling"]
+            .iter()
+            .any(|p| text.starts_with(p)),
+        "{text}"
+    );
+    let forced = describe(Choice::CgroupV2);
+    assert!(
+        forced.starts_with("cgroup v2 (") || forced.starts_with("/proc sampling; cgroup v2: "),
+        "{forced}"
+    );
+    assert_eq!(Facts::read().map(|f| f.mounts.len()), before);
+    println!("describe(auto): {text}");
+}
+
+#[test]
+fn mountinfo_is_parsed_with_escapes_and_optional_fields() {
+    let text = "\
+31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw,relatime shared:9 - cgroup cgroup rw,cpu,cpuacct
+35 31 0:32 /docker/abc /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+41 31 0:38 / /sys/fs/cgroup/my\\040unified rw master:1 shared:2 - cgroup2 cgroup2 rw
+bad line
+";
+    let mounts = parse_mountinfo(text);
+    assert_eq!(mounts.len(), 4);
+    assert_eq!(mounts[1].point, PathBuf::from("/sys/fs/cgroup/cpu,cpuacct"));
+    assert_eq!(mounts[1].super_options, "rw,cpu,cpuacct");
+    assert_eq!(mounts[2].root, "/docker/abc");
+    assert_eq!(mounts[3].point, PathBuf::from("/sys/fs/cgroup/my unified"));
+    assert_eq!(mounts[3].fstype, "cgroup2");
+    assert_eq!(unescape_octal(r"a\134b\0"), b"a\\b\\0".to_vec());
+}
+
+#[test]
+fn own_cgroup_is_found_under_its_mount() {
+    let memberships = parse_proc_cgroup("4:memory:/docker/abc/app\n2:cpu,cpuacct:/\n0::/a/b:c\n");
+    assert_eq!(memberships.len(), 3);
+    assert_eq!(memberships[1].controllers, "cpu,cpuacct");
+    assert_eq!(memberships[2].path, "/a/b:c");
+    let mount = |root: &str| Mount {
+        root: root.to_owned(),
+        point: PathBuf::from("/sys/fs/cgroup/memory"),
+        fstype: "cgroup".to_owned(),
+        super_options: "rw,memory".to_owned(),
+    };
+    let cases = [
+        ("/", "/", Some("/sys/fs/cgroup/memory")),
+        ("/", "/x/y", Some("/sys/fs/cgroup/memory/x/y")),
+        (
+            "/docker/abc",
+            "/docker/abc/app",
+            Some("/sys/fs/cgroup/memory/app"),
+        ),
+        ("/docker/abc", "/docker/abc", Some("/sys/fs/cgroup/memory")),
+        ("/docker/abc", "/docker/abcd", None),
+        ("/docker/abc", "/other", None),
+        ("/", "/x/../../etc", None),
+    ];
+    for (root, path, expected) in cases {
+        assert_eq!(
+            cgroup_dir(&mount(root), path),
+            expected.map(PathBuf::from),
+            "{root} {path}"
+        );
+    }
+}
+
+/// Removes a scratch directory tree, even when the test fails.
+struct RemoveAll(PathBuf);
+
+impl Drop for RemoveAll {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// This host has no v2 controllers, so the v2 choice of a parent is checked on a
+/// fake hierarchy of plain files.
+#[test]
+fn v2_parent_is_a_sibling_of_own_cgroup() {
+    let root = std::env::temp_dir().join(format!("reslimit-{}-v2", std::process::id()));
+    let _cleanup = RemoveAll(root.clone());
+    let base = root.join("system.slice");
+    fs::create_dir_all(base.join("bootagent.service")).expect("scratch tree");
+    let put =
+        |dir: &Path, file: &str, text: &str| fs::write(dir.join(file), text).expect("scratch file");
+    put(&base, "cgroup.controllers", "cpuset cpu io memory pids\n");
+    put(&base, "cgroup.subtree_control", "cpu memory pids\n");
+    put(&base, PROCS_FILE, "");
+    let facts = |own: &str| Facts {
+        mounts: parse_mountinfo(&format!(
+            "41 31 0:38 / {} rw - cgroup2 cgroup2 rw\n",
+            root.display()
+        )),
+        memberships: parse_proc_cgroup(&format!("0::{own}\n")),
+    };
+    let service = facts("/system.slice/bootagent.service");
+    let sibling = base.join(V2_PARENT_NAME);
+    assert_eq!(setup_v2(Mode::Check, &service), Ok(sibling.clone()));
+    assert!(!sibling.exists(), "a check creates nothing");
+
+    // Create, where the kernel would have made the interface files of the new directory.
+    fs::create_dir(&sibling).expect("scratch dir");
+    put(&sibling, "cgroup.subtree_control", "");
+    assert_eq!(setup_v2(Mode::Create, &service), Ok(sibling.clone()));
+    assert_eq!(
+        read_trimmed(&sibling.join("cgroup.subtree_control")),
+        "+memory +cpu"
+    );
+
+    put(&base, "cgroup.controllers", "cpu pids\n");
+    let missing = format!("controllers memory not available in {}", base.display());
+    assert_eq!(setup_v2(Mode::Check, &service), Err(missing));
+
+    put(&base, "cgroup.controllers", "cpu memory\n");
+    put(&base, "cgroup.subtree_control", "\n");
+    put(&base, PROCS_FILE, "1234\n");
+    let busy = format!(
+        "{} has processes, so it cannot enable memory, cpu for children",
+        base.display()
+    );
+    assert_eq!(setup_v2(Mode::Check, &service), Err(busy));
+
+    // In the root cgroup, which may have processes, the parent is below it.
+    put(&root, "cgroup.controllers", "cpu memory\n");
+    put(&root, "cgroup.subtree_control", "\n");
+    put(&root, PROCS_FILE, "1\n");
+    assert_eq!(
+        setup_v2(Mode::Check, &facts("/")),
+        Ok(root.join(V2_PARENT_NAME))
+    );
+}

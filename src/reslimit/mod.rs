@@ -1,0 +1,126 @@
+//! Resource limits of a child agent (PROTOCOL.md section 6): the `limits` object read
+//! into [`ResourceLimits`], and the means to hold a child to it.
+//!
+//! # Three mechanisms
+//!
+//! [`detect`] picks one per host, in this order, and logs why it passed over the others.
+//!
+//! - **cgroup v2.** BootAgent's own cgroup (the `0::` line of `/proc/self/cgroup`) holds
+//!   BootAgent, and a cgroup with processes cannot enable controllers for children (the
+//!   "no internal processes" rule). So children go into a *sibling* of it,
+//!   `<parent of own cgroup>/bootagent-children`, which holds no process itself and has
+//!   `memory` and `cpu` enabled in its `cgroup.subtree_control`. When BootAgent sits in
+//!   the root cgroup, which the rule exempts, that is `<root>/bootagent-children`. Each
+//!   child gets `bootagent-children/NAME` with `memory.max`, `memory.swap.max` 0 (swap
+//!   must not stretch the limit), `memory.oom.group` 1 (an OOM kill takes the whole child)
+//!   and `cpu.max`. Needs both controllers offered by the parent and the right to write
+//!   there (root, or a delegated subtree); otherwise v1 is tried.
+//! - **cgroup v1.** Each controller has its own hierarchy, found in
+//!   `/proc/self/mountinfo` (possibly co-mounted, as `cpu,cpuacct`). Children go into
+//!   `<mount>/<own path>/bootagent/NAME`, else `<mount>/bootagent/NAME`, with
+//!   `memory.limit_in_bytes` (and `memory.memsw.limit_in_bytes`, against swap) and
+//!   `cpu.cfs_quota_us` per `cpu.cfs_period_us`. One hierarchy may be usable without the
+//!   other: [`Mechanism::fallback_limits`] says which limit is then left to `/proc`.
+//! - **`/proc` sampling**, where no cgroup can be made (no cgroupfs, not root, read-only).
+//!
+//! # Joining a cgroup
+//!
+//! A child must be in its cgroup before its first instruction, so that nothing it forks
+//! escapes. [`Cgroup::create`] opens each `cgroup.procs` in advance; between fork and exec
+//! the child writes `"0"` ("myself") into each with [`join_in_child`], one `write(2)` per
+//! descriptor, which is async-signal-safe. A failed join fails the spawn: a child never
+//! runs without the limits it was given.
+//!
+//! # Recognising an OOM kill
+//!
+//! Over its memory limit, the kernel's OOM killer kills inside the cgroup: the whole child
+//! in v2 (`memory.oom.group`), only the largest process in v1. Both count it (`oom_kill`
+//! in `memory.events` or `memory.oom_control`). The caller reads [`Cgroup::oom_kills`]
+//! when the child exits: killed by `SIGKILL` with the count risen means killed for memory.
+//! In v1 a child's main process can outlive a killed helper, so the caller should also
+//! read the count at each report, and kill the group itself when it has risen.
+//!
+//! # The `/proc` fallback and its duty cycle
+//!
+//! The caller sums the process group's usage with [`group_usage`] every
+//! [`Throttle::interval_ms`] and hands it to [`Throttle::sample`], which is pure (`now` is
+//! a parameter). Over the memory limit, the answer is to kill. For the CPU, the throttle
+//! keeps a balance: each millisecond earns `limit` % of a CPU-millisecond, and what the
+//! group used is spent. In debt, the group is stopped (`SIGSTOP`) just long enough for the
+//! earnings to pay it, then continued (`SIGCONT`): at 10 %, a group that spun through a
+//! whole 100 ms interval is stopped for 900 ms, and so averages 10 %. Savings are capped
+//! at one second's worth, so that an hour of idling does not buy minutes of spinning.
+//!
+//! What the fallback cannot do, honestly: it sees the process group only (a process that
+//! calls `setsid` escapes it); RSS counts a page shared by several processes once per
+//! process, so it over-estimates; CPU time of a member reaped outside the group is lost;
+//! usage between two samples is caught after the fact; and a stop never lasts more than
+//! 30 s, so a child that spins many CPUs under a small limit gets somewhat more than it.
+//! A stopped group holds a `SIGTERM` pending: the caller sends `SIGCONT` after it.
+//!
+//! # Files
+//!
+//! `parse.rs` reads the `limits` object; `detect.rs` chooses the mechanism and makes
+//! BootAgent's parent cgroups; `cgroup.rs` is the cgroup of one child; `proc.rs` is the
+//! `/proc` fallback. The raw system calls (`write`, `kill`, `access`, `sysconf`) are in
+//! `sys.rs`.
+
+mod cgroup;
+mod detect;
+mod parse;
+mod proc;
+#[cfg(test)]
+mod testing;
+
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::Path;
+
+pub use crate::wheel::Millis;
+pub use cgroup::{join_in_child, Cgroup};
+pub use detect::{describe, detect, release, Choice, Mechanism};
+pub use parse::{
+    parse_limits, ResourceLimits, CPU_PCT_MIN, CPU_PCT_PER_CPU, MEMORY_BYTES_MAX, MEMORY_BYTES_MIN,
+};
+pub use proc::{group_usage, GroupUsage, Throttle, Verdict};
+
+/// Longest piece of a bad value quoted in an error message.
+const QUOTED_CHARS_MAX: usize = 32;
+/// The file of a cgroup that lists (and takes) its processes.
+const PROCS_FILE: &str = "cgroup.procs";
+/// Largest cgroupfs or procfs text file read (`mountinfo` of a busy host, `cgroup.procs`).
+const TEXT_BYTES_MAX: u64 = 1024 * 1024;
+
+/// A value from the wire, quoted and escaped onto one line, and cut short.
+fn quoted(text: &str) -> String {
+    match text.char_indices().nth(QUOTED_CHARS_MAX) {
+        Some((cut, _)) => format!("{:?}…", &text[..cut]),
+        None => format!("{text:?}"),
+    }
+}
+
+fn read_text(path: &Path) -> io::Result<String> {
+    let mut text = String::new();
+    File::open(path)
+        .and_then(|file| file.take(TEXT_BYTES_MAX).read_to_string(&mut text))
+        .map_err(|e| with_path(e, path))?;
+    Ok(text)
+}
+
+/// `e` with what failed in front: `what: e`.
+fn context(e: io::Error, what: fmt::Arguments<'_>) -> io::Error {
+    io::Error::new(e.kind(), format!("{what}: {e}"))
+}
+
+fn with_path(e: io::Error, path: &Path) -> io::Error {
+    context(e, format_args!("{}", path.display()))
+}
+
+/// One `write(2)` of `value` into `dir/file`, as cgroupfs wants it.
+fn write_file(dir: &Path, file: &str, value: &str) -> io::Result<()> {
+    let path = dir.join(file);
+    (OpenOptions::new().write(true).open(&path))
+        .and_then(|mut file| file.write_all(value.as_bytes()))
+        .map_err(|e| context(e, format_args!("writing {value:?} to {}", path.display())))
+}

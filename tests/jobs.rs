@@ -1,0 +1,622 @@
+//! End to end: jobs (PROTOCOL.md sections 7 and 9) with packages built in the
+//! test, served by the reference server (or a file path, or an FTP server), run
+//! by the real binary.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use std::fs;
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A child script that records each start's pid in `$MARK`, then sleeps.
+const SLEEPER: &str = "#!/bin/sh\necho $$ >> \"$MARK\"\nexec sleep 1000\n";
+
+/// Builds `NAME-VERSION.tgz` in `dir` holding `run` (and `extra` files), returns its path.
+fn package(dir: &Path, name: &str, version: &str, run: &str, extra: &[(&str, &str)]) -> PathBuf {
+    let path = dir.join(format!("{name}-{version}.tgz"));
+    let file = fs::File::create(&path).expect("package file");
+    let gz = flate2::write::GzEncoder::new(file, flate2::Compression::default());
+    let mut tar = tar::Builder::new(gz);
+    let mut add = |path: &str, body: &str, mode: u32| {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(body.len() as u64);
+        header.set_mode(mode);
+        header.set_cksum();
+        tar.append_data(&mut header, path, body.as_bytes())
+            .expect("append");
+    };
+    add("run", run, 0o755);
+    for (name, body) in extra {
+        add(name, body, 0o644);
+    }
+    tar.into_inner().and_then(|gz| gz.finish()).expect("finish");
+    path
+}
+
+/// A tarball with one raw entry whose name is not checked by the builder.
+fn evil_package(dir: &Path, entry: &str) -> PathBuf {
+    let path = dir.join("evil-1.0.tgz");
+    let file = fs::File::create(&path).expect("package file");
+    let gz = flate2::write::GzEncoder::new(file, flate2::Compression::default());
+    let mut tar = tar::Builder::new(gz);
+    let body = b"#!/bin/sh\necho gotcha\n";
+    let mut header = tar::Header::new_gnu();
+    header.set_size(body.len() as u64);
+    header.set_mode(0o755);
+    // Write the name into the raw header, past the builder's checks.
+    let name = header.as_old_mut().name.as_mut();
+    name[..entry.len()].copy_from_slice(entry.as_bytes());
+    header.set_cksum();
+    tar.append(&header, &body[..]).expect("append");
+    let mut run = tar::Header::new_gnu();
+    run.set_size(body.len() as u64);
+    run.set_mode(0o755);
+    run.set_cksum();
+    tar.append_data(&mut run, "run", &body[..])
+        .expect("append run");
+    tar.into_inner().and_then(|gz| gz.finish()).expect("finish");
+    path
+}
+
+fn sha256(path: &Path) -> String {
+    let bytes = fs::read(path).expect("read package");
+    let digest = Sha256::digest(&bytes);
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("SHA256:{hex}")
+}
+
+struct Host {
+    server: RefServer,
+    scratch: Scratch,
+    files: PathBuf,
+    agent: Agent,
+    sn: String,
+}
+
+impl Host {
+    /// A registered agent with a file server, reporting every second.
+    fn new(name: &str, extra: &[&str]) -> Host {
+        let scratch = Scratch::new(name);
+        let files = scratch.path.join("files");
+        fs::create_dir_all(&files).expect("files dir");
+        let server = RefServer::start(Options {
+            step: Some(1),
+            files_dir: Some(files.clone()),
+            ..Options::default()
+        })
+        .expect("server");
+        let addr = server.addr();
+        let mut args = vec!["-S", addr.as_str()];
+        args.extend_from_slice(extra);
+        let agent = Agent::start(&scratch, &args);
+        let mut sn = String::new();
+        assert!(wait_until(DEADLINE, || {
+            sn = server
+                .agents()
+                .first()
+                .map(|a| a.sn.clone())
+                .unwrap_or_default();
+            !sn.is_empty() && server.agent(&sn).is_some_and(|a| a.reports > 0)
+        }));
+        Host {
+            server,
+            scratch,
+            files,
+            agent,
+            sn,
+        }
+    }
+
+    fn mark(&self, name: &str) -> PathBuf {
+        self.scratch.path.join(format!("{name}.starts"))
+    }
+
+    fn starts(&self, name: &str) -> Vec<i32> {
+        fs::read_to_string(self.mark(name))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    }
+
+    fn url(&self, package: &Path) -> String {
+        let file = package
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        format!("{}/files/{file}", self.server.url())
+    }
+
+    fn install_job(&self, id: &str, action: &str, name: &str, url: &str, checksum: &str) -> Value {
+        json!({"id": id, "action": action, "name": name, "url": url, "checksum": checksum,
+               "envs": {"MARK": self.mark(name).to_string_lossy()}})
+    }
+
+    fn send(&self, job: Value) {
+        self.server.queue_job(&self.sn, job);
+    }
+
+    /// Waits for the result of job `id` and returns it.
+    fn result(&self, id: &str, deadline: Duration) -> Value {
+        let mut found = Value::Null;
+        let ok = wait_until(deadline, || {
+            found = self
+                .server
+                .agent(&self.sn)
+                .and_then(|a| a.job_results.get(id).cloned())
+                .unwrap_or(Value::Null);
+            !found.is_null()
+        });
+        assert!(
+            ok,
+            "no result for job {id}; log:\n{}",
+            self.agent.log_text()
+        );
+        found
+    }
+
+    fn agent_status(&self, name: &str) -> Option<Value> {
+        let report = self.server.agent(&self.sn)?.last_report?;
+        report["agents"]
+            .as_array()?
+            .iter()
+            .find(|a| a["name"] == name)
+            .cloned()
+    }
+
+    fn wait_status(&self, name: &str, status: &str, version: &str) {
+        assert!(
+            wait_until(DEADLINE, || self
+                .agent_status(name)
+                .is_some_and(|a| a["status"] == status && a["version"] == version)),
+            "{name} not {status} at {version}: {:?}",
+            self.agent_status(name)
+        );
+    }
+
+    fn data(&self) -> PathBuf {
+        self.scratch.data()
+    }
+
+    fn events(&self) -> Vec<Value> {
+        self.server
+            .agent(&self.sn)
+            .map(|a| a.events)
+            .unwrap_or_default()
+    }
+}
+
+fn alive(pid: i32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| {
+            !stat
+                .rsplit(')')
+                .next()
+                .is_some_and(|r| r.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+fn nothing_left(data: &Path, name: &str) {
+    assert!(
+        !data.join("agents").join(name).exists(),
+        "agents/{name} left behind"
+    );
+    let tmp: Vec<_> = fs::read_dir(data.join("tmp"))
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(tmp.is_empty(), "tmp/ not empty: {tmp:?}");
+}
+
+#[test]
+fn install_from_http_then_from_file_runs_the_child_at_its_version() {
+    let host = Host::new("job-install", &[]);
+    let pkg = package(&host.files, "BasicAgent", "1.2.3", SLEEPER, &[]);
+    host.send(host.install_job(
+        "i1",
+        "install",
+        "BasicAgent",
+        &host.url(&pkg),
+        &sha256(&pkg),
+    ));
+    let result = host.result("i1", DEADLINE);
+    assert_eq!(result["errcode"], 0, "{result}");
+    host.wait_status("BasicAgent", "running", "1.2.3");
+    assert_eq!(host.starts("BasicAgent").len(), 1);
+    assert!(host.data().join("agents/BasicAgent/1.2.3/run").exists());
+
+    let other = package(
+        &host.files,
+        "FileAgent",
+        "0.9",
+        SLEEPER,
+        &[("VERSION", "0.9.1\n")],
+    );
+    let url = format!("file://{}", other.display());
+    let mut job = host.install_job("i2", "install", "FileAgent", &url, &sha256(&other));
+    job["limits"] = json!({"memory": "64M"});
+    host.send(job);
+    assert_eq!(host.result("i2", DEADLINE)["errcode"], 0);
+    host.wait_status("FileAgent", "running", "0.9.1");
+    let settings: Value = serde_json::from_slice(
+        &fs::read(host.data().join("agents/FileAgent/agent.json")).expect("agent.json written"),
+    )
+    .expect("json");
+    assert_eq!(settings["limits"], json!({"memory": "64M"}));
+    assert_eq!(
+        settings["envs"]["MARK"],
+        host.mark("FileAgent").to_string_lossy().as_ref()
+    );
+}
+
+/// A server that sends headers promising `len` bytes, then `sent` bytes, then
+/// either stalls or closes.
+fn bad_file_server(len: usize, sent: usize, stall: bool) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(4).flatten() {
+            let mut stream = stream;
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            let head =
+                format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n");
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(&vec![b'x'; sent]);
+            if stall {
+                std::thread::sleep(Duration::from_secs(30));
+            }
+        }
+    });
+    format!("http://{addr}/pkg-1.0.tgz")
+}
+
+#[test]
+fn failed_installs_get_their_errcode_and_leave_nothing_behind() {
+    let host = Host::new("job-fail", &["-o", "download_stall_ms=1000"]);
+    let good = package(&host.files, "p", "1.0", SLEEPER, &[]);
+    let checksum = sha256(&good);
+    let wrong = format!("SHA256:{}", "0".repeat(64));
+    let no_run = {
+        let path = host.files.join("norun-1.0.tgz");
+        let file = fs::File::create(&path).expect("file");
+        let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(
+            file,
+            flate2::Compression::default(),
+        ));
+        let mut header = tar::Header::new_gnu();
+        header.set_size(2);
+        header.set_mode(0o644);
+        header.set_cksum();
+        tar.append_data(&mut header, "README", &b"hi"[..])
+            .expect("append");
+        tar.into_inner().and_then(|gz| gz.finish()).expect("finish");
+        path
+    };
+    let evil = evil_package(&host.files, "../evil");
+    let refused = format!("http://127.0.0.1:{}/p-1.0.tgz", free_port());
+    let cases: Vec<(&str, String, String, u64, &str)> = vec![
+        ("checksum", host.url(&good), wrong, 3, "checksum mismatch"),
+        (
+            "404",
+            format!("{}/files/missing-1.0.tgz", host.server.url()),
+            checksum.clone(),
+            2,
+            "404",
+        ),
+        ("refused", refused, checksum.clone(), 2, "refused"),
+        (
+            "stalled",
+            bad_file_server(5000, 100, true),
+            checksum.clone(),
+            2,
+            "stalled",
+        ),
+        (
+            "truncated",
+            bad_file_server(5000, 1000, false),
+            checksum.clone(),
+            2,
+            "truncated",
+        ),
+        ("evil", host.url(&evil), sha256(&evil), 4, ""),
+        ("norun", host.url(&no_run), sha256(&no_run), 4, "run"),
+    ];
+    for (id, url, sum, errcode, part) in cases {
+        host.send(json!({"id": id, "action": "install", "name": "p", "url": url, "checksum": sum}));
+        let result = host.result(id, Duration::from_secs(30));
+        assert_eq!(result["errcode"], errcode, "{id}: {result}");
+        let message = result["message"].as_str().unwrap_or_default();
+        assert!(message.contains(part), "{id}: {message} lacks {part}");
+        nothing_left(&host.data(), "p");
+        assert!(!host.scratch.path.join("evil").exists() && !host.data().join("evil").exists());
+    }
+    assert!(host.agent_status("p").is_none());
+}
+
+#[test]
+fn upgrade_to_a_good_version_then_to_a_bad_one_which_is_rolled_back() {
+    let mut host = Host::new("job-upgrade", &[]);
+    let v1 = package(&host.files, "svc", "1.0", SLEEPER, &[]);
+    host.send(host.install_job("u1", "install", "svc", &host.url(&v1), &sha256(&v1)));
+    assert_eq!(host.result("u1", DEADLINE)["errcode"], 0);
+    host.wait_status("svc", "running", "1.0");
+
+    let v2 = package(&host.files, "svc", "2.0", SLEEPER, &[]);
+    let mut job = host.install_job("u2", "upgrade", "svc", &host.url(&v2), &sha256(&v2));
+    job["probation"] = json!(2);
+    host.send(job);
+    let result = host.result("u2", Duration::from_secs(30));
+    assert_eq!(result["errcode"], 0, "{result}");
+    host.wait_status("svc", "running", "2.0");
+    let running: Vec<i32> = host
+        .starts("svc")
+        .into_iter()
+        .filter(|p| alive(*p))
+        .collect();
+    assert_eq!(running.len(), 1, "one version runs: {running:?}");
+
+    let v3 = package(&host.files, "svc", "3.0", "#!/bin/sh\nexit 1\n", &[]);
+    let mut job = host.install_job("u3", "upgrade", "svc", &host.url(&v3), &sha256(&v3));
+    job["probation"] = json!(3);
+    host.send(job);
+    let result = host.result("u3", Duration::from_secs(30));
+    assert_eq!(result["errcode"], 6, "{result}");
+    assert!(
+        result["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("rolled back to 2.0")),
+        "{result}"
+    );
+    host.wait_status("svc", "running", "2.0");
+    assert!(
+        !host.data().join("agents/svc/3.0").exists(),
+        "the failed version is removed"
+    );
+    assert_eq!(
+        versions(&host.data(), "svc"),
+        ["1.0", "2.0"],
+        "current and previous"
+    );
+    assert!(
+        host.events().iter().any(|e| e["event"] == "rolled_back"),
+        "{:?}",
+        host.events()
+    );
+    let running: Vec<i32> = host
+        .starts("svc")
+        .into_iter()
+        .filter(|p| alive(*p))
+        .collect();
+    assert_eq!(running.len(), 1, "exactly one process: {running:?}");
+
+    let v4 = package(&host.files, "svc", "4.0", SLEEPER, &[]);
+    let mut job = host.install_job("u4", "upgrade", "svc", &host.url(&v4), &sha256(&v4));
+    job["probation"] = json!(1);
+    host.send(job);
+    assert_eq!(host.result("u4", Duration::from_secs(30))["errcode"], 0);
+    assert_eq!(
+        versions(&host.data(), "svc"),
+        ["2.0", "4.0"],
+        "versions beyond current and previous go"
+    );
+    host.agent.stop();
+}
+
+fn versions(data: &Path, name: &str) -> Vec<String> {
+    let mut found: Vec<String> = fs::read_dir(data.join("agents").join(name))
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort();
+    found
+}
+
+#[test]
+fn the_same_job_id_twice_runs_once_and_is_reported_both_times() {
+    let host = Host::new("job-twice", &[]);
+    let pkg = package(&host.files, "once", "1.0", SLEEPER, &[]);
+    let job = host.install_job("same", "install", "once", &host.url(&pkg), &sha256(&pkg));
+    host.send(job.clone());
+    assert_eq!(host.result("same", DEADLINE)["errcode"], 0);
+    host.wait_status("once", "running", "1.0");
+    let reports_with = |server: &RefServer| {
+        server
+            .requests_to("/agent/status")
+            .iter()
+            .filter(|r| {
+                r.json
+                    .as_ref()
+                    .is_some_and(|j| j["jobs"].to_string().contains("\"same\""))
+            })
+            .count()
+    };
+    let before = reports_with(&host.server);
+    host.send(job);
+    assert!(
+        wait_until(DEADLINE, || reports_with(&host.server) > before),
+        "reported again"
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(host.starts("once").len(), 1, "not run again");
+}
+
+#[test]
+fn stop_survives_a_restart_and_uninstall_removes_files_state_and_log() {
+    let mut host = Host::new("job-stop", &[]);
+    let pkg = package(&host.files, "svc", "1.0", SLEEPER, &[]);
+    host.send(host.install_job("s1", "install", "svc", &host.url(&pkg), &sha256(&pkg)));
+    assert_eq!(host.result("s1", DEADLINE)["errcode"], 0);
+    host.wait_status("svc", "running", "1.0");
+    let pid = host.starts("svc")[0];
+    host.send(json!({"id": "s2", "action": "stop", "name": "svc"}));
+    assert_eq!(host.result("s2", DEADLINE)["errcode"], 0);
+    assert!(wait_until(DEADLINE, || !alive(pid)));
+    host.wait_status("svc", "stoped", "1.0");
+
+    host.agent.stop();
+    host.agent = Agent::start(&host.scratch, &[]);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(host.starts("svc").len(), 1, "still stopped after a restart");
+    host.wait_status("svc", "stoped", "1.0");
+
+    host.send(json!({"id": "s3", "action": "start", "name": "svc"}));
+    assert_eq!(host.result("s3", DEADLINE)["errcode"], 0);
+    host.wait_status("svc", "running", "1.0");
+    assert!(host.data().join("logs").exists());
+    fs::write(host.data().join("logs/svc.log"), b"old output\n").expect("log");
+
+    host.send(json!({"id": "s4", "action": "uninstall", "name": "svc"}));
+    assert_eq!(host.result("s4", DEADLINE)["errcode"], 0);
+    assert!(!host.data().join("agents/svc").exists());
+    assert!(!host.data().join("logs/svc.log").exists());
+    assert!(wait_until(DEADLINE, || host.agent_status("svc").is_none()));
+    let meta = read_meta(&host.data());
+    assert!(!meta["stopped"].to_string().contains("svc"), "{meta}");
+
+    host.send(json!({"id": "s5", "action": "stop", "name": "svc"}));
+    assert_eq!(host.result("s5", DEADLINE)["errcode"], 7, "no such agent");
+}
+
+#[test]
+fn restart_applies_new_envs_and_revives_the_child() {
+    let host = Host::new("job-restart", &[]);
+    let script =
+        "#!/bin/sh\necho \"$$ $COLOR\" >> \"$MARK.env\"\necho $$ >> \"$MARK\"\nexec sleep 1000\n";
+    let pkg = package(&host.files, "svc", "1.0", script, &[]);
+    host.send(host.install_job("r1", "install", "svc", &host.url(&pkg), &sha256(&pkg)));
+    assert_eq!(host.result("r1", DEADLINE)["errcode"], 0);
+    let mut job = json!({"id": "r2", "action": "restart", "name": "svc"});
+    job["envs"] = json!({"COLOR": "blue", "MARK": host.mark("svc").to_string_lossy()});
+    host.send(job);
+    assert_eq!(host.result("r2", DEADLINE)["errcode"], 0);
+    assert_eq!(host.starts("svc").len(), 2);
+    let envs =
+        fs::read_to_string(format!("{}.env", host.mark("svc").display())).unwrap_or_default();
+    assert!(
+        envs.lines().last().is_some_and(|l| l.ends_with(" blue")),
+        "{envs}"
+    );
+    let out = bootagent()
+        .arg("status")
+        .arg("-D")
+        .arg(host.data())
+        .output()
+        .expect("status");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("svc"));
+}
+
+#[test]
+fn kill_9_in_the_middle_of_an_upgrade_leaves_one_version_and_a_result() {
+    // Kill points: while downloading (the package server is slow), and during
+    // the probation after `current` was switched.
+    for kill_during in ["download", "probation"] {
+        let mut host = Host::new(
+            &format!("job-kill-{kill_during}"),
+            &["-o", "download_stall_ms=60000"],
+        );
+        let v1 = package(&host.files, "svc", "1.0", SLEEPER, &[]);
+        host.send(host.install_job("k1", "install", "svc", &host.url(&v1), &sha256(&v1)));
+        assert_eq!(host.result("k1", DEADLINE)["errcode"], 0);
+        host.wait_status("svc", "running", "1.0");
+
+        let v2 = package(&host.files, "svc", "2.0", SLEEPER, &[]);
+        let url = match kill_during {
+            "download" => bad_file_server(1_000_000, 1000, true),
+            _ => host.url(&v2),
+        };
+        let mut job = host.install_job("k2", "upgrade", "svc", &url, &sha256(&v2));
+        job["probation"] = json!(30);
+        host.send(job);
+        match kill_during {
+            "download" => std::thread::sleep(Duration::from_millis(2500)),
+            _ => {
+                assert!(
+                    wait_until(DEADLINE, || host.starts("svc").len() == 2),
+                    "v2 started"
+                );
+            }
+        }
+        host.agent.kill9();
+        host.agent = Agent::start(&host.scratch, &[]);
+        let result = host.result("k2", DEADLINE);
+        assert_eq!(result["errcode"], 9, "{kill_during}: {result}");
+        assert!(
+            result["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("interrupted")),
+            "{result}"
+        );
+        let version = if kill_during == "download" {
+            "1.0"
+        } else {
+            "2.0"
+        };
+        host.wait_status("svc", "running", version);
+        std::thread::sleep(Duration::from_millis(500));
+        let running: Vec<i32> = host
+            .starts("svc")
+            .into_iter()
+            .filter(|p| alive(*p))
+            .collect();
+        assert_eq!(
+            running.len(),
+            1,
+            "{kill_during}: exactly one version runs: {running:?}"
+        );
+        let tmp: Vec<_> = fs::read_dir(host.data().join("tmp"))
+            .map(|d| d.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(
+            tmp.is_empty(),
+            "{kill_during}: no half-installed leftovers: {tmp:?}"
+        );
+        host.agent.stop();
+    }
+}
+
+#[test]
+fn install_from_a_real_ftp_server_on_loopback() {
+    let host = Host::new("job-ftp", &[]);
+    let pkg = package(&host.files, "ftpagent", "1.0", SLEEPER, &[]);
+    let port = free_port();
+    let ftp = std::process::Command::new("python3")
+        .args([
+            "-m",
+            "pyftpdlib",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-d",
+        ])
+        .arg(&host.files)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    let mut ftp = ftp.expect("python3 runs (pip install pyftpdlib)");
+    assert!(
+        wait_until(DEADLINE, || std::net::TcpStream::connect((
+            "127.0.0.1",
+            port
+        ))
+        .is_ok()),
+        "pyftpdlib did not start: pip install pyftpdlib"
+    );
+    let url = format!("ftp://127.0.0.1:{port}/ftpagent-1.0.tgz");
+    host.send(host.install_job("f1", "install", "ftpagent", &url, &sha256(&pkg)));
+    let result = host.result("f1", Duration::from_secs(30));
+    let _ = ftp.kill();
+    let _ = ftp.wait();
+    assert_eq!(result["errcode"], 0, "{result}");
+    host.wait_status("ftpagent", "running", "1.0");
+}
