@@ -44,11 +44,13 @@ pub struct Facts {
 /// What the core asks the edge to do.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Effect {
-    /// POST `body` to `path` on `server`; answer with `Core::on_outcome`.
+    /// POST `body` to `path` on `server` with `headers` (the signature, when the
+    /// agent holds credentials); answer with `Core::on_outcome`.
     Send {
         server: ServerAddr,
         path: &'static str,
         body: Vec<u8>,
+        headers: Vec<(&'static str, String)>,
     },
     /// Write `Core::meta()` to the metafile.
     SaveMeta,
@@ -304,7 +306,16 @@ impl Core {
             carried_jobs,
             carried_events_seq,
         });
-        effects.push(Effect::Send { server, path, body });
+        let headers = match (&self.meta.key, &self.meta.secret) {
+            (Some(key), Some(secret)) => crate::sign::headers(key, secret, wall_s, path, &body),
+            _ => Vec::new(),
+        };
+        effects.push(Effect::Send {
+            server,
+            path,
+            body,
+            headers,
+        });
     }
 
     fn register_body(&self) -> Vec<u8> {

@@ -81,7 +81,10 @@ impl Sim {
             let mut effects = Vec::new();
             self.core.on_time(self.now, 1_763_700_000, &mut effects);
             for effect in effects {
-                if let Effect::Send { server, path, body } = effect {
+                if let Effect::Send {
+                    server, path, body, ..
+                } = effect
+                {
                     let body = serde_json::from_slice(&body).expect("the core sends JSON");
                     return Sent {
                         at: self.now,

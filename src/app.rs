@@ -40,6 +40,7 @@ pub enum AppError {
     NoServers,
     Io { what: String, err: io::Error },
     Locked(PathBuf),
+    Unsafe(String),
 }
 
 impl fmt::Display for AppError {
@@ -51,6 +52,7 @@ impl fmt::Display for AppError {
                  on the first start, none from a server",
             ),
             AppError::Io { what, err } => write!(f, "{what}: {err}"),
+            AppError::Unsafe(why) => f.write_str(why),
             AppError::Locked(dir) => write!(
                 f,
                 "another bootagent is running with data directory {}",
@@ -123,7 +125,9 @@ pub fn test_config(options: &Options, out: &mut dyn Write) -> io::Result<bool> {
     let limits = &options.limits;
     let mut problems = Vec::new();
     writeln!(out, "data directory: {}", options.data_dir.display())?;
-    if let Err(why) = check_data_dir(&options.data_dir) {
+    if let Err(why) =
+        check_data_dir(&options.data_dir).and_then(|()| check_data_dir_mode(&options.data_dir))
+    {
         problems.push(why);
     }
     match resolve(options, limits) {
@@ -185,6 +189,19 @@ pub fn test_config(options: &Options, out: &mut dyn Write) -> io::Result<bool> {
         }
     }
     Ok(problems.is_empty())
+}
+
+/// A data directory that others may write to could be made to run anything: refused.
+fn check_data_dir_mode(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    match fs::metadata(dir) {
+        Ok(meta) if meta.permissions().mode() & 0o022 != 0 => Err(format!(
+            "data directory {} is writable by its group or others (mode {:o}): refusing; chmod 700 it",
+            dir.display(),
+            meta.permissions().mode() & 0o777
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// The data directory must be a writable directory, or creatable.
@@ -252,6 +269,7 @@ pub fn run(options: &Options) -> Result<(), AppError> {
         return Err(AppError::NoServers);
     }
     resolved.store.create_dir()?;
+    check_data_dir_mode(&options.data_dir).map_err(AppError::Unsafe)?;
     let _lock = lock_data_dir(&options.data_dir)?;
     let meta = first_or_later_start(&resolved, options, &limits)?;
     let data_dir = options

@@ -397,54 +397,6 @@ fn cancel_stops_a_running_download() {
     dir.assert_empty();
 }
 
-/// Peak resident memory of this process (`VmHWM`), in bytes.
-fn peak_rss_bytes() -> u64 {
-    let status = fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
-    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-    kib * 1024
-}
-
-#[test]
-fn http_memory_does_not_grow_with_size() {
-    const BIG_BYTES: u64 = 64 * MIB;
-    const CHUNK: usize = 64 * 1024;
-    // Informational bound: far below the download's size, generous for other tests
-    // running in parallel threads of this process.
-    const GROWTH_MAX: u64 = 16 * MIB;
-    let port = http_server(|_, stream| {
-        let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {BIG_BYTES}\r\n\r\n");
-        if stream.write_all(head.as_bytes()).is_err() {
-            return;
-        }
-        let mut chunk = vec![0u8; CHUNK];
-        let mut sent = 0;
-        while sent < BIG_BYTES {
-            pattern(sent, &mut chunk);
-            if stream.write_all(&chunk).is_err() {
-                return;
-            }
-            sent += CHUNK as u64;
-        }
-    });
-    let mut expected = Sha256::new();
-    let mut chunk = vec![0u8; CHUNK];
-    for offset in (0..BIG_BYTES).step_by(CHUNK) {
-        pattern(offset, &mut chunk);
-        expected.update(&chunk);
-    }
-    let expected: [u8; 32] = expected.finalize().into();
-    // Resets VmHWM where the kernel allows it; the growth is measured either way.
-    let _ = fs::write("/proc/self/clear_refs", "5");
-    let dir = TestDir::new("http-memory");
-    let before = peak_rss_bytes();
-    let done = get(&format!("http://127.0.0.1:{port}/big"), &dir, &limits()).unwrap();
-    let growth = peak_rss_bytes().saturating_sub(before);
-    assert_eq!(done.bytes, BIG_BYTES);
-    assert_eq!(done.sha256, expected);
-    assert!(growth < GROWTH_MAX, "peak memory grew by {growth} bytes");
-}
-
 #[cfg(not(feature = "tls"))]
 #[test]
 fn https_without_tls_is_an_invalid_url() {

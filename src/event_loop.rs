@@ -210,11 +210,16 @@ impl<C: Clock> EventLoop<'_, C> {
         for effect in effects.drain(..) {
             match effect {
                 Effect::SaveMeta => save = true,
-                Effect::Send { server, path, body } => {
+                Effect::Send {
+                    server,
+                    path,
+                    body,
+                    headers,
+                } => {
                     let exchange = Exchange {
                         url: server.url(path),
                         body,
-                        headers: Vec::new(),
+                        headers,
                     };
                     if let Err(err) = self.http.try_send(exchange) {
                         let why = match err {

@@ -83,11 +83,16 @@ pub fn post(agent: &ureq::Agent, exchange: &Exchange, body_max: u64) -> Outcome 
         .limit(body_max)
         .read_to_vec()
     {
-        Ok(body) => Outcome::Answer {
-            status,
-            body,
-            retry_after_s,
-        },
+        Ok(body) => {
+            // The URL and the answer's size only: never the headers, which carry
+            // the signature of a signed request.
+            log::debug!("POST {}: HTTP {status}, {} bytes", exchange.url, body.len());
+            Outcome::Answer {
+                status,
+                body,
+                retry_after_s,
+            }
+        }
         Err(ureq::Error::BodyExceedsLimit(_)) => {
             Outcome::Failed(format!("answer body over {body_max} bytes"))
         }

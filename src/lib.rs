@@ -20,6 +20,7 @@ pub mod meta;
 pub mod reslimit;
 pub mod rng;
 pub mod servers;
+pub mod sign;
 pub mod status;
 pub mod supervisor;
 mod sys;

@@ -12,7 +12,8 @@ use std::sync::{Arc, Mutex};
 /// A log file that rotates itself: `FILE` → `FILE.1` → … → `FILE.(files_max-1)`.
 struct Rotating {
     path: PathBuf,
-    file: Option<File>,
+    /// Line-buffered: one write(2) per log line.
+    file: Option<io::LineWriter<File>>,
     written_bytes: u64,
     bytes_max: u64,
     files_max: u32,
@@ -38,7 +39,7 @@ impl Rotating {
             .mode(0o640)
             .open(&self.path)?;
         self.written_bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
-        self.file = Some(file);
+        self.file = Some(io::LineWriter::new(file));
         Ok(())
     }
 

@@ -29,15 +29,17 @@ impl StateFile {
     /// Replaces the file atomically (a view: no fsync, it is rewritten on change).
     pub fn write(&self, path: &Path) -> io::Result<()> {
         let tmp = path.with_extension("json.tmp");
-        let mut file = OpenOptions::new()
+        let file = OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
             .mode(0o644)
             .open(&tmp)?;
-        serde_json::to_writer_pretty(&mut file, self).map_err(io::Error::other)?;
-        file.write_all(b"\n")?;
-        drop(file);
+        let mut out = io::BufWriter::new(file);
+        serde_json::to_writer_pretty(&mut out, self).map_err(io::Error::other)?;
+        out.write_all(b"\n")?;
+        out.flush()?;
+        drop(out);
         fs::rename(&tmp, path)
     }
 
