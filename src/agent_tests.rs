@@ -437,3 +437,39 @@ fn reports_are_never_closer_than_a_second() {
         sim.core.request_report(sim.now);
     }
 }
+
+#[test]
+fn a_flood_of_jobs_is_bounded_the_excess_answered_queue_full() {
+    let mut sim = Sim::new(true, "a:1");
+    sim.next_request();
+    let jobs: Vec<Value> = (0..10_000)
+        .map(|i| json!({"id": format!("j{i}"), "action": "stop", "name": "svc"}))
+        .collect();
+    sim.answer(ok(json!({"jobs": jobs})));
+    let limits = Limits::default();
+    assert_eq!(sim.core.queued_jobs(), limits.jobs_queue_max);
+    assert!(
+        sim.core.meta().jobs.len() <= limits.job_ids_remembered,
+        "the journal stays bounded"
+    );
+    let full: Vec<_> = sim
+        .core
+        .meta()
+        .jobs
+        .iter()
+        .filter(|r| r.errcode == ErrCode::Internal as u32)
+        .collect();
+    assert!(!full.is_empty() && full.iter().all(|r| r.message == "queue full"));
+    let report = sim.next_request();
+    let results = report.body["jobs"].as_array().map(Vec::len).unwrap_or(0);
+    assert!(
+        results > 0 && results <= limits.job_ids_remembered,
+        "{results} results sent"
+    );
+    let mut effects = Vec::new();
+    let (id, job) = sim
+        .core
+        .take_job(&mut effects)
+        .expect("the first queued job");
+    assert_eq!((id.as_str(), job), ("j0", Job::Stop { name: "svc".into() }));
+}

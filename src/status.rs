@@ -150,6 +150,8 @@ mod tests {
             started: Some(1_000),
             restarts: 2,
             last_exit: (status != "running").then(|| "exited with code 1 after 3 s".into()),
+            limits: "CPU 10%, memory 20M".into(),
+            envs: vec!["LEVEL=debug".into()],
         }
     }
 

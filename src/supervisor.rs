@@ -151,6 +151,12 @@ pub struct ChildView {
     pub started: Option<i64>,
     pub restarts: u32,
     pub last_exit: Option<String>,
+    /// The limits in force, as `agent.json` or a job set them ("none" without).
+    #[serde(default)]
+    pub limits: String,
+    /// The environment a job or `agent.json` added, as `NAME=value`.
+    #[serde(default)]
+    pub envs: Vec<String>,
 }
 
 pub struct Supervisor {
@@ -697,6 +703,13 @@ impl Supervisor {
                 started: slot.started_wall,
                 restarts: slot.child.restarts,
                 last_exit: slot.broken.clone().or_else(|| slot.child.last_exit.clone()),
+                limits: slot.settings.limits.to_string(),
+                envs: slot
+                    .settings
+                    .envs
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect(),
             })
             .collect()
     }

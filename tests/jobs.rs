@@ -620,3 +620,54 @@ fn install_from_a_real_ftp_server_on_loopback() {
     assert_eq!(result["errcode"], 0, "{result}");
     host.wait_status("ftpagent", "running", "1.0");
 }
+
+#[test]
+fn reports_and_supervision_go_on_during_a_slow_download() {
+    let host = Host::new("job-slow", &[]);
+    let pkg = package(&host.files, "first", "1.0", SLEEPER, &[]);
+    host.send(host.install_job("d1", "install", "first", &host.url(&pkg), &sha256(&pkg)));
+    assert_eq!(host.result("d1", DEADLINE)["errcode"], 0);
+    host.wait_status("first", "running", "1.0");
+
+    // A package server that trickles 1 KiB every 100 ms: a download of minutes.
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        if let Some(Ok(mut stream)) = listener.incoming().next() {
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100000000\r\n\r\n");
+            for _ in 0..600 {
+                if stream.write_all(&[b'x'; 1024]).is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    });
+    let url = format!("http://{addr}/slow-1.0.tgz");
+    host.send(host.install_job("d2", "install", "slow", &url, &sha256(&pkg)));
+    std::thread::sleep(Duration::from_millis(1500)); // the download is under way
+    let reports = host.server.requests_to("/agent/status").len();
+    std::thread::sleep(Duration::from_millis(1100));
+    let pid = host.starts("first")[0];
+    // SAFETY: kill(2) on the test's own grandchild; no memory effects.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+    }
+    assert!(
+        wait_until(DEADLINE, || host.starts("first").len() == 2),
+        "supervision goes on"
+    );
+    assert!(
+        wait_until(DEADLINE, || host.server.requests_to("/agent/status").len()
+            >= reports + 3),
+        "reports go on during the download"
+    );
+    assert!(
+        host.server
+            .agent(&host.sn)
+            .is_some_and(|a| !a.job_results.contains_key("d2")),
+        "still downloading"
+    );
+}
