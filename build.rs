@@ -1,5 +1,7 @@
-//! Bakes the compiled-in server list (`BOOT_SERVER_ADDR`, PROTOCOL.md section 5)
-//! and the target triple into the binary. A bad entry fails the build, naming it.
+//! Bakes the compiled-in server list (`BOOT_SERVER_ADDR`, PROTOCOL.md section 5),
+//! the fleet's CA bundle (`BOOT_CA_FILE`, a PEM file, optional) and the target
+//! triple into the binary. A bad entry or an unreadable CA file fails the build,
+//! naming it.
 
 #[allow(dead_code)]
 #[path = "src/addr.rs"]
@@ -25,9 +27,26 @@ fn main() {
     let baked = addr::format_list(&list);
 
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").unwrap_or_default());
+    println!("cargo:rerun-if-env-changed=BOOT_CA_FILE");
+    let ca = match env::var_os("BOOT_CA_FILE").filter(|v| !v.is_empty()) {
+        None => Vec::new(),
+        Some(path) => {
+            println!("cargo:rerun-if-changed={}", PathBuf::from(&path).display());
+            match fs::read(&path) {
+                Ok(pem) if pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") => pem,
+                Ok(_) => fail(&format!("BOOT_CA_FILE {path:?} holds no PEM certificate")),
+                Err(err) => fail(&format!("BOOT_CA_FILE {path:?}: {err}")),
+            }
+        }
+    };
+    if let Err(err) = fs::write(out_dir.join("ca.pem"), &ca) {
+        fail(&format!("cannot write ca.pem into OUT_DIR: {err}"));
+    }
     let source = format!(
         "/// The compiled-in server list, validated and normalised at build time.\n\
-         pub const BAKED_SERVERS: &str = {baked:?};\n"
+         pub const BAKED_SERVERS: &str = {baked:?};\n\
+         /// The compiled-in CA bundle (PEM), empty when none was given.\n\
+         pub const BAKED_CA: &[u8] = include_bytes!(concat!(env!(\"OUT_DIR\"), \"/ca.pem\"));\n"
     );
     if let Err(err) = fs::write(out_dir.join("baked.rs"), source) {
         eprintln!("error: cannot write baked.rs into OUT_DIR: {err}");
@@ -35,4 +54,9 @@ fn main() {
     }
     let target = env::var("TARGET").unwrap_or_default();
     println!("cargo:rustc-env=BOOT_TARGET={target}");
+}
+
+fn fail(message: &str) -> ! {
+    eprintln!("error: {message}");
+    std::process::exit(1);
 }

@@ -16,7 +16,7 @@ use crate::rng::{self, Rng};
 use crate::servers::Servers;
 use crate::supervisor::Supervisor;
 use crate::unpack::UnpackLimits;
-use crate::{hostinfo, http, jobs, logging, reslimit, status, sys};
+use crate::{hostinfo, http, jobs, logging, reslimit, status, sys, tls};
 use log::{info, warn};
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
@@ -41,6 +41,7 @@ pub enum AppError {
     Io { what: String, err: io::Error },
     Locked(PathBuf),
     Unsafe(String),
+    Tls(String),
 }
 
 impl fmt::Display for AppError {
@@ -53,6 +54,7 @@ impl fmt::Display for AppError {
             ),
             AppError::Io { what, err } => write!(f, "{what}: {err}"),
             AppError::Unsafe(why) => f.write_str(why),
+            AppError::Tls(why) => write!(f, "TLS: {why}"),
             AppError::Locked(dir) => write!(
                 f,
                 "another bootagent is running with data directory {}",
@@ -165,6 +167,24 @@ pub fn test_config(options: &Options, out: &mut dyn Write) -> io::Result<bool> {
             if resolved.cli_ignored {
                 writeln!(out, "-S: ignored, the metafile exists (first start only)")?;
             }
+            let files = match &resolved.loaded {
+                Loaded::FirstStart => tls::TlsFiles {
+                    ca_file: options.ca_file.clone(),
+                    client_cert: options.client_cert.clone(),
+                    client_key: options.client_key.clone(),
+                },
+                Loaded::Found { meta, .. } => tls_files(meta),
+            };
+            match tls::load_with_baked(&files, baked::BAKED_CA) {
+                Ok(trust) if trust.summary.is_empty() && cfg!(feature = "tls") => {
+                    writeln!(out, "tls: public roots (webpki)")?
+                }
+                Ok(_) if !cfg!(feature = "tls") => {
+                    writeln!(out, "tls: not built in (no https://)")?
+                }
+                Ok(trust) => writeln!(out, "tls: {}", trust.summary)?,
+                Err(err) => problems.push(format!("TLS: {err}")),
+            }
             if resolved.servers.is_empty() {
                 problems.push(AppError::NoServers.to_string());
             }
@@ -272,6 +292,10 @@ pub fn run(options: &Options) -> Result<(), AppError> {
     check_data_dir_mode(&options.data_dir).map_err(AppError::Unsafe)?;
     let _lock = lock_data_dir(&options.data_dir)?;
     let meta = first_or_later_start(&resolved, options, &limits)?;
+    let trust = tls::load_with_baked(&tls_files(&meta), baked::BAKED_CA).map_err(AppError::Tls)?;
+    if !trust.summary.is_empty() {
+        info!("TLS: {}", trust.summary);
+    }
     let data_dir = options
         .data_dir
         .canonicalize()
@@ -309,7 +333,7 @@ pub fn run(options: &Options) -> Result<(), AppError> {
             err,
         })?;
     let (http_tx, http_rx) = mpsc::sync_channel(1);
-    http::spawn(&limits, http_rx, event_tx).map_err(|err| AppError::Io {
+    http::spawn(&limits, &trust, http_rx, event_tx).map_err(|err| AppError::Io {
         what: "cannot start the HTTP thread".to_string(),
         err,
     })?;
@@ -333,6 +357,7 @@ pub fn run(options: &Options) -> Result<(), AppError> {
         bytes_max: limits.download_bytes_max,
         stall_ms: limits.download_stall_ms,
         connect_timeout_ms: limits.connect_timeout_ms,
+        tls: trust.clone(),
         ..DownloadLimits::default()
     };
     let unpack = UnpackLimits {
@@ -369,6 +394,17 @@ pub fn run(options: &Options) -> Result<(), AppError> {
     }
 }
 
+/// The TLS files in force: those persisted at the first start (the metafile of a
+/// first start is made from this start's options).
+fn tls_files(meta: &Meta) -> tls::TlsFiles {
+    let path = |path: &Option<String>| path.as_ref().map(PathBuf::from);
+    tls::TlsFiles {
+        ca_file: path(&meta.ca_file),
+        client_cert: path(&meta.client_cert),
+        client_key: path(&meta.client_key),
+    }
+}
+
 /// Clears what a killed predecessor left running, then finds the children on
 /// disk and starts those that should run.
 fn start_supervisor(
@@ -399,8 +435,7 @@ fn start_supervisor(
         what: "cannot start the child log thread".to_string(),
         err,
     })?;
-    let mechanism = reslimit::detect(limits.limit_mechanism);
-    info!("resource limits: {mechanism}");
+    let mechanism = reslimit::detect(limits.limit_mechanism); // logs what it chose, and why
     let cpus = hostinfo::host_info().cpus;
     let mut supervisor = Supervisor::new(
         data_dir,
@@ -439,6 +474,9 @@ fn first_or_later_start(
             if resolved.cli_ignored {
                 info!("-S ignored: the server list of the first start is persisted");
             }
+            if options.ca_file.is_some() || options.client_cert.is_some() {
+                info!("-C/--client-cert ignored: the TLS files of the first start are persisted");
+            }
             let mut meta = (**meta).clone();
             let interrupted = jobs::fail_interrupted(&mut meta);
             if interrupted > 0 {
@@ -455,7 +493,15 @@ fn first_or_later_start(
                 err,
             })?;
             let cli = options.servers.as_deref().unwrap_or_default();
-            let meta = Meta::new(sn, addr::format_list(cli), limits.step_default_s);
+            let mut meta = Meta::new(sn, addr::format_list(cli), limits.step_default_s);
+            let absolute = |path: &Option<PathBuf>| {
+                path.as_deref()
+                    .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()))
+                    .map(|p| p.to_string_lossy().into_owned())
+            };
+            meta.ca_file = absolute(&options.ca_file);
+            meta.client_cert = absolute(&options.client_cert);
+            meta.client_key = absolute(&options.client_key);
             resolved.store.save(&meta)?;
             info!("first start: new agent SN {}", meta.agentsn);
             Ok(meta)

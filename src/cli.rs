@@ -9,13 +9,17 @@ use std::path::PathBuf;
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/bootagent";
 
 pub const USAGE: &str = "\
-usage: bootagent [-S LIST] [-D DIR] [-L FILE] [-o NAME=VALUE]... [-v|-q]... [-T | -V | -h]
+usage: bootagent [-S LIST] [-C FILE] [-D DIR] [-L FILE] [-o NAME=VALUE]... [-v|-q]... [-T | -V | -h]
        bootagent status [-D DIR]     (or -s)
 
 Registers with a control server, reports status and follows its jobs.
 
   -S LIST   server list for the first start: host:port, host, http://host:port
             or https://host:port, comma-separated; persisted, ignored later
+  -C FILE   CA bundle (PEM) that server and download certificates must chain to,
+            for fleets with their own CA; first start only, persisted
+  --client-cert FILE, --client-key FILE
+            certificate and key (PEM) for mutual TLS; first start only, persisted
   -D DIR    data directory (default /var/lib/bootagent)
   -L FILE   log to FILE, rotated by size (default: stderr)
   -o NAME=VALUE
@@ -45,6 +49,10 @@ pub enum Command {
 pub struct Options {
     /// `-S`, validated.
     pub servers: Option<Vec<ServerAddr>>,
+    /// `-C`, `--client-cert`, `--client-key`.
+    pub ca_file: Option<PathBuf>,
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
     pub data_dir: PathBuf,
     pub log_file: Option<PathBuf>,
     /// `-v` count minus `-q` count.
@@ -74,6 +82,9 @@ where
     let mut parser = lexopt::Parser::from_args(args);
     let mut options = Options {
         servers: None,
+        ca_file: None,
+        client_cert: None,
+        client_key: None,
         data_dir: PathBuf::from(DEFAULT_DATA_DIR),
         log_file: None,
         verbosity: 0,
@@ -91,6 +102,13 @@ where
                     return Err(UsageError("-S: the server list is empty".to_string()));
                 }
                 options.servers = Some(parsed);
+            }
+            Short('C') => options.ca_file = Some(path_value(&mut parser, "-C")?),
+            Long("client-cert") => {
+                options.client_cert = Some(path_value(&mut parser, "--client-cert")?)
+            }
+            Long("client-key") => {
+                options.client_key = Some(path_value(&mut parser, "--client-key")?)
             }
             Short('D') => options.data_dir = path_value(&mut parser, "-D")?,
             Short('L') => options.log_file = Some(path_value(&mut parser, "-L")?),
@@ -110,6 +128,11 @@ where
             Short('h') | Long("help") => return Ok(Command::Help),
             _ => return Err(usage(arg.unexpected())),
         }
+    }
+    if options.client_cert.is_some() != options.client_key.is_some() {
+        return Err(UsageError(
+            "--client-cert and --client-key go together".to_string(),
+        ));
     }
     Ok(if status {
         Command::Status(options)

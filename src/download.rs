@@ -102,8 +102,8 @@ const LOOKUP_FAILED: &str = "failed to lookup address information";
 /// Longest URL or server reply quoted in a message.
 const SHOWN_CHARS_MAX: usize = 256;
 
-/// Bounds of one download.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Bounds of one download, and the TLS trust of `https://` URLs.
+#[derive(Clone, Debug)]
 pub struct DownloadLimits {
     /// A larger download is refused or aborted.
     pub bytes_max: u64,
@@ -113,6 +113,8 @@ pub struct DownloadLimits {
     pub connect_timeout_ms: u64,
     /// Free space that must remain in the directory after the download.
     pub free_bytes_min: u64,
+    /// Trust and identity for `https://` (the same as the server exchanges').
+    pub tls: crate::tls::Loaded,
 }
 
 impl Default for DownloadLimits {
@@ -122,6 +124,7 @@ impl Default for DownloadLimits {
             stall_ms: STALL_MS_DEFAULT,
             connect_timeout_ms: CONNECT_TIMEOUT_MS_DEFAULT,
             free_bytes_min: FREE_BYTES_MIN_DEFAULT,
+            tls: crate::tls::Loaded::default(),
         }
     }
 }
@@ -596,8 +599,10 @@ fn open_http(url: &str, ctx: &Ctx<'_>) -> Result<HttpSource, DownloadError> {
         .max_response_header_size(HTTP_HEAD_BYTES_MAX)
         .max_idle_connections(0)
         .max_idle_connections_per_host(0)
-        .user_agent(format!("bootagent/{}", env!("CARGO_PKG_VERSION")))
-        .build();
+        .user_agent(format!("bootagent/{}", env!("CARGO_PKG_VERSION")));
+    #[cfg(feature = "tls")]
+    let config = config.tls_config(crate::tls::ureq_config(&ctx.limits.tls));
+    let config = config.build();
     let agent = ureq::Agent::new_with_config(config);
     let response = agent
         .get(url)

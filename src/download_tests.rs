@@ -436,6 +436,7 @@ fn extreme_limits_do_not_panic() {
         stall_ms: u64::MAX,
         connect_timeout_ms: u64::MAX,
         free_bytes_min: 0,
+        ..DownloadLimits::default()
     };
     for url in &urls {
         let dir = TestDir::new("extreme-huge");
@@ -446,6 +447,7 @@ fn extreme_limits_do_not_panic() {
         stall_ms: 0,
         connect_timeout_ms: 0,
         free_bytes_min: 0,
+        ..DownloadLimits::default()
     };
     for url in &urls {
         let dir = TestDir::new("extreme-zero");
@@ -970,13 +972,14 @@ fn errcodes_and_messages() {
     };
     assert_eq!(err.to_string(), "ftp 127.0.0.1:2121: 550 No such file");
     assert_eq!(err.errcode(), 2);
+    let defaults = DownloadLimits::default();
     assert_eq!(
-        DownloadLimits::default(),
-        DownloadLimits {
-            bytes_max: 1 << 30,
-            stall_ms: 60_000,
-            connect_timeout_ms: 10_000,
-            free_bytes_min: FREE_BYTES_MIN_DEFAULT,
-        }
+        (
+            defaults.bytes_max,
+            defaults.stall_ms,
+            defaults.connect_timeout_ms,
+            defaults.free_bytes_min
+        ),
+        (1 << 30, 60_000, 10_000, FREE_BYTES_MIN_DEFAULT)
     );
 }

@@ -25,10 +25,11 @@ pub struct Exchange {
 /// Starts the HTTP thread. It ends when the request channel closes.
 pub fn spawn(
     limits: &Limits,
+    tls: &crate::tls::Loaded,
     requests: Receiver<Exchange>,
     events: SyncSender<Event>,
 ) -> io::Result<thread::JoinHandle<()>> {
-    let agent = make_agent(limits);
+    let agent = make_agent(limits, tls);
     let body_max = limits.response_body_bytes_max;
     thread::Builder::new()
         .name("http".to_string())
@@ -42,7 +43,9 @@ pub fn spawn(
         })
 }
 
-fn make_agent(limits: &Limits) -> ureq::Agent {
+fn make_agent(limits: &Limits, tls: &crate::tls::Loaded) -> ureq::Agent {
+    #[cfg(not(feature = "tls"))]
+    let _ = tls;
     let config = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_connect(Some(Duration::from_millis(limits.connect_timeout_ms)))
@@ -50,15 +53,25 @@ fn make_agent(limits: &Limits) -> ureq::Agent {
         .max_idle_connections(0)
         .max_idle_connections_per_host(0)
         .max_redirects(0)
-        .user_agent(format!("bootagent/{}", env!("CARGO_PKG_VERSION")))
-        .build();
-    ureq::Agent::new_with_config(config)
+        .user_agent(format!("bootagent/{}", env!("CARGO_PKG_VERSION")));
+    #[cfg(feature = "tls")]
+    let config = config.tls_config(crate::tls::ureq_config(tls));
+    ureq::Agent::new_with_config(config.build())
 }
 
 /// POSTs one JSON body and reads the answer, bounded.
 pub fn post(agent: &ureq::Agent, exchange: &Exchange, body_max: u64) -> Outcome {
-    if !cfg!(feature = "tls") && exchange.url.starts_with("https://") {
-        return Outcome::Failed("https:// needs a bootagent built with the tls feature".into());
+    if exchange.url.starts_with("https://") {
+        if !cfg!(feature = "tls") {
+            return Outcome::Failed("https:// needs a bootagent built with the tls feature".into());
+        }
+        // Certificates cannot be checked against a clock before 1970 (and rustls
+        // would not survive it): fail this try, the backoff tries again.
+        if std::time::SystemTime::now() < std::time::UNIX_EPOCH {
+            return Outcome::Failed(
+                "the clock is before 1970: certificates cannot be checked".into(),
+            );
+        }
     }
     let mut request = agent
         .post(&exchange.url)
@@ -102,6 +115,9 @@ pub fn post(agent: &ureq::Agent, exchange: &Exchange, body_max: u64) -> Outcome 
 
 /// One line that names what went wrong.
 fn describe(err: &ureq::Error) -> String {
+    if let Some(problem) = crate::tls::certificate_problem(err) {
+        return format!("TLS certificate: {problem}");
+    }
     match err {
         ureq::Error::Io(io) => match io.kind() {
             io::ErrorKind::ConnectionRefused => "connection refused".to_string(),

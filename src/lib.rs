@@ -24,6 +24,7 @@ pub mod sign;
 pub mod status;
 pub mod supervisor;
 mod sys;
+pub mod tls;
 pub mod unpack;
 pub mod wheel;
 pub mod wire;

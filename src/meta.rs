@@ -52,6 +52,13 @@ pub struct Meta {
     /// The `-S` list of the first start, normalised.
     #[serde(default)]
     pub servers_cli: String,
+    /// TLS files of the first start (`-C`, `--client-cert`, `--client-key`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_key: Option<String>,
     /// The list from the last `config` job, normalised.
     #[serde(default)]
     pub servers_server: String,
@@ -116,6 +123,9 @@ impl Meta {
             key: None,
             secret: None,
             servers_cli,
+            ca_file: None,
+            client_cert: None,
+            client_key: None,
             servers_server: String::new(),
             step_s,
             jobs: Vec::new(),

@@ -361,7 +361,6 @@ impl Supervisor {
                     slot.sample_timer =
                         Some(self.wheel.insert(at, (name.to_string(), Timer::Sample)));
                 }
-                info!("{name}: started, pid {pid}");
                 Input::Spawned { pid }
             }
             Err(err) => {
@@ -407,7 +406,7 @@ impl Supervisor {
         };
         match kind {
             EventKind::Started | EventKind::Restarted | EventKind::Stopped => {
-                debug!("{name}: {message}")
+                info!("{name}: {message}")
             }
             _ => warn!("{name}: {message}"),
         }

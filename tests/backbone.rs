@@ -68,6 +68,7 @@ fn first_start_registers_then_reports_with_every_original_field() {
         .as_i64()
         .is_some_and(|t| t > 1_600_000_000));
 
+    wait_registered(&scratch.data());
     let meta = read_meta(&scratch.data());
     assert_eq!(meta["agentsn"], sn.as_str());
     assert_eq!(meta["registered"], true);
@@ -83,6 +84,7 @@ fn restart_keeps_the_identity_and_ignores_a_new_server_list() {
     let scratch = Scratch::new("restart");
     let mut agent = Agent::start(&scratch, &["-S", &server.addr()]);
     wait_reports(&server, 1);
+    wait_registered(&scratch.data());
     let sn = read_meta(&scratch.data())["agentsn"].clone();
     agent.stop();
 
@@ -111,6 +113,7 @@ fn sn_conflict_the_agent_uses_the_server_given_sn_from_then_on() {
     let mut agent = Agent::start(&scratch, &["-S", &server.addr()]);
     let report = wait_reports(&server, 1).remove(0);
     assert_eq!(report["agentsn"], new_sn);
+    wait_registered(&scratch.data());
     assert_eq!(read_meta(&scratch.data())["agentsn"], new_sn);
     agent.stop();
 
@@ -303,6 +306,7 @@ fn damaged_metafile_never_makes_a_second_identity() {
     let scratch = Scratch::new("corrupt");
     let mut agent = Agent::start(&scratch, &["-S", &server.addr()]);
     wait_reports(&server, 1);
+    wait_registered(&scratch.data());
     agent.stop();
     let sn = read_meta(&scratch.data())["agentsn"].clone();
 
@@ -344,6 +348,7 @@ fn sigterm_stops_the_agent_promptly_with_a_consistent_metafile() {
     let scratch = Scratch::new("sigterm");
     let mut agent = Agent::start(&scratch, &["-S", &server.addr()]);
     wait_reports(&server, 1);
+    wait_registered(&scratch.data());
     let started = std::time::Instant::now();
     let status = agent.stop();
     let took = started.elapsed();

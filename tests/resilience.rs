@@ -180,6 +180,7 @@ fn test_flag_reports_an_existing_identity_and_the_ignored_cli_list() {
     let scratch = Scratch::new("t-identity");
     let mut agent = Agent::start(&scratch, &["-S", &server.addr()]);
     assert!(wait_until(DEADLINE, || statuses_answered_200(&server) >= 1));
+    wait_registered(&scratch.data());
     agent.stop();
     let sn = read_meta(&scratch.data())["agentsn"]
         .as_str()

@@ -168,6 +168,18 @@ pub fn read_meta(data: &Path) -> serde_json::Value {
     serde_json::from_str(&text).expect("meta.json is JSON")
 }
 
+/// Waits until the agent has recorded an answered report (`registered` in its
+/// metafile): a report the server saw may not have had its answer read yet.
+pub fn wait_registered(data: &Path) {
+    assert!(
+        wait_until(DEADLINE, || fs::read_to_string(data.join("meta.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .is_some_and(|m| m["registered"] == true)),
+        "the agent never recorded an answered report"
+    );
+}
+
 /// A loopback port that nothing listens on (at the moment of the call).
 pub fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
