@@ -22,6 +22,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use serde_json::json;
 use server::{Kind, Options, RefServer, Request};
 
 /// `println!` that ignores write errors (a closed pipe must not panic the server).
@@ -51,7 +52,7 @@ Admin: GET /admin lists the endpoints, e.g.
   curl -s -d '{\"fault\":\"500\",\"count\":3}' http://ADDR/admin/fault";
 
 /// Command-line settings.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct Args {
     listen: Option<String>,
     /// `None`: not given; `Some(None)`: `--step none`.
@@ -265,9 +266,21 @@ fn demo(args: &Args) -> Result<i32, String> {
     std::fs::create_dir_all(&data_dir)
         .map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
 
-    let server = start(args, "127.0.0.1:0", 5)?;
+    // A child agent for the demo: a single executable (PROTOCOL.md §9), served
+    // by the reference server and installed by a job once the agent registered.
+    let files = data_dir.with_file_name("demo-files");
+    std::fs::create_dir_all(&files)
+        .map_err(|e| format!("cannot create {}: {e}", files.display()))?;
+    let package = files.join("hello-1.0");
+    std::fs::write(&package, DEMO_CHILD)
+        .map_err(|e| format!("cannot write {}: {e}", package.display()))?;
+    let demo_args = Args {
+        files: Some(files.clone()),
+        ..args.clone()
+    };
+    let server = start(&demo_args, "127.0.0.1:0", 5)?;
     say!(
-        "demo: running {} -S {} -D {} -v",
+        "demo: running {} -S {} -D {}",
         agent_path.display(),
         server.addr(),
         data_dir.display()
@@ -277,7 +290,6 @@ fn demo(args: &Args) -> Result<i32, String> {
         .arg(server.addr())
         .arg("-D")
         .arg(&data_dir)
-        .arg("-v")
         .stdin(Stdio::null())
         .spawn()
         .map_err(|e| format!("cannot run {}: {e}", agent_path.display()))?;
@@ -285,7 +297,26 @@ fn demo(args: &Args) -> Result<i32, String> {
     let run_for = Duration::from_secs_f64(args.for_secs.unwrap_or(30.0));
     let end = Instant::now() + run_for;
     let mut early_exit = None;
+    let mut job_queued = false;
     while Instant::now() < end {
+        if !job_queued {
+            if let Some(agent) = server.agents().into_iter().find(|a| a.reports > 0) {
+                let job = json!({
+                    "id": "demo-install-hello",
+                    "action": "install",
+                    "name": "hello",
+                    "url": format!("{}/files/hello-1.0", server.url()),
+                    "checksum": format!("SHA256:{}", sha256_hex(DEMO_CHILD.as_bytes())),
+                    "version": "1.0",
+                });
+                say!(
+                    "demo: queueing a job for {}: install the child agent `hello`",
+                    agent.sn
+                );
+                server.queue_job(&agent.sn, job);
+                job_queued = true;
+            }
+        }
         match child.try_wait() {
             Ok(Some(status)) => {
                 early_exit = Some(status);
@@ -305,13 +336,39 @@ fn demo(args: &Args) -> Result<i32, String> {
 
     print_summary(&server);
     let answered = |path: &str| server.requests_to(path).iter().any(|r| r.status == 200);
-    if answered("/agent/register") && answered("/agent/status") {
-        say!("demo: OK (the agent registered and reported)");
+    let installed = server.agents().iter().any(|a| {
+        a.job_results
+            .get("demo-install-hello")
+            .is_some_and(|r| r["errcode"] == 0)
+    });
+    let log = data_dir.join("logs").join("hello.log");
+    if let Ok(text) = std::fs::read_to_string(&log) {
+        say!("demo: the child's output, from {}:", log.display());
+        for line in text.lines().take(5) {
+            say!("  {line}");
+        }
+    }
+    if answered("/agent/register") && answered("/agent/status") && installed {
+        say!("demo: OK (the agent registered, reported, and installed and ran a child agent)");
         Ok(0)
     } else {
-        say!("demo: FAILED (no successful register and status exchange)");
+        say!("demo: FAILED (no register and status exchange, or the child was not installed)");
         Ok(1)
     }
+}
+
+/// The demo's child agent: says hello now and then, on its log.
+const DEMO_CHILD: &str = "#!/bin/sh\n\
+# A child agent of the BootAgent demo.\n\
+while :; do echo \"hello from $BOOT_AGENT_NAME $BOOT_AGENT_VERSION, pid $$\"; sleep 5; done\n";
+
+/// Lowercase hex SHA256, as a job's `checksum` wants it.
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Sends SIGTERM to the agent, waits up to 5 s, then kills it.
