@@ -121,6 +121,10 @@ pub struct Core {
     last_error: String,
     /// Registrations in a row without an answered report in between.
     reregistrations: u32,
+    /// A server's `Retry-After`: no exchange before this, prompt reports included.
+    not_before: Option<Millis>,
+    /// Undelivered results the bounded journal had to drop, for the log.
+    results_dropped: u64,
     /// The children as the supervisor last described them.
     agents: Vec<AgentStatus>,
     /// Jobs waiting for the edge, in order of arrival (bounded by `jobs_queue_max`).
@@ -176,6 +180,8 @@ impl Core {
             failed_attempts: 0,
             last_error: String::new(),
             reregistrations: 0,
+            not_before: None,
+            results_dropped: 0,
             agents: Vec::new(),
             queue: VecDeque::new(),
         };
@@ -226,7 +232,8 @@ impl Core {
         let earliest = self
             .last_report_sent_at
             .map_or(now, |at| at.saturating_add(self.limits.report_gap_min_ms))
-            .max(now);
+            .max(now)
+            .max(self.not_before.unwrap_or(0));
         self.schedule_exchange_no_later_than(earliest);
     }
 
@@ -287,6 +294,10 @@ impl Core {
         if self.in_flight.is_some() {
             return;
         }
+        if self.not_before.is_some_and(|at| now < at) {
+            return; // a timer at `not_before` is pending
+        }
+        self.not_before = None;
         let Some(server) = self.servers.current().cloned() else {
             return; // refused at start; a config job cannot empty every list
         };
@@ -424,7 +435,9 @@ impl Core {
             }
             Verdict::RetryAfter(secs) => {
                 let wait_ms = secs.min(self.meta.step_s).saturating_mul(1000);
-                self.schedule_exchange(now.saturating_add(wait_ms));
+                let at = now.saturating_add(wait_ms);
+                self.not_before = Some(at);
+                self.schedule_exchange(at);
             }
             Verdict::Failed(err) => self.failed(now, &flight, err),
         }
@@ -513,18 +526,10 @@ impl Core {
     /// is not run again; its result, once there is one, is reported again.
     fn run_jobs(&mut self, jobs: Vec<serde_json::Value>) {
         let max = self.limits.jobs_per_answer_max;
+        let mut refused = 0usize;
         for (index, value) in jobs.into_iter().enumerate() {
-            if index >= max {
-                if let Some(id) = jobs::job_id(&value) {
-                    self.record_finished(id, ErrCode::Internal, "queue full".to_string());
-                }
-                continue;
-            }
-            let parsed = jobs::parse_job(&value, &self.limits, self.facts.host.cpus);
-            let id = match &parsed {
-                Ok((id, _)) => Some(id.clone()),
-                Err(rejected) => rejected.id.clone(),
-            };
+            // A repeated id first: it is never run twice, nor answered twice.
+            let id = jobs::job_id(&value);
             if let Some(record) = id
                 .as_deref()
                 .and_then(|id| jobs::find_record(&mut self.meta, id))
@@ -536,7 +541,14 @@ impl Core {
                 }
                 continue;
             }
-            match parsed {
+            if index >= max {
+                if let Some(id) = id {
+                    refused += 1;
+                    self.record_finished(id, ErrCode::Internal, "queue full".to_string());
+                }
+                continue;
+            }
+            match jobs::parse_job(&value, &self.limits, self.facts.host.cpus) {
                 Ok((id, Job::Config { svrlist, step_s })) => {
                     let message = self.configure(svrlist, step_s);
                     self.record_finished(id, ErrCode::Success, message);
@@ -553,12 +565,8 @@ impl Core {
                     self.queue.push_back((id, job));
                 }
                 Ok((id, _)) => {
-                    warn!(
-                        "job {id} refused: the queue holds {} jobs",
-                        self.limits.jobs_queue_max
-                    );
+                    refused += 1;
                     self.record_finished(id, ErrCode::Internal, "queue full".to_string());
-                    self.report_wanted = true;
                 }
                 Err(rejected) => match rejected.id {
                     Some(id) => {
@@ -569,6 +577,14 @@ impl Core {
                     None => warn!("job without a usable id ignored: {}", rejected.message),
                 },
             }
+        }
+        if refused > 0 {
+            // One line for the whole answer, not one per job.
+            warn!(
+                "{refused} job(s) refused with \"queue full\": {} wait, at most {} per answer",
+                self.limits.jobs_queue_max, max
+            );
+            self.report_wanted = true;
         }
     }
 
@@ -642,7 +658,14 @@ impl Core {
             self.limits.job_ids_remembered,
         );
         if dropped > 0 {
-            warn!("job journal full: dropped {dropped} undelivered result(s)");
+            self.results_dropped = self.results_dropped.saturating_add(dropped as u64);
+            // Logged once per power of two, not once per job.
+            if self.results_dropped.is_power_of_two() {
+                warn!(
+                    "job journal full: {} undelivered result(s) dropped so far",
+                    self.results_dropped
+                );
+            }
         }
     }
 

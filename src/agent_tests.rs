@@ -317,6 +317,27 @@ fn retry_after_is_honoured_and_capped_at_step() {
 }
 
 #[test]
+fn retry_after_holds_even_when_an_event_asks_for_a_prompt_report() {
+    let mut sim = Sim::new(true, "a:1");
+    let sent = sim.next_request();
+    sim.answer(Outcome::Answer {
+        status: 503,
+        body: Vec::new(),
+        retry_after_s: Some(50),
+    });
+    sim.now += 2_000;
+    let mut effects = Vec::new();
+    sim.core
+        .push_event(sim.now, json!({"event": "exited"}), &mut effects);
+    let next = sim.next_request();
+    assert_eq!(
+        next.at - sent.at,
+        50_000,
+        "no report before the server's Retry-After"
+    );
+}
+
+#[test]
 fn rejected_identity_registers_again_with_the_same_sn_and_a_storm_backs_off() {
     let mut sim = Sim::new(true, "a:1");
     for status in [401, 403, 404, 410] {
@@ -472,4 +493,28 @@ fn a_flood_of_jobs_is_bounded_the_excess_answered_queue_full() {
         .take_job(&mut effects)
         .expect("the first queued job");
     assert_eq!((id.as_str(), job), ("j0", Job::Stop { name: "svc".into() }));
+}
+
+#[test]
+fn a_repeated_id_past_the_per_answer_limit_keeps_its_one_result() {
+    let mut sim = Sim::new(true, "a:1");
+    sim.next_request();
+    sim.answer(ok(
+        json!({"jobs": [{"id": "dup", "action": "config", "step": 30}]}),
+    ));
+    sim.next_request();
+    let mut jobs: Vec<Value> = (0..300)
+        .map(|i| json!({"id": format!("x{i}"), "action": "config", "step": 30}))
+        .collect();
+    jobs.push(json!({"id": "dup", "action": "config", "step": 30}));
+    sim.answer(ok(json!({"jobs": jobs})));
+    let dup: Vec<_> = sim
+        .core
+        .meta()
+        .jobs
+        .iter()
+        .filter(|r| r.id == "dup")
+        .collect();
+    assert_eq!(dup.len(), 1, "one result per id: {dup:?}");
+    assert_eq!(dup[0].errcode, 0);
 }

@@ -291,6 +291,8 @@ pub fn run(options: &Options) -> Result<(), AppError> {
     resolved.store.create_dir()?;
     check_data_dir_mode(&options.data_dir).map_err(AppError::Unsafe)?;
     let _lock = lock_data_dir(&options.data_dir)?;
+    // Read again under the lock: another agent may have made the identity meanwhile.
+    let resolved = resolve(options, &limits)?;
     let meta = first_or_later_start(&resolved, options, &limits)?;
     let trust = tls::load_with_baked(&tls_files(&meta), baked::BAKED_CA).map_err(AppError::Tls)?;
     if !trust.summary.is_empty() {

@@ -101,6 +101,9 @@ impl<C: Clock> EventLoop<'_, C> {
                     self.carry_out(&mut effects);
                 }
                 Ok(Event::Signal(libc::SIGCHLD)) => self.supervisor.on_sigchld(now, wall_s),
+                // While stopping, a package that arrives is not switched to: the
+                // job was already finished as interrupted.
+                Ok(Event::JobPrepared(_)) if stopping.is_some() => {}
                 Ok(Event::JobPrepared(prepared)) => {
                     self.run_jobs(now, wall_s, Some(prepared), &mut effects);
                 }
@@ -115,6 +118,13 @@ impl<C: Clock> EventLoop<'_, C> {
                         info!("signal {signal}: stopping every child, then exiting");
                         stopping = Some(signal);
                         self.jobs.cancel();
+                        // The job in progress ends here, with a true result; queued
+                        // ones stay queued and are reported interrupted at the next start.
+                        if let Some((id, (code, message))) =
+                            self.jobs.abandon("interrupted: BootAgent is stopping")
+                        {
+                            self.core.job_done(now, &id, code, message, &mut effects);
+                        }
                         self.supervisor.stop_all(now, wall_s);
                     }
                     Some(_) => {

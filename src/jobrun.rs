@@ -24,7 +24,7 @@
 use crate::download::{self, DownloadLimits};
 use crate::event_loop::Event;
 use crate::jobs::{ErrCode, Install, Job, Settings};
-use crate::supervisor::Supervisor;
+use crate::supervisor::{Supervisor, CHILDREN_MAX};
 use crate::unpack::{self, UnpackLimits};
 use crate::wheel::Millis;
 use log::{info, warn};
@@ -42,6 +42,8 @@ use std::thread;
 pub const TMP_DIR: &str = "tmp";
 /// How long a restart or start may take to show a running process, past the grace period.
 const START_WAIT_MS: u64 = 5_000;
+/// How long a stop may take past the grace period (after SIGKILL) before the job fails.
+const STOP_WAIT_MS: u64 = 30_000;
 
 /// A result of a job: its errcode and one line.
 pub type JobResult = (ErrCode, String);
@@ -61,9 +63,10 @@ pub struct Prepared {
 
 enum Phase {
     Preparing,
-    /// Waiting for the child to be down; then `uninstall` removes it.
+    /// Waiting for the child to be down, until `until`; then `uninstall` removes it.
     Stopping {
         uninstall: bool,
+        until: Millis,
     },
     /// Waiting for a running process other than `old_pid`.
     Starting {
@@ -149,6 +152,14 @@ impl JobRunner {
         self.current.is_some()
     }
 
+    /// Ends the job in progress without waiting for it (BootAgent's shutdown): its
+    /// result is errcode 9 with `why`. A package still being prepared is left
+    /// where it is, not switched to.
+    pub fn abandon(&mut self, why: &str) -> Option<(String, JobResult)> {
+        let current = self.current.take()?;
+        Some((current.id, (ErrCode::Internal, why.to_string())))
+    }
+
     /// Aborts a download in progress (shutdown).
     pub fn cancel(&self) {
         self.cancel.store(true, Ordering::SeqCst);
@@ -157,7 +168,7 @@ impl JobRunner {
     /// When the loop must call `poll` even if nothing else happens.
     pub fn next_deadline(&self) -> Option<Millis> {
         match &self.current.as_ref()?.phase {
-            Phase::Starting { until, .. } => Some(*until),
+            Phase::Starting { until, .. } | Phase::Stopping { until, .. } => Some(*until),
             Phase::Probation(p) => Some(p.until),
             _ => None,
         }
@@ -170,6 +181,11 @@ impl JobRunner {
         let phase = match &job {
             Job::Config { .. } => {
                 return Some((ErrCode::Internal, "config jobs run in the core".into()))
+            }
+            Job::Install(_) if !known && ctx.supervisor.count() >= CHILDREN_MAX => {
+                let why =
+                    format!("{CHILDREN_MAX} agents are installed: the most BootAgent supervises");
+                return Some((ErrCode::InstallFailed, why));
             }
             Job::Install(install) => {
                 let prepare = Prepare {
@@ -187,6 +203,7 @@ impl JobRunner {
                 ctx.supervisor.stop(&name, ctx.now, ctx.wall_s);
                 Phase::Stopping {
                     uninstall: matches!(job, Job::Uninstall { .. }),
+                    until: ctx.now + ctx.supervisor.grace_ms(&name) + STOP_WAIT_MS,
                 }
             }
             Job::Restart { settings, .. } => {
@@ -263,13 +280,15 @@ impl JobRunner {
         let agent_dir = self.data_dir.join("agents").join(name);
         let old_version = current_version(&agent_dir);
         let old_settings = fs::read(agent_dir.join("agent.json")).ok();
+        // Settings first: a kill -9 between the two steps then leaves the old
+        // version running with the new settings, never the new one without them.
+        self.write_settings(name, &install.settings)?;
         switch_current(&agent_dir, version).map_err(|err| {
             (
                 ErrCode::InstallFailed,
                 format!("cannot switch {name} to {version}: {err}"),
             )
         })?;
-        self.write_settings(name, &install.settings)?;
         ctx.stopped.push((name.to_string(), false));
         let old_pid = ctx.supervisor.pid(name);
         ctx.supervisor.reload(name, ctx.now);
@@ -303,8 +322,12 @@ impl JobRunner {
         let name = current.job.agent().unwrap_or_default().to_string();
         match &mut current.phase {
             Phase::Preparing => None,
-            Phase::Stopping { uninstall } => {
+            Phase::Stopping { uninstall, until } => {
                 if ctx.supervisor.pid(&name).is_some() {
+                    if ctx.now >= *until {
+                        let why = format!("{name} did not stop (a process that ignores SIGKILL?)");
+                        return self.finish((ErrCode::InstallFailed, why));
+                    }
                     return None;
                 }
                 if !*uninstall {
@@ -388,10 +411,16 @@ impl JobRunner {
                 ),
             );
         }
-        if let Some(settings) = p.old_settings {
-            let _ = write_atomically(&agent_dir.join("agent.json"), &settings);
+        match p.old_settings {
+            Some(settings) => {
+                let _ = write_atomically(&agent_dir.join("agent.json"), &settings);
+            }
+            None => {
+                let _ = fs::remove_file(agent_dir.join("agent.json"));
+            }
         }
         let _ = fs::remove_dir_all(agent_dir.join(&p.new_version));
+        let _ = fs::remove_file(agent_dir.join(format!("{}{SHA256_SUFFIX}", p.new_version)));
         ctx.supervisor.reload(name, ctx.now);
         ctx.supervisor.restart(name, ctx.now, ctx.wall_s);
         ctx.supervisor
@@ -524,19 +553,25 @@ fn prepare(
         let _ = fs::remove_dir_all(&staging);
         let unpacked = unpack::unpack(&file.path, &staging, unpack_limits)
             .map_err(|err| (code(err.errcode), err.message))?;
-        let version = install
+        let mut version = install
             .version
             .clone()
             .or(unpacked.version_file)
             .or_else(|| unpack::version_from_url(&install.url, &install.name))
             .unwrap_or_else(|| "0".to_string());
         let agent_dir = data_dir.join("agents").join(&install.name);
-        let target = agent_dir.join(&version);
+        let sha = download::hex(&file.sha256);
         if current_version(&agent_dir).as_deref() == Some(version.as_str()) {
-            // Reinstalling the running version: keep it, do not pull it away.
-            let _ = fs::remove_dir_all(&staging);
-            return Ok(version);
+            if recorded_sha256(&agent_dir, &version).as_deref() == Some(sha.as_str()) {
+                // The very package that runs: keep it, do not pull it away.
+                let _ = fs::remove_dir_all(&staging);
+                return Ok(version);
+            }
+            // Same version name, other content: installed beside it, never over
+            // the running one, and never silently skipped.
+            version = format!("{version}+{}", &sha[..8]);
         }
+        let target = agent_dir.join(&version);
         fs::DirBuilder::new()
             .recursive(true)
             .create(&agent_dir)
@@ -545,6 +580,7 @@ fn prepare(
                 _ => Ok(()),
             })
             .and_then(|()| fs::rename(&staging, &target))
+            .and_then(|()| fs::write(agent_dir.join(format!("{version}{SHA256_SUFFIX}")), &sha))
             .and_then(|()| fs::File::open(&agent_dir)?.sync_all())
             .map_err(|err| {
                 let _ = fs::remove_dir_all(&staging);
@@ -557,6 +593,15 @@ fn prepare(
     })();
     let _ = fs::remove_file(&file.path);
     result
+}
+
+/// Beside each version directory, `VERSION.sha256` holds its package's SHA256.
+const SHA256_SUFFIX: &str = ".sha256";
+
+/// The SHA256 (hex) of the package a version was installed from, if recorded.
+fn recorded_sha256(agent_dir: &Path, version: &str) -> Option<String> {
+    let text = fs::read_to_string(agent_dir.join(format!("{version}{SHA256_SUFFIX}"))).ok()?;
+    Some(text.trim().to_string())
 }
 
 /// The version `current` points to.
@@ -582,9 +627,12 @@ fn remove_old_versions(agent_dir: &Path, keep: &[Option<String>]) {
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
-        if is_dir && !keep.iter().flatten().any(|k| *k == name) {
+        let kept = |version: &str| keep.iter().flatten().any(|k| k == version);
+        if is_dir && !kept(&name) {
             info!("removing old version {}", entry.path().display());
             let _ = fs::remove_dir_all(entry.path());
+        } else if name.strip_suffix(SHA256_SUFFIX).is_some_and(|v| !kept(v)) {
+            let _ = fs::remove_file(entry.path());
         }
     }
 }

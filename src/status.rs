@@ -26,14 +26,15 @@ pub struct StateFile {
 }
 
 impl StateFile {
-    /// Replaces the file atomically (a view: no fsync, it is rewritten on change).
+    /// Replaces the file atomically (a view: no fsync, it is rewritten on change);
+    /// mode 0600, as it shows the children's envs.
     pub fn write(&self, path: &Path) -> io::Result<()> {
         let tmp = path.with_extension("json.tmp");
         let file = OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
-            .mode(0o644)
+            .mode(0o600) // children's envs may carry secrets
             .open(&tmp)?;
         let mut out = io::BufWriter::new(file);
         serde_json::to_writer_pretty(&mut out, self).map_err(io::Error::other)?;

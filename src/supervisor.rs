@@ -161,6 +161,9 @@ pub struct ChildView {
 
 pub struct Supervisor {
     data_dir: PathBuf,
+    /// Names this data directory's cgroups (`agent-NAME-TAG`), so that two
+    /// BootAgents on one host never take each other's cgroups for leftovers.
+    cgroup_tag: String,
     slots: BTreeMap<String, Slot>,
     wheel: Wheel<(String, Timer)>,
     mechanism: Mechanism,
@@ -182,6 +185,7 @@ impl Supervisor {
     ) -> Self {
         Supervisor {
             data_dir: data_dir.to_path_buf(),
+            cgroup_tag: path_tag(data_dir),
             slots: BTreeMap::new(),
             wheel: Wheel::new(now),
             mechanism,
@@ -344,7 +348,15 @@ impl Supervisor {
                 error: "no such agent".into(),
             };
         };
-        match spawn_slot(name, slot, &self.mechanism, self.logs.as_ref(), &log_path) {
+        let cgroup_name = format!("agent-{name}-{}", self.cgroup_tag);
+        match spawn_slot(
+            name,
+            &cgroup_name,
+            slot,
+            &self.mechanism,
+            self.logs.as_ref(),
+            &log_path,
+        ) {
             Ok(pid) => {
                 slot.started_wall = Some(wall_s);
                 slot.killed_for = None;
@@ -568,6 +580,11 @@ impl Supervisor {
         }
     }
 
+    /// How many agents are supervised.
+    pub fn count(&self) -> usize {
+        self.slots.len()
+    }
+
     pub fn knows(&self, name: &str) -> bool {
         self.slots.contains_key(name)
     }
@@ -743,6 +760,7 @@ fn read_settings(path: &Path, cpus: u32) -> Result<Settings, String> {
 /// Everything a spawn needs, carried out: the cgroup, the log pipe, the process.
 fn spawn_slot(
     name: &str,
+    cgroup_name: &str,
     slot: &mut Slot,
     mechanism: &Mechanism,
     logs: Option<&ChildLogs>,
@@ -775,7 +793,7 @@ fn spawn_slot(
 
     if !slot.settings.limits.is_empty() && *mechanism != Mechanism::Proc {
         // Prefixed, so that no agent name can clash with a cgroup interface file.
-        match Cgroup::create(mechanism, &format!("agent-{name}"), &slot.settings.limits) {
+        match Cgroup::create(mechanism, cgroup_name, &slot.settings.limits) {
             Ok(cgroup) => {
                 slot.oom_kills_at_start = cgroup.oom_kills();
                 slot.cgroup = Some(cgroup);
@@ -814,6 +832,18 @@ fn spawn_slot(
         }
     }
     result
+}
+
+/// Eight hex digits of FNV-1a over a path: short, stable, distinct enough.
+fn path_tag(path: &Path) -> String {
+    let hash = path
+        .as_os_str()
+        .as_encoded_bytes()
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+    format!("{:08x}", hash as u32)
 }
 
 /// "20M", "512K", "1G" or bytes.

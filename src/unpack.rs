@@ -259,11 +259,15 @@ pub fn version_from_url(url: &str, name: &str) -> Option<String> {
 }
 
 /// A version usable as a directory name: 1–64 of `A–Z a–z 0–9 . _ - +`, not
-/// starting with `.`, not `current`.
+/// starting with `.`, not `current`, not ending in `.tmp`, `.json` or `.sha256` (names
+/// BootAgent keeps beside the versions).
 pub fn valid_version(version: &str) -> bool {
     (1..=VERSION_BYTES_MAX).contains(&version.len())
         && !version.starts_with('.')
         && version != RESERVED_VERSION
+        && !version.ends_with(".tmp")
+        && !version.ends_with(".json")
+        && !version.ends_with(".sha256")
         && version
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'+'))

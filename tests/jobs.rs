@@ -671,3 +671,92 @@ fn reports_and_supervision_go_on_during_a_slow_download() {
         "still downloading"
     );
 }
+
+#[test]
+fn an_upgrade_with_the_same_version_name_but_new_content_runs_the_new_content() {
+    let host = Host::new("job-samever", &[]);
+    let first = host.files.join("tool");
+    fs::write(
+        &first,
+        "#!/bin/sh\necho one >> \"$MARK.which\"\necho $$ >> \"$MARK\"\nexec sleep 1000\n",
+    )
+    .expect("write");
+    let url = format!("file://{}", first.display());
+    host.send(host.install_job("v1", "install", "tool", &url, &sha256(&first)));
+    assert_eq!(host.result("v1", DEADLINE)["errcode"], 0);
+    host.wait_status("tool", "running", "0");
+
+    // Reinstalling the very same package changes nothing.
+    let mut again = host.install_job("v1again", "install", "tool", &url, &sha256(&first));
+    again["probation"] = json!(1);
+    host.send(again);
+    assert_eq!(
+        host.result("v1again", Duration::from_secs(30))["errcode"],
+        0
+    );
+    host.wait_status("tool", "running", "0");
+
+    let second = host.files.join("tool2");
+    fs::write(
+        &second,
+        "#!/bin/sh\necho two >> \"$MARK.which\"\necho $$ >> \"$MARK\"\nexec sleep 1000\n",
+    )
+    .expect("write");
+    let url = format!("file://{}", second.display());
+    let mut job = host.install_job("v2", "upgrade", "tool", &url, &sha256(&second));
+    job["probation"] = json!(1);
+    host.send(job);
+    let result = host.result("v2", Duration::from_secs(30));
+    assert_eq!(result["errcode"], 0, "{result}");
+    let which =
+        fs::read_to_string(format!("{}.which", host.mark("tool").display())).unwrap_or_default();
+    assert_eq!(
+        which.lines().last(),
+        Some("two"),
+        "the new content runs: {which}"
+    );
+    let version = host
+        .agent_status("tool")
+        .map(|a| a["version"].clone())
+        .unwrap_or_default();
+    assert!(
+        version.as_str().is_some_and(|v| v.starts_with("0+")),
+        "{version}"
+    );
+}
+
+#[test]
+fn sigterm_during_a_download_ends_the_job_and_starts_nothing_more() {
+    let mut host = Host::new("job-term", &[]);
+    let pkg = package(&host.files, "svc", "1.0", SLEEPER, &[]);
+    host.send(host.install_job("t1", "install", "svc", &host.url(&pkg), &sha256(&pkg)));
+    assert_eq!(host.result("t1", DEADLINE)["errcode"], 0);
+    host.wait_status("svc", "running", "1.0");
+    let url = bad_file_server(1_000_000, 1000, true); // stalls for 30 s
+    host.send(host.install_job("t2", "upgrade", "svc", &url, &sha256(&pkg)));
+    host.send(json!({"id": "t3", "action": "restart", "name": "svc"}));
+    std::thread::sleep(Duration::from_millis(2500)); // t2 is downloading, t3 waits
+    let status = host.agent.stop();
+    assert!(status.success(), "{status:?}");
+    let pids = host.starts("svc");
+    assert!(
+        pids.iter().all(|p| !alive(*p)),
+        "no child left or started again: {pids:?}"
+    );
+    let jobs = read_meta(&host.data())["jobs"].clone();
+    let t2 = jobs
+        .as_array()
+        .and_then(|j| j.iter().find(|r| r["id"] == "t2").cloned())
+        .unwrap_or_default();
+    assert_eq!(t2["errcode"], 9, "{jobs}");
+    assert!(
+        t2["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("stopping")),
+        "{t2}"
+    );
+    assert!(
+        host.agent.log_text().contains("svc: stopped"),
+        "the child was stopped, not restarted"
+    );
+}
