@@ -5,10 +5,14 @@
 #  1. installs the tools (Debian packages, rustup targets) when run as root;
 #  2. shellcheck on every shell script of cross/ and package/;
 #  3. cross/build.sh for each target, without and with TLS; each binary is saved as
-#     target/cross/bootagent-TARGET[-tls] and proven under qemu (cross/qemu-proof.sh)
-#     right after it is built (x86_64 runs natively);
+#     target/cross/bootagent-TARGET[-tls] and proven under qemu (cross/qemu-proof.sh,
+#     every proof: register, identity, supervision of a preinstalled child, an install
+#     job) right after it is built (x86_64 runs natively);
 #     armv7 is built only where rustup can install its standard library, and says so;
-#  4. the size table (cross/sizes.sh);
+#     then, for x86_64 and aarch64, the small builds (cross/build.sh --small: std
+#     rebuilt with panic=immediate-abort, the build the size budgets are judged on),
+#     saved as target/cross/bootagent-TARGET[-tls]-small and proven the same way;
+#  4. the size table (cross/sizes.sh): small and normal builds, budgets on the small;
 #  5. package/package.sh BootAgent VERSION-1, without and with TLS, into target/package.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +25,7 @@ die() {
 
 required=(x86_64-unknown-linux-musl aarch64-unknown-linux-musl)
 optional=(armv7-unknown-linux-musleabihf)
+small=("${required[@]}")
 
 step "tools"
 if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
@@ -33,6 +38,9 @@ for target in "${required[@]}"; do
   rustup target add "$target" >/dev/null 2>&1 ||
     die "rustup cannot install the standard library for $target"
 done
+# The standard library's source, for the small builds (cargo -Z build-std).
+rustup component add rust-src >/dev/null 2>&1 ||
+  die "rustup cannot install the rust-src component (needed by cross/build.sh --small)"
 armv7_std=""
 if rustup target add armv7-unknown-linux-musleabihf >/dev/null 2>&1; then
   armv7_std=1
@@ -69,6 +77,13 @@ for target in "${required[@]}" "${optional[@]}"; do
     cross/qemu-proof.sh "$target"
   done
 done
+for target in "${small[@]}"; do
+  for variant in "" --tls; do
+    cross/build.sh "$target" --small ${variant:+"$variant"}
+    cp "target/small/$target/release/bootagent" "target/cross/bootagent-$target${variant:+-tls}-small"
+    cross/qemu-proof.sh --small "$target"
+  done
+done
 
 step "sizes"
 cross/sizes.sh
@@ -79,4 +94,4 @@ rm -rf target/package
 package/package.sh BootAgent "$version"
 package/package.sh BootAgent "$version" --tls
 (cd target/package && sha256sum -c --quiet ./*.sha256 && ls -l)
-echo "cross/ci.sh: done"
+echo "cross/ci.sh: done in $SECONDS s"

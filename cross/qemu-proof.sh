@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# cross/qemu-proof.sh [TARGET]: proves that the cross-built binary
-# target/TARGET/release/bootagent (from cross/build.sh) works on its own architecture,
-# run under qemu user emulation (qemu-aarch64-static for the default TARGET,
-# aarch64-unknown-linux-musl) against the reference server on loopback:
+# cross/qemu-proof.sh [--small] [TARGET [NAME...]]: proves that the cross-built binary
+# target/TARGET/release/bootagent (from cross/build.sh; with --small,
+# target/small/TARGET/release/bootagent from cross/build.sh TARGET --small) works on its
+# own architecture, run under qemu user emulation (qemu-aarch64-static for the default
+# TARGET, aarch64-unknown-linux-musl) against the reference server on loopback:
 #
 #   version    `-V` names TARGET
 #   test       `-T` accepts a configuration and writes nothing
@@ -10,10 +11,29 @@
 #              it is the right architecture, and exits 0 on SIGTERM
 #   identity   started again on the same data directory, it reports as the same agent
 #              without registering again
+#   supervise  a preinstalled child (agents/pre/1.0/run, agents/pre/current -> 1.0,
+#              written before the agent starts) is started by the agent and reported
+#              `running` at version 1.0 with its pid; killed with SIGKILL, it is started
+#              again with a new pid; it is stopped with the agent
+#   install    an `install` job queued through the admin API (a .tgz holding `run`,
+#              served by the reference server under /files/, with its SHA256) ends with
+#              errcode 0, and the child BasicAgent is reported `running` at version 1.0
 #
-# To prove more (installs, supervision of children: issues 3 and 4), write a function
-# `proof_NAME` below with the helpers `start_agent`, `stop_agent`, `wait_for`, `admin`
-# and `admin_post`, and add NAME to PROOFS. `cross/qemu-proof.sh TARGET NAME...` runs
+# The children are `#!/bin/sh` scripts that write their pid to a file and
+# `exec sleep 1000`: programs of the host, not of TARGET. That is deliberate. qemu user
+# emulation hands an emulated program's execve to the host kernel, which runs a
+# host program natively (the `#!` line included) with no help; the agent's fork,
+# setsid, signals and waitpid are emulated system calls like any other. A TARGET
+# child, by contrast, would only start where binfmt_misc has qemu registered for
+# TARGET's machine (kernel-wide, needs privileges, and /proc/sys/fs/binfmt_misc is not
+# even mounted in most CI containers), so it would fail on a fresh machine for reasons
+# that have nothing to do with BootAgent. The proofs check that each child's parent is
+# the emulated agent's own process, so the host child proves the emulated agent's
+# supervision all the same.
+#
+# To prove more, write a function `proof_NAME` below with the helpers `start_agent`,
+# `start_registered`, `stop_agent`, `wait_for`, `admin`, `admin_post`, `agent_field`,
+# `child_field` and `write_child`, and add NAME to PROOFS. `cross/qemu-proof.sh TARGET NAME...` runs
 # only the proofs named.
 # Needs: cargo (builds the reference server for the host; REFSERVER=PATH uses a built
 # one), curl, jq, and the qemu user emulator (Debian: qemu-user-static).
@@ -21,13 +41,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PROOFS=(version test register identity)
+PROOFS=(version test register identity supervise install)
 
 die() {
   echo "cross/qemu-proof.sh: $*" >&2
   exit 1
 }
 
+small=""
+if [ "${1:-}" = --small ]; then
+  small=1
+  shift
+fi
 target=${1:-aarch64-unknown-linux-musl}
 [ $# -gt 0 ] && shift
 [ $# -gt 0 ] && PROOFS=("$@")
@@ -38,9 +63,9 @@ case "$target" in
   x86_64-unknown-linux-musl) runner=() arch=x86_64 ;;
   *) die "unknown target $target (aarch64-unknown-linux-musl, armv7-unknown-linux-musleabihf, x86_64-unknown-linux-musl)" ;;
 esac
-bin="target/$target/release/bootagent"
-[ -x "$bin" ] || die "no $bin: build it first with cross/build.sh $target"
-for tool in curl jq ${runner[@]+"${runner[0]}"}; do
+bin="target${small:+/small}/$target/release/bootagent"
+[ -x "$bin" ] || die "no $bin: build it first with cross/build.sh $target${small:+ --small}"
+for tool in curl jq sha256sum tar ${runner[@]+"${runner[0]}"}; do
   command -v "$tool" >/dev/null || die "$tool is not installed (apt-get install curl jq qemu-user-static)"
 done
 
@@ -50,6 +75,13 @@ cleanup() {
   local status=$?
   if [ -n "$agent_pid" ]; then kill -KILL "$agent_pid" 2>/dev/null || true; fi
   if [ -n "$server_pid" ]; then kill -TERM "$server_pid" 2>/dev/null || true; fi
+  # Children the agent left behind when a proof failed (it normally takes them along).
+  local pid_file pid
+  for pid_file in "$scratch"/*.pid; do
+    [ -f "$pid_file" ] || continue
+    pid=$(cat "$pid_file")
+    if [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = sleep ]; then kill -KILL "$pid" 2>/dev/null || true; fi
+  done
   if [ "$status" -ne 0 ]; then
     echo "--- agent log (last 30 lines)"
     tail -n 30 "$scratch/agent.log" 2>/dev/null || true
@@ -87,14 +119,17 @@ start_agent() {
   agent_pid=$!
 }
 
-# agent_exited: the agent's process is gone or a zombie (it is our child: `kill -0`
-# would still find it until `wait`).
-agent_exited() {
+# gone PID: the process is gone or a zombie (`kill -0` still finds a zombie).
+gone() {
   local stat
-  stat=$(cat "/proc/$agent_pid/stat" 2>/dev/null) || return 0
+  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 0
   stat=${stat##*) }
   [ "${stat%% *}" = Z ]
 }
+
+# agent_exited: the agent's process is gone or a zombie (it is our child: a zombie
+# until `wait`).
+agent_exited() { gone "$agent_pid"; }
 
 # stop_agent: SIGTERM, then the agent must exit 0 within 10 s.
 stop_agent() {
@@ -117,7 +152,8 @@ if [ -z "${REFSERVER:-}" ]; then
   cargo build --quiet --example refserver || die "cannot build the reference server (cargo build --example refserver)"
 fi
 [ -x "$refserver" ] || die "no reference server at $refserver"
-"$refserver" --listen 127.0.0.1:0 --step 1 >"$scratch/server.out" 2>&1 &
+mkdir "$scratch/files"
+"$refserver" --listen 127.0.0.1:0 --step 1 --files "$scratch/files" >"$scratch/server.out" 2>&1 &
 server_pid=$!
 listening() { grep -q 'listening on http://' "$scratch/server.out"; }
 wait_for 30 "reference server" listening
@@ -160,6 +196,98 @@ proof_identity() {
   [ "$(agent_field .registrations)" = 1 ] || die "the agent registered again after a restart"
   stop_agent
   echo "  restarted: same agent $sn, no second registration"
+}
+
+# write_child FILE PIDFILE: a child agent's `run` (see the header): writes its pid to
+# PIDFILE, then becomes a long sleep.
+write_child() {
+  cat >"$1" <<EOF
+#!/bin/sh
+echo \$\$ >"$2.tmp" && mv "$2.tmp" "$2"
+exec sleep 1000
+EOF
+  chmod 0755 "$1"
+}
+
+# child_field NAME FILTER: a jq FILTER applied to child NAME in the agent's last report.
+child_field() { agent_field ".last_report.agents[]? | select(.name == \"$1\") | $2"; }
+child_running() { [ "$(child_field "$1" .status 2>/dev/null)" = running ]; }
+# child_restarted NAME PID: NAME is running again, under another pid than PID.
+child_restarted() {
+  child_running "$1" && [ "$(child_field "$1" .pid)" != "$2" ]
+}
+# job_done ID: the server has the result of job ID.
+job_done() { agent_field ".job_results[\"$1\"]" >/dev/null 2>&1; }
+# pid_file_says FILE PID: FILE (written by the child) holds PID.
+pid_file_says() { [ "$(cat "$1" 2>/dev/null)" = "$2" ]; }
+
+# check_child NAME PIDFILE: NAME is reported running at version 1.0, its pid is the one
+# its `run` wrote, and its parent is the agent's process; prints the pid.
+check_child() {
+  local name=$1 pid_file=$2 pid version ppid
+  pid=$(child_field "$name" .pid) || die "no pid reported for $name"
+  version=$(child_field "$name" .version) || die "no version reported for $name"
+  [ "$version" = 1.0 ] || die "$name is reported at version $version, not 1.0"
+  wait_for 10 "pid $pid of $name in $pid_file" pid_file_says "$pid_file" "$pid"
+  ppid=$(awk '$1 == "PPid:" { print $2 }' "/proc/$pid/status" 2>/dev/null) ||
+    die "$name: no process $pid"
+  [ "$ppid" = "$agent_pid" ] || die "$name (pid $pid) is a child of $ppid, not of the agent ($agent_pid)"
+  echo "$pid"
+}
+
+# start_registered: starts the agent and waits for a report, registering first when
+# no earlier proof did.
+start_registered() {
+  local before=0
+  [ ! -e "$scratch/data/meta.json" ] || before=$(agent_field .reports)
+  start_agent -S "$server_addr"
+  wait_for 30 "report after the start" reports_at_least $((before + 1))
+}
+
+proof_supervise() {
+  local dir="$scratch/data/agents/pre" pid_file="$scratch/pre.pid" pid new_pid restarts
+  mkdir -p "$dir/1.0"
+  chmod 0700 "$scratch/data"
+  write_child "$dir/1.0/run" "$pid_file"
+  ln -sfn 1.0 "$dir/current"
+  start_registered
+  wait_for 30 "report of the preinstalled child pre running" child_running pre
+  pid=$(check_child pre "$pid_file")
+  echo "  preinstalled child pre: running at version 1.0, pid $pid, a child of the agent ($agent_pid)"
+  kill -KILL "$pid"
+  wait_for 30 "restart of pre after kill -9 $pid" child_restarted pre "$pid"
+  new_pid=$(check_child pre "$pid_file")
+  restarts=$(child_field pre .restarts)
+  [ "$restarts" -ge 1 ] || die "pre was restarted but reports $restarts restarts"
+  echo "  kill -9 $pid: restarted as pid $new_pid ($restarts restart)"
+  stop_agent
+  wait_for 10 "end of the child pre (pid $new_pid) with the agent" gone "$new_pid"
+  echo "  stopped with the agent"
+}
+
+proof_install() {
+  local package="$scratch/package" pid_file="$scratch/BasicAgent.pid" sum id job result errcode pid
+  mkdir -p "$package"
+  write_child "$package/run" "$pid_file"
+  tar czf "$scratch/files/BasicAgent-1.0.tgz" -C "$package" run
+  sum=$(sha256sum "$scratch/files/BasicAgent-1.0.tgz")
+  sum=${sum%% *}
+  start_registered
+  id="qemu-proof-install-$(date +%s)-$$"
+  job=$(jq -cn --arg sn "$(agent_field .sn)" --arg id "$id" --arg sum "$sum" \
+    --arg url "http://$server_addr/files/BasicAgent-1.0.tgz" \
+    '{sn: $sn, job: {id: $id, action: "install", name: "BasicAgent", url: $url, checksum: ("SHA256:" + $sum)}}')
+  admin_post /admin/jobs "$job" >/dev/null || die "the reference server refused the job $job"
+  wait_for 60 "result of the install job $id" job_done "$id"
+  result=$(agent_field ".job_results[\"$id\"]" | jq -c .)
+  errcode=$(jq -r .errcode <<<"$result")
+  [ "$errcode" = 0 ] || die "the install job failed: $result"
+  wait_for 30 "report of BasicAgent running" child_running BasicAgent
+  pid=$(check_child BasicAgent "$pid_file")
+  echo "  install job $id: $result"
+  echo "  BasicAgent: running at version 1.0, pid $pid, a child of the agent ($agent_pid)"
+  stop_agent
+  wait_for 10 "end of the child BasicAgent (pid $pid) with the agent" gone "$pid"
 }
 
 echo "cross/qemu-proof.sh: $bin under ${runner[*]:-no emulator} against the reference server at $server_addr"

@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
 # cross/sizes.sh [--strict] [DIR]: prints the sizes of the stripped static binaries that
-# cross/ci.sh saved in DIR (default target/cross) as bootagent-TARGET and
-# bootagent-TARGET-tls, against their budgets, then the sizes of the peers a user would
-# install instead, as Debian's package lists give them (cross/peers.awk).
+# cross/ci.sh saved in DIR (default target/cross), against their budgets, then the sizes
+# of the peers a user would install instead, as Debian's package lists give them
+# (cross/peers.awk). Per target, two builds, each without and with TLS:
+#   small   bootagent-TARGET-small, bootagent-TARGET-tls-small (cross/build.sh --small:
+#           std rebuilt with the immediate-abort panic strategy); the budgets are judged
+#           on this build;
+#   normal  bootagent-TARGET, bootagent-TARGET-tls (cross/build.sh), shown beside it
+#           with what the small build saves.
 #
 # Budgets (MB = 1,000,000 bytes): x86_64 under 1.0 MB without TLS and 2.0 MB with it;
-# aarch64 under the same and under the x86_64 binary's size. A binary over budget is
-# marked OVER; --strict then makes the exit status 1.
+# aarch64 under the same and under the x86_64 binary's size (small against small). A
+# target with no small build has its normal build judged instead, and the table says
+# so. A binary over budget is marked OVER; --strict then makes the exit status 1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,27 +27,44 @@ peers=(supervisor mender-client monit)
 
 mb() { awk -v b="$1" 'BEGIN { printf "%.2f MB", b / 1e6 }'; }
 
-# cell TARGET VARIANT: sets `text` to the size of one binary and how it fares against
-# its budget; sets over=1 when it is over.
+# size_of TARGET SUFFIX: the size of bootagent-TARGET-SUFFIX in bytes, "" if not built.
+size_of() {
+  local file="$dir/bootagent-$1$2"
+  if [ -f "$file" ]; then stat -c %s "$file"; fi
+}
+
+# judged TARGET TLS: the suffix of the build judged for TARGET (TLS is "" or -tls):
+# the small one when it was built, else the normal one.
+judged() {
+  if [ -f "$dir/bootagent-$1$2-small" ]; then echo "$2-small"; else echo "$2"; fi
+}
+
+# cell TARGET TLS SUFFIX: sets `text` to the size of bootagent-TARGET-SUFFIX and, when it
+# is the judged build, how it fares against its budget (sets over=1 when over); for the
+# normal build beside a small one, what the small build saves.
 over=""
 cell() {
-  local file="$dir/bootagent-$1$2" budget="" size
-  if [ ! -f "$file" ]; then
+  local target=$1 tls=$2 suffix=$3 size budget="" x86_size small_size limit
+  size=$(size_of "$target" "$suffix")
+  if [ -z "$size" ]; then
     text="not built"
     return
   fi
-  size=$(stat -c %s "$file")
-  local x86_budget=1000000 x86_file="$dir/bootagent-x86_64-unknown-linux-musl$2"
-  [ -z "$2" ] || x86_budget=2000000
-  case "$1" in
-    x86_64-*) budget=$x86_budget ;;
-    aarch64-*)
-      budget=$x86_budget
-      if [ -f "$x86_file" ] && [ "$(stat -c %s "$x86_file")" -lt "$budget" ]; then
-        budget=$(stat -c %s "$x86_file")
-      fi ;;
-  esac
   text=$(mb "$size")
+  if [ "$suffix" != "$(judged "$target" "$tls")" ]; then
+    small_size=$(size_of "$target" "$tls-small")
+    [ -z "$small_size" ] || text+="  (small: -$(mb $((size - small_size))))"
+    return
+  fi
+  local limit=1000000
+  [ -z "$tls" ] || limit=2000000
+  case "$target" in
+    x86_64-*) budget=$limit ;;
+    aarch64-*)
+      budget=$limit
+      x86_size=$(size_of x86_64-unknown-linux-musl "$(judged x86_64-unknown-linux-musl "$tls")")
+      if [ -n "$x86_size" ] && [ "$x86_size" -lt "$budget" ]; then budget=$x86_size; fi ;;
+  esac
   if [ -z "$budget" ]; then
     return
   elif [ "$size" -lt "$budget" ]; then
@@ -52,17 +75,30 @@ cell() {
   fi
 }
 
-echo "BootAgent, stripped static binaries (MB = 1,000,000 bytes):"
-printf '  %-32s %-30s %s\n' target "without TLS" "with TLS"
+echo "BootAgent, stripped static binaries (MB = 1,000,000 bytes). The budgets are judged on"
+echo "the small build (cross/build.sh --small: std rebuilt with panic=immediate-abort, a"
+echo "panic aborts without a message); the normal build is shown beside it:"
+printf '  %-32s %-7s %-32s %s\n' target build "without TLS" "with TLS"
 for target in "${targets[@]}"; do
   if [ -f "$dir/bootagent-$target.skipped" ]; then
     printf '  %-32s %s\n' "$target" "not built: $(cat "$dir/bootagent-$target.skipped")"
     continue
   fi
-  cell "$target" ""
-  plain=$text
-  cell "$target" -tls
-  printf '  %-32s %-30s %s\n' "$target" "$plain" "$text"
+  label=$target
+  for build in small normal; do
+    suffix=""
+    [ "$build" = normal ] || suffix=-small
+    if [ "$build" = small ] && [ -z "$(size_of "$target" -small)$(size_of "$target" -tls-small)" ]; then
+      printf '  %-32s %-7s %s\n' "$label" small "not built (the normal build is judged)"
+      label=""
+      continue
+    fi
+    cell "$target" "" "$suffix"
+    plain=$text
+    cell "$target" -tls "-tls$suffix"
+    printf '  %-32s %-7s %-32s %s\n' "$label" "$build" "$plain" "$text"
+    label=""
+  done
 done
 
 echo

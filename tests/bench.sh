@@ -1,12 +1,19 @@
 #!/usr/bin/env bash
 # tests/bench.sh: BootAgent's figures, each printed beside its target.
 #
-#   bash tests/bench.sh          (from the repository root; about 3 minutes cold)
+#   bash tests/bench.sh          (from the repository root; about 5 minutes cold)
 #
 # 1. Size of the stripped static x86_64-unknown-linux-musl release binary, without
-#    and with `--features tls`, and whether each is really static.
-# 2. Idle resident memory of the no-TLS binary once it has registered with a tiny
-#    loopback server and sent its first report.
+#    and with `--features tls`, and whether each is really static. Two builds each:
+#    the small build (as cross/build.sh --small makes it: std rebuilt with the
+#    immediate-abort panic strategy, through RUSTC_BOOTSTRAP=1 and cargo's unstable
+#    build-std; a panic then aborts without a message) is the one judged against the
+#    size targets; the normal build (cross/build.sh, what the tests run) is printed
+#    beside it. When the small build cannot be made (no rust-src component and no
+#    rustup to install it, or a toolchain that changed the unstable flags), the normal
+#    build is judged and a note says so.
+# 2. Idle resident memory of the normal no-TLS binary once it has registered with a
+#    tiny loopback server and sent its first report.
 # 3. Idle wake-ups: context switches of all its threads over an idle window after
 #    the first report (step 600, so no report is due inside the window).
 #
@@ -18,8 +25,9 @@
 #   BENCH_MUSL_CC        C compiler for the musl target (ring, tls build); default:
 #                        musl-gcc (musl-tools is installed if missing), else gcc
 #   CARGO_TARGET_DIR     honoured as by cargo
-# It installs what it needs: the rustup target x86_64-unknown-linux-musl when it is
-# missing, and Debian's musl-tools (root + apt-get only) when musl-gcc is missing.
+# It installs what it needs: the rustup target x86_64-unknown-linux-musl and the
+# rust-src component when they are missing, and Debian's musl-tools (root + apt-get
+# only) when musl-gcc is missing.
 set -euo pipefail
 
 readonly TARGET=x86_64-unknown-linux-musl
@@ -98,6 +106,16 @@ ensure_musl_target() {
   rustup target add "$TARGET" >&2
 }
 
+# Installs the standard library's source (for the small builds) when it is missing.
+ensure_rust_src() {
+  if [[ -d "$(rustc --print sysroot)/lib/rustlib/src/rust/library" ]]; then
+    return 0
+  fi
+  command -v rustup >/dev/null || { say "no rustup and no rust-src component"; return 1; }
+  say "installing the rustup component rust-src"
+  rustup component add rust-src >&2
+}
+
 # Cargo's target directory, as cargo itself resolves it.
 target_dir() {
   cargo metadata --no-deps --format-version 1 2>/dev/null |
@@ -105,21 +123,34 @@ target_dir() {
     echo "${CARGO_TARGET_DIR:-$ROOT/target}"
 }
 
-# Builds the musl release binary and copies it to $WORK/$1.
+# The small build's cargo arguments, as in cross/build.sh --small: std rebuilt with the
+# immediate-abort panic strategy, the flags appended to .cargo/config.toml's rustflags
+# for the target. Run with RUSTC_BOOTSTRAP=1, into its own target directory.
+SMALL_ARGS=(-Z "build-std=std,panic_abort"
+  --config "target.$TARGET.rustflags = [\"-Zunstable-options\", \"-Cpanic=immediate-abort\"]")
+
+# Builds the musl release binary and copies it to $WORK/$1; a name ending in "-small"
+# makes the small build (in TARGET_DIR/small, as cross/build.sh --small).
 # $1 name, $2 C compiler for the target ("" = cargo's default), rest: cargo args.
 # The build log is $WORK/$1.build.log.
 build_musl() {
-  local name="$1" cc="$2" start=$SECONDS
+  local name="$1" cc="$2" start=$SECONDS dir bootstrap=() small=()
   shift 2
+  dir=$(target_dir)
+  if [[ $name == *-small ]]; then
+    bootstrap=(RUSTC_BOOTSTRAP=1)
+    small=(--target-dir "$dir/small" "${SMALL_ARGS[@]}")
+    dir+=/small
+  fi
   say "building $name ${cc:+(CC=$cc) }..."
-  if ! (cd "$ROOT" && env ${cc:+CC_x86_64_unknown_linux_musl="$cc"} \
-    cargo build --release --target "$TARGET" "$@") >"$WORK/$name.build.log" 2>&1; then
+  if ! (cd "$ROOT" && env "${bootstrap[@]}" ${cc:+CC_x86_64_unknown_linux_musl="$cc"} \
+    cargo build --release --target "$TARGET" "${small[@]}" "$@") >"$WORK/$name.build.log" 2>&1; then
     say "building $name failed:"
     { grep -E -m 12 -A3 '^error' "$WORK/$name.build.log" || tail -n 15 "$WORK/$name.build.log"; } |
       cut -c1-300 | sed 's/^/    /' >&2
     return 1
   fi
-  cp "$(target_dir)/$TARGET/release/bootagent" "$WORK/$name"
+  cp "$dir/$TARGET/release/bootagent" "$WORK/$name"
   say "built $name in $((SECONDS - start)) s"
 }
 
@@ -157,9 +188,34 @@ size_rows() {
   "$bin" -V >/dev/null 2>&1 || note "warning: $label binary: '-V' failed"
 }
 
+# The normal build's size beside the small one's: "1355128 B (1.355 MB, ...)".
+size_beside() {
+  local label="$1" bin="$2" small_bin="$3" size
+  size=$(stat -c %s "$bin")
+  row "  $label, normal build" "$(human_bytes "$size")" \
+    "$(awk -v d=$((size - $(stat -c %s "$small_bin"))) 'BEGIN { printf "small: -%.3f MB", d / 1e6 }')" "-"
+  row "  static, $label, normal" "$(static_check "$bin")" "-" "-"
+}
+
+# The small build of $1 (notls or tls; $2 C compiler, rest: cargo args), judged against
+# the limit $3 with the normal build $WORK/$1 beside it; the normal build is judged
+# when the small one cannot be made.
+small_or_normal() {
+  local name="$1" cc="$2" limit="$3" label="no TLS"
+  shift 3
+  [[ $name == notls ]] || label=TLS
+  if ensure_rust_src && build_musl "$name-small" "$cc" "$@"; then
+    size_rows "$label, small build" "$WORK/$name-small" "$limit"
+    size_beside "$label" "$WORK/$name" "$WORK/$name-small"
+  else
+    size_rows "$label, normal build" "$WORK/$name" "$limit"
+    note "no small $label build (see the errors above): the normal build is judged"
+  fi
+}
+
 build_notls() {
   if build_musl notls "" && [[ -x "$WORK/notls" ]]; then
-    size_rows "no TLS" "$WORK/notls" "$SIZE_LIMIT_NOTLS"
+    small_or_normal notls "" "$SIZE_LIMIT_NOTLS"
   else
     row "size, no TLS" "build failed (see the errors above)" "$(limit_text "$SIZE_LIMIT_NOTLS")" "NOT met"
     return 1
@@ -197,7 +253,7 @@ build_tls() {
     tried+=("$cc")
     if build_musl tls "$cc" --features tls; then
       note "tls build: ring's C compiled with CC_x86_64_unknown_linux_musl=$cc"
-      size_rows "TLS" "$WORK/tls" "$SIZE_LIMIT_TLS"
+      small_or_normal tls "$cc" "$SIZE_LIMIT_TLS" --features tls
       return 0
     fi
     if own_code_failed tls; then
@@ -368,6 +424,8 @@ print_table() {
     }'
   echo
   echo "MB = 10^6 bytes; RSS figures are from kB (1024 bytes) in /proc."
+  echo "Sizes: the small build (std with panic=immediate-abort, as cross/build.sh --small) is judged;"
+  echo "the normal build is printed under it. RSS and wake-ups: the normal no-TLS build."
   for r in "${NOTES[@]}"; do echo "$r"; done
 }
 
