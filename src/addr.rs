@@ -10,6 +10,8 @@ use std::fmt;
 pub const LIST_BYTES_MAX: usize = 4096;
 /// Most entries in one address list.
 pub const LIST_ENTRIES_MAX: usize = 32;
+/// Most characters of a bad entry quoted in an error.
+const ENTRY_SHOWN_CHARS_MAX: usize = 64;
 /// Longest host name (RFC 1035 limit on a full domain name).
 pub const HOST_BYTES_MAX: usize = 253;
 
@@ -69,7 +71,14 @@ impl fmt::Display for AddrError {
                 "server list has {entries} entries, more than {LIST_ENTRIES_MAX}"
             ),
             AddrError::Entry { entry, reason } => {
-                write!(f, "bad server address {entry:?}: {reason}")
+                // At most 64 characters of the entry, escaped by `{:?}`.
+                let shown: String = entry.chars().take(ENTRY_SHOWN_CHARS_MAX).collect();
+                let more = if entry.chars().count() > ENTRY_SHOWN_CHARS_MAX {
+                    "…"
+                } else {
+                    ""
+                };
+                write!(f, "bad server address {shown:?}{more}: {reason}")
             }
         }
     }

@@ -68,6 +68,10 @@ impl RestartPolicy {
     /// Reads a `restart` object (`delay_s`, `delay_max_s`, `window_s`, `failures_max`,
     /// `grace_s`; any may be left out) over the defaults.
     pub fn from_json(value: &Value) -> Result<RestartPolicy, String> {
+        Self::read(value).map_err(|message| crate::wire::one_line(&message))
+    }
+
+    fn read(value: &Value) -> Result<RestartPolicy, String> {
         let Value::Object(map) = value else {
             return Err(format!(
                 "restart is {}, not an object",

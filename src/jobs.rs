@@ -130,7 +130,7 @@ pub fn parse_job(value: &Value, limits: &Limits, cpus: u32) -> Result<(String, J
     let id = job_id(value);
     let reject = |message: String| Rejected {
         id: id.clone(),
-        message,
+        message: crate::wire::one_line(&message),
     };
     let Value::Object(map) = value else {
         return Err(reject(format!(
@@ -320,7 +320,7 @@ pub fn record(
     meta.jobs.push(JobRecord {
         id,
         errcode,
-        message,
+        message: crate::wire::one_line(&message),
         delivered: false,
         state,
     });
@@ -350,7 +350,7 @@ pub fn finish(meta: &mut Meta, id: &str, errcode: u32, message: String) {
     if let Some(record) = find_record(meta, id) {
         record.state = JobState::Finished;
         record.errcode = errcode;
-        record.message = message;
+        record.message = crate::wire::one_line(&message);
         record.delivered = false;
     }
 }

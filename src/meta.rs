@@ -251,7 +251,7 @@ impl MetaStore {
             return Ok(Some(Err(format!("larger than {} bytes", self.bytes_max))));
         }
         let parsed = serde_json::from_slice::<Meta>(&bytes)
-            .map_err(|e| e.to_string())
+            .map_err(|e| crate::wire::one_line(&e.to_string()))
             .and_then(|meta| meta.validate().map(|()| meta));
         Ok(Some(parsed))
     }

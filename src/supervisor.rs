@@ -64,6 +64,10 @@ impl Settings {
 
 /// Reads `envs`: names of letters, digits and `_`; `BOOT_AGENT_*` is reserved.
 pub fn parse_envs(value: &Value) -> Result<BTreeMap<String, String>, String> {
+    read_envs(value).map_err(|message| crate::wire::one_line(&message))
+}
+
+fn read_envs(value: &Value) -> Result<BTreeMap<String, String>, String> {
     let Value::Object(map) = value else {
         return Err(format!(
             "envs is {}, not an object",

@@ -191,6 +191,15 @@ fn failed(message: String) -> UnpackError {
     }
 }
 
+/// An error looking at a path inside `dest`: a path the package made too long for
+/// the file system is the package's fault (4); anything else the host's (5).
+fn checking(path: &Path, e: io::Error) -> UnpackError {
+    if e.raw_os_error() == Some(libc::ENAMETOOLONG) {
+        return bad("an entry makes a path too long for the file system".to_string());
+    }
+    failed(format!("checking {}: {e}", path.display()))
+}
+
 /// What was unpacked.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Unpacked {
@@ -564,7 +573,13 @@ impl<'a> Extractor<'a> {
                     )))
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => create_dir(&full, DIR_MODE)?,
-                Err(e) => return Err(failed(format!("checking {}: {e}", full.display()))),
+                // A path the package made too long for the file system is its fault.
+                Err(e) if e.raw_os_error() == Some(libc::ENAMETOOLONG) => {
+                    return Err(bad(format!(
+                        "entry {shown} makes a path too long for the file system"
+                    )))
+                }
+                Err(e) => return Err(checking(&full, e)),
             }
         }
         self.checked_dir = parent.to_path_buf();
@@ -624,7 +639,7 @@ impl<'a> Extractor<'a> {
                 )))
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => create_dir(&full, DIR_MODE)?,
-            Err(e) => return Err(failed(format!("checking {}: {e}", full.display()))),
+            Err(e) => return Err(checking(&full, e)),
         }
         fs::set_permissions(
             &full,
@@ -757,6 +772,9 @@ fn check_link_target(target: &Path, depth: usize) -> Result<(), &'static str> {
     let mut ups: usize = 0;
     let mut descended = false;
     for component in target.components() {
+        if component.as_os_str().len() > NAME_BYTES_MAX {
+            return Err("has a name longer than the file system allows in its target");
+        }
         match component {
             Component::RootDir | Component::Prefix(_) => return Err("points to an absolute path"),
             Component::CurDir => {}
@@ -782,7 +800,7 @@ fn is_extracted_file(dest: &Path, rel: &Path) -> Result<bool, UnpackError> {
         let meta = match fs::symlink_metadata(&full) {
             Ok(meta) => meta,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
-            Err(e) => return Err(failed(format!("checking {}: {e}", full.display()))),
+            Err(e) => return Err(checking(&full, e)),
         };
         let wanted = if index + 1 == count {
             meta.file_type().is_file()
@@ -821,7 +839,7 @@ fn find_root(dest: &Path) -> Result<(), UnpackError> {
     let top_dir = dest.join(&top);
     let is_dir = fs::symlink_metadata(&top_dir)
         .map(|meta| meta.file_type().is_dir())
-        .map_err(|e| failed(format!("checking {}: {e}", top_dir.display())))?;
+        .map_err(|e| checking(&top_dir, e))?;
     if !is_dir || !exists(&top_dir.join(RUN_FILE))? {
         return Err(no_run());
     }
@@ -876,12 +894,12 @@ fn check_run(dest: &Path) -> Result<(), UnpackError> {
         Err(e)
             if matches!(
                 e.raw_os_error(),
-                Some(libc::ENOENT | libc::ELOOP | libc::ENOTDIR)
+                Some(libc::ENOENT | libc::ELOOP | libc::ENOTDIR | libc::ENAMETOOLONG)
             ) =>
         {
             Err(bad("run is a symlink to nothing".to_string()))
         }
-        Err(e) => Err(failed(format!("checking {}: {e}", run.display()))),
+        Err(e) => Err(checking(&run, e)),
     }
 }
 
@@ -896,15 +914,20 @@ fn read_version_file(dest: &Path) -> Result<Option<String>, UnpackError> {
             return Ok(None);
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(failed(format!("checking {}: {e}", path.display()))),
+        Err(e) => {
+            log::warn!("ignoring {}: {e}", path.display());
+            return Ok(None);
+        }
     }
     let mut data = Vec::new();
-    File::open(&path)
-        .and_then(|file| {
-            file.take(VERSION_FILE_BYTES_MAX.saturating_add(1))
-                .read_to_end(&mut data)
-        })
-        .map_err(|e| failed(format!("reading {}: {e}", path.display())))?;
+    let read = File::open(&path).and_then(|file| {
+        file.take(VERSION_FILE_BYTES_MAX.saturating_add(1))
+            .read_to_end(&mut data)
+    });
+    if let Err(e) = read {
+        log::warn!("ignoring {}: {e}", path.display());
+        return Ok(None);
+    }
     let version = std::str::from_utf8(&data)
         .map(str::trim)
         .unwrap_or_default();
@@ -972,7 +995,7 @@ fn exists(path: &Path) -> Result<bool, UnpackError> {
     match fs::symlink_metadata(path) {
         Ok(_) => Ok(true),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(failed(format!("checking {}: {e}", path.display()))),
+        Err(e) => Err(checking(path, e)),
     }
 }
 

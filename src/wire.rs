@@ -197,6 +197,27 @@ fn bounded_string(
     }
 }
 
+/// Longest message built from outside input (job results, log lines), in bytes.
+pub const MESSAGE_BYTES_MAX: usize = 512;
+
+/// `text` made fit for one line of a message: control characters escaped, cut at
+/// about `MESSAGE_BYTES_MAX` bytes (on a character boundary) with an ellipsis.
+pub fn one_line(text: &str) -> String {
+    let mut out = String::with_capacity(text.len().min(MESSAGE_BYTES_MAX + 8));
+    for c in text.chars() {
+        if out.len() + c.len_utf8() > MESSAGE_BYTES_MAX {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// The JSON type of a value, for messages.
 pub fn kind(value: &Value) -> &'static str {
     match value {
@@ -266,6 +287,16 @@ mod tests {
                 .len(),
             0
         );
+    }
+
+    #[test]
+    fn messages_are_one_bounded_line() {
+        assert_eq!(one_line("a\nb\tc"), "a\\nb\\tc");
+        let long = one_line(&"x".repeat(10_000));
+        assert_eq!(long.len(), MESSAGE_BYTES_MAX + '…'.len_utf8());
+        assert!(long.ends_with('…'));
+        assert!(one_line(&"é".repeat(10_000)).len() <= MESSAGE_BYTES_MAX + 3);
+        assert_eq!(one_line("plain"), "plain");
     }
 
     #[test]
