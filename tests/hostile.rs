@@ -635,10 +635,9 @@ fn a_journal_of_rejected_jobs_still_loads() {
     }
 }
 
-/// Known bug: an entry whose parent path passes PATH_MAX under `dest` (while the entry
-/// path itself is within `path_bytes_max`, 4096) fails in `ensure_parent`'s
-/// `symlink_metadata` with ENAMETOOLONG, which unpack.rs reports as errcode 5 (the
-/// host's fault) with the raw path (control characters and all) in the message.
+/// An entry whose parent path passes PATH_MAX under `dest` (while the entry path
+/// itself is within `path_bytes_max`, 4096) fails with ENAMETOOLONG: that is the
+/// package's fault (errcode 4), in a one-line message.
 #[test]
 fn a_path_past_path_max_is_the_packages_fault() {
     let scratch = Scratch::new("pathmax");

@@ -194,6 +194,12 @@ fn mutual_tls_refuses_a_client_without_a_certificate() {
     let pki = TestPki::new();
     let server = TlsServer::start(&pki, true);
     assert_refused(&server, &ca(&pki), "client certificate refused");
+    // The server's side of the failed handshake is recorded by its own thread,
+    // possibly just after the client saw the alert: wait for it, with a deadline.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while server.handshake_errors().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     assert_eq!(server.handshake_errors().len(), 1);
 }
 

@@ -1,0 +1,482 @@
+//! Child logs: each child's stdout and stderr, through one pipe, appended to
+//! `logs/NAME.log` and rotated by size into `NAME.log.1` … (PROTOCOL.md sections 6
+//! and 8). Bounded on disk, and never a reason for a child or BootAgent to wait.
+//!
+//! ```text
+//!   child A ══ pipe ══╗
+//!   child B ══ pipe ══╬══► log thread ──► logs/A.log ──rotate──► logs/A.log.1
+//!   attach ── queue ──╢    poll(wake, pipes…)
+//!   attach, shutdown ─╨─ wake-up pipe
+//! ```
+//!
+//! One thread serves every child. It sleeps in `poll(2)`, without a timeout, on the
+//! read ends of the children's pipes and on a wake-up pipe; `attach` queues a pipe on a
+//! bounded channel and writes one byte to the wake-up pipe, `shutdown` sets a flag and
+//! does the same. An idle agent has an idle log thread: there is no tick.
+//!
+//! Bounds:
+//! - Each round reads at most `read_chunk_bytes` from each ready pipe (read ends are
+//!   non-blocking), so a chatty child cannot starve the others, and the thread holds
+//!   one chunk of memory.
+//! - A file is rotated when it reaches `file_bytes_max`: `NAME.log` → `NAME.log.1` → …
+//!   → `NAME.log.(files_max-1)`, the oldest one replaced. The cut is at a line end when
+//!   the chunk being written has one: the last one that fits, else the first one past
+//!   the limit, and then the file exceeds the limit by less than one chunk; a chunk
+//!   without a line end is cut at the limit. A child takes at most
+//!   `files_max × (file_bytes_max + read_chunk_bytes)` on disk.
+//! - At most `ATTACHED_MAX` pipes at once; past that `attach` fails and the caller
+//!   sends the child's output to `/dev/null`.
+//!
+//! When a write fails (disk full, directory gone, permissions), the data is dropped and
+//! counted: one warning per failure streak, one line when writing succeeds again. The
+//! thread never stops reading, so a child never blocks because of BootAgent; the one wait
+//! left is the disk itself (a write to a hung disk holds the thread, and a child then
+//! blocks once its pipe buffer is full).
+//!
+//! There is no detach: a pipe is forgotten at end of file, once the child and every
+//! process that inherited its write end have closed it. Two pipes may share a file (a
+//! restarted child while a grandchild of the old one still writes): both append to it,
+//! and it rotates once for both.
+//!
+//! The caller, for each start: `let (read, write) = output_pipe()?`, then
+//! `attach(path, read)` (on error, the child gets `/dev/null`), then the child gets
+//! `write` as stdout and a `try_clone` of it as stderr. The parent's copies of the write
+//! end must be closed once the child runs (dropping the `Command` does it), or the pipe
+//! never reaches end of file.
+
+mod rotate;
+
+use log::warn;
+use rotate::LogFile;
+use std::collections::HashMap;
+use std::ffi::c_int;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Pipes attached at once, across all children.
+pub const ATTACHED_MAX: usize = 1024;
+/// Capacity of the attach queue. A queued pipe holds one of the `ATTACHED_MAX` slots,
+/// so the queue is never full when `attach` has found a free slot: `attach` never waits.
+const ATTACH_QUEUE_MAX: usize = ATTACHED_MAX;
+/// Smallest `file_bytes_max` taken: a smaller limit would make rotation all renames.
+const FILE_BYTES_MAX_FLOOR: u64 = 1024;
+/// Largest `files_max` taken: each rotation renames every file.
+const FILES_MAX_CEILING: u32 = 100;
+/// Bounds of `read_chunk_bytes`: a few lines at least, bounded memory at most.
+const READ_CHUNK_BYTES_FLOOR: usize = 512;
+const READ_CHUNK_BYTES_CEILING: usize = 1024 * 1024;
+/// Longest `shutdown` spends reading what the children wrote before it.
+const SHUTDOWN_DRAIN_MS: u64 = 100;
+/// Pause after a failed `poll(2)`, so that a lasting failure cannot spin the thread.
+const POLL_ERROR_PAUSE_MS: u64 = 100;
+/// Bytes taken from the wake-up pipe per round; more wake the next round.
+const WAKE_READ_BYTES: usize = 64;
+
+/// Bounds of the child logs. `LogConfig::default()` is PROTOCOL.md's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogConfig {
+    /// Size at which a child's log file is rotated. A file exceeds it by less than
+    /// `read_chunk_bytes`, to end on a line. At least `FILE_BYTES_MAX_FLOOR`.
+    pub file_bytes_max: u64,
+    /// Files per child: `NAME.log` plus `NAME.log.1` … `NAME.log.(files_max-1)`.
+    /// 1 to `FILES_MAX_CEILING`.
+    pub files_max: u32,
+    /// Largest read from one pipe in one round; also the thread's buffer.
+    pub read_chunk_bytes: usize,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            file_bytes_max: 1024 * 1024,
+            files_max: 2,
+            read_chunk_bytes: 64 * 1024,
+        }
+    }
+}
+
+impl LogConfig {
+    /// The same configuration, each bound brought within its floor and ceiling.
+    fn sane(self) -> LogConfig {
+        LogConfig {
+            file_bytes_max: self.file_bytes_max.max(FILE_BYTES_MAX_FLOOR),
+            files_max: self.files_max.clamp(1, FILES_MAX_CEILING),
+            read_chunk_bytes: self
+                .read_chunk_bytes
+                .clamp(READ_CHUNK_BYTES_FLOOR, READ_CHUNK_BYTES_CEILING),
+        }
+    }
+}
+
+/// The pipe for one child's stdout and stderr, as `(read end, write end)`, both
+/// close-on-exec: the read end goes to `attach`, the write end to the child. (std's
+/// `io::pipe` does the same from Rust 1.87, above the crate's `rust-version`.)
+pub fn output_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    pipe(0)
+}
+
+/// Handle to the log thread; cheap to clone. The thread ends at `shutdown`, or when
+/// the last handle is dropped.
+#[derive(Clone)]
+pub struct ChildLogs {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    attachments: SyncSender<Attachment>,
+    /// Write end of the wake-up pipe. Its closing (the last handle dropped) ends the thread.
+    wake: File,
+    shared: Arc<Shared>,
+    thread: Mutex<Option<thread::JoinHandle<()>>>,
+}
+
+/// A pipe on its way to the log thread.
+struct Attachment {
+    path: PathBuf,
+    read_end: File,
+}
+
+/// What the handles and the thread both see.
+struct Shared {
+    attached_max: usize,
+    /// Pipes attached or queued.
+    attached: AtomicUsize,
+    stopping: AtomicBool,
+    read_bytes: AtomicU64,
+    dropped_bytes: AtomicU64,
+    /// Write failure streaks, each warned about once.
+    failure_streaks: AtomicU64,
+    /// The log thread's kernel thread id and its rounds, for the idle test.
+    #[cfg(test)]
+    tid: std::sync::atomic::AtomicI32,
+    #[cfg(test)]
+    rounds: AtomicU64,
+}
+
+impl Shared {
+    fn new(attached_max: usize) -> Shared {
+        Shared {
+            attached_max: attached_max.min(ATTACH_QUEUE_MAX),
+            attached: AtomicUsize::new(0),
+            stopping: AtomicBool::new(false),
+            read_bytes: AtomicU64::new(0),
+            dropped_bytes: AtomicU64::new(0),
+            failure_streaks: AtomicU64::new(0),
+            #[cfg(test)]
+            tid: std::sync::atomic::AtomicI32::new(0),
+            #[cfg(test)]
+            rounds: AtomicU64::new(0),
+        }
+    }
+
+    /// Gives back an attached slot.
+    fn release(&self) {
+        // Never an error: the closure always gives a value.
+        let _ = self
+            .attached
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                Some(n.saturating_sub(1))
+            });
+    }
+}
+
+impl ChildLogs {
+    /// Starts the log thread.
+    pub fn start(config: LogConfig) -> io::Result<ChildLogs> {
+        ChildLogs::start_bounded(config, ATTACHED_MAX)
+    }
+
+    fn start_bounded(config: LogConfig, attached_max: usize) -> io::Result<ChildLogs> {
+        let config = config.sane();
+        let (wake_read, wake_write) = pipe(libc::O_NONBLOCK)?;
+        let (sender, receiver) = mpsc::sync_channel(ATTACH_QUEUE_MAX);
+        let shared = Arc::new(Shared::new(attached_max));
+        let worker = Worker {
+            config,
+            wake: File::from(wake_read),
+            attachments: receiver,
+            shared: Arc::clone(&shared),
+            pipes: Vec::new(),
+            files: HashMap::new(),
+            fds: Vec::new(),
+            buf: vec![0; config.read_chunk_bytes],
+        };
+        let thread = thread::Builder::new()
+            .name("childlog".to_string())
+            .spawn(move || worker.run())?;
+        Ok(ChildLogs {
+            inner: Arc::new(Inner {
+                attachments: sender,
+                wake: File::from(wake_write),
+                shared,
+                thread: Mutex::new(Some(thread)),
+            }),
+        })
+    }
+
+    /// Hands the read end of a child's output pipe to the log thread; output is
+    /// appended to `path`. Never waits. Fails past `ATTACHED_MAX` pipes and after
+    /// `shutdown`; the read end is then closed, and the caller gives the child
+    /// `/dev/null` instead.
+    pub fn attach(&self, path: PathBuf, read_end: OwnedFd) -> io::Result<()> {
+        let shared = &self.inner.shared;
+        let refuse = |why: &str| io::Error::other(format!("child log {}: {why}", path.display()));
+        if shared.stopping.load(Ordering::SeqCst) {
+            return Err(refuse("the log thread is shut down"));
+        }
+        let reserved = shared
+            .attached
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < shared.attached_max).then_some(n + 1)
+            });
+        if reserved.is_err() {
+            let why = format!("{} pipes are attached already", shared.attached_max);
+            return Err(refuse(&why));
+        }
+        if let Err(err) = set_nonblocking(&read_end) {
+            shared.release();
+            return Err(refuse(&format!("cannot make the pipe non-blocking: {err}")));
+        }
+        let sent = self.inner.attachments.try_send(Attachment {
+            path: path.clone(),
+            read_end: File::from(read_end),
+        });
+        let why = match sent {
+            Ok(()) => {
+                self.inner.wake();
+                return Ok(());
+            }
+            // Not expected: the queue holds as many as there are slots (ATTACH_QUEUE_MAX).
+            Err(TrySendError::Full(_)) => "the attach queue is full",
+            Err(TrySendError::Disconnected(_)) => "the log thread has ended",
+        };
+        shared.release();
+        Err(refuse(why))
+    }
+
+    /// Number of pipes currently attached (for tests and status).
+    pub fn attached(&self) -> usize {
+        self.inner.shared.attached.load(Ordering::SeqCst)
+    }
+
+    /// Stops the thread after draining what is readable now, for at most
+    /// `SHUTDOWN_DRAIN_MS`; used at shutdown, once the children are stopped. The pipes
+    /// are closed: a child still writing gets `SIGPIPE` (or `EPIPE`). Later calls, from
+    /// any clone, return at once.
+    pub fn shutdown(&self) {
+        // Held until the thread has ended, so that a concurrent call also returns after.
+        let mut thread = self.inner.thread.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(handle) = thread.take() {
+            self.inner.shared.stopping.store(true, Ordering::SeqCst);
+            self.inner.wake();
+            if handle.join().is_err() {
+                log::error!("the child log thread panicked");
+            }
+        }
+    }
+}
+
+impl Inner {
+    /// Wakes the log thread from `poll(2)`.
+    fn wake(&self) {
+        // Non-blocking: a full wake-up pipe already holds a wake-up, so nothing is lost.
+        let _ = (&self.wake).write(&[1]);
+    }
+}
+
+/// A child's pipe, attached.
+struct Pipe {
+    read_end: File,
+    /// The key of its file in `Worker::files`.
+    path: PathBuf,
+    /// False from end of file (or a read error) on; forgotten at the end of the round.
+    open: bool,
+}
+
+/// The log thread's state. Only the thread touches it.
+struct Worker {
+    config: LogConfig,
+    wake: File,
+    attachments: Receiver<Attachment>,
+    shared: Arc<Shared>,
+    pipes: Vec<Pipe>,
+    /// One entry per path, shared by the pipes that write to it.
+    files: HashMap<PathBuf, LogFile>,
+    /// `poll(2)`'s set: the wake-up pipe, then `pipes` in order.
+    fds: Vec<libc::pollfd>,
+    buf: Vec<u8>,
+}
+
+impl Worker {
+    /// The thread: a round per wake-up, until `shutdown` (or the last handle's drop)
+    /// and a drain of at most `SHUTDOWN_DRAIN_MS`.
+    fn run(mut self) {
+        // SAFETY: gettid has no preconditions and touches no memory.
+        #[cfg(test)]
+        self.shared
+            .tid
+            .store(unsafe { libc::gettid() }, Ordering::SeqCst);
+        let mut drain_until: Option<Instant> = None;
+        let mut poll_failing = false;
+        loop {
+            let timeout_ms = if drain_until.is_some() { 0 } else { -1 };
+            let polled = self.poll(timeout_ms);
+            #[cfg(test)]
+            self.shared.rounds.fetch_add(1, Ordering::SeqCst);
+            match polled {
+                Ok(()) => poll_failing = false,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => {
+                    if !poll_failing {
+                        warn!("child logs: poll failed: {err}; retrying");
+                    }
+                    poll_failing = true;
+                    thread::sleep(Duration::from_millis(POLL_ERROR_PAUSE_MS));
+                }
+            }
+            if self.fds.first().is_some_and(|fd| fd.revents != 0) && !self.take_wake() {
+                // End of file: every handle is gone, nobody will call shutdown.
+                self.shared.stopping.store(true, Ordering::SeqCst);
+            }
+            self.take_attachments();
+            let readable = self.read_round();
+            match drain_until {
+                None if self.shared.stopping.load(Ordering::SeqCst) => {
+                    drain_until = Some(Instant::now() + Duration::from_millis(SHUTDOWN_DRAIN_MS));
+                }
+                Some(deadline) if !readable || Instant::now() >= deadline => break,
+                _ => {}
+            }
+        }
+        self.shared.attached.store(0, Ordering::SeqCst);
+    }
+
+    /// Waits in `poll(2)` for the wake-up pipe or a child's pipe; -1 waits for ever.
+    fn poll(&mut self, timeout_ms: c_int) -> io::Result<()> {
+        let watch = |fd: &dyn AsRawFd| libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        self.fds.clear();
+        self.fds.push(watch(&self.wake));
+        self.fds
+            .extend(self.pipes.iter().map(|p| watch(&p.read_end)));
+        // No truncation: at most ATTACHED_MAX + 1 entries.
+        let count = self.fds.len() as libc::nfds_t;
+        // SAFETY: `fds` holds `count` initialised pollfds and is borrowed exclusively
+        // for the call; the descriptors stay open while `self` owns them.
+        let rc = unsafe { libc::poll(self.fds.as_mut_ptr(), count, timeout_ms) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Empties (some of) the wake-up pipe. False at end of file: every handle is gone.
+    fn take_wake(&mut self) -> bool {
+        let mut buf = [0; WAKE_READ_BYTES];
+        // Would-block or interrupted: a later round sees the rest, if any.
+        !matches!((&self.wake).read(&mut buf), Ok(0))
+    }
+
+    /// Takes the queued pipes in, each counted as a user of its path's file.
+    fn take_attachments(&mut self) {
+        while let Ok(Attachment { path, read_end }) = self.attachments.try_recv() {
+            let file = self
+                .files
+                .entry(path.clone())
+                .or_insert_with(|| LogFile::new(path.clone()));
+            file.users += 1;
+            self.pipes.push(Pipe {
+                read_end,
+                path,
+                open: true,
+            });
+        }
+    }
+
+    /// Reads one chunk from each ready pipe into its file, then forgets the pipes at
+    /// end of file. True when some pipe was ready.
+    fn read_round(&mut self) -> bool {
+        let mut readable = false;
+        // `fds[1..]` follows `pipes`; pipes attached after the poll are not in it yet.
+        for (pipe, fd) in self.pipes.iter_mut().zip(self.fds.iter().skip(1)) {
+            if fd.revents == 0 {
+                continue;
+            }
+            readable = true;
+            match (&pipe.read_end).read(&mut self.buf) {
+                Ok(0) => pipe.open = false,
+                Ok(n) => {
+                    self.shared
+                        .read_bytes
+                        .fetch_add(n as u64, Ordering::Relaxed);
+                    if let (Some(file), Some(data)) =
+                        (self.files.get_mut(&pipe.path), self.buf.get(..n))
+                    {
+                        file.append(data, &self.config, &self.shared);
+                    }
+                }
+                Err(err)
+                    if matches!(
+                        err.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                    ) => {}
+                Err(err) => {
+                    warn!("child log {}: closing its pipe: {err}", pipe.path.display());
+                    pipe.open = false;
+                }
+            }
+        }
+        let (files, shared) = (&mut self.files, &self.shared);
+        self.pipes.retain(|pipe| {
+            if pipe.open {
+                return true;
+            }
+            if let Some(file) = files.get_mut(&pipe.path) {
+                file.users = file.users.saturating_sub(1);
+                if file.users == 0 {
+                    files.remove(&pipe.path);
+                }
+            }
+            shared.release();
+            false
+        });
+        readable
+    }
+}
+
+/// A close-on-exec pipe with `flags` (`O_NONBLOCK`) added, as `(read end, write end)`.
+fn pipe(flags: c_int) -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds: [c_int; 2] = [-1, -1];
+    // SAFETY: `fds` is a writable array of two c_int, as pipe2 requires.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | flags) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 succeeded: both descriptors are open and owned by nothing else.
+    let ends = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    Ok(ends)
+}
+
+/// Sets `O_NONBLOCK` on `fd`'s open file description.
+fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
+    let fd = fd.as_raw_fd();
+    // SAFETY: `fd` is open while borrowed; F_GETFL only reads the status flags.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    // SAFETY: as above; F_SETFL only changes the status flags.
+    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

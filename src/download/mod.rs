@@ -1,0 +1,448 @@
+//! Package downloads (PROTOCOL.md section 9): one URL streamed into a temporary file.
+//!
+//! Schemes: `http://` and `https://` (ureq; https only in a build with the `tls`
+//! feature; up to `REDIRECTS_MAX` redirects), `file://` (a local absolute path,
+//! `file:///abs/path` or `file://localhost/abs/path`) and `ftp://` (hand-rolled over
+//! `TcpStream`: passive mode, `EPSV` first and `PASV` as the fallback on IPv4, binary
+//! type, `SIZE` when the server has it; anonymous unless the URL carries
+//! `user:password@`; user, password and path are percent-decoded, and the path is
+//! retrieved relative to the login directory as RFC 1738 says, so `%2F` makes it
+//! absolute). Any other scheme is an invalid URL (errcode 1).
+//!
+//! Streaming: the content goes through one fixed buffer of `BUFFER_BYTES` into a new
+//! temporary file in the target directory (named `TEMP_PREFIX…TEMP_SUFFIX`, mode 0600)
+//! while its SHA256 is computed; it is never held whole in memory. On success the file
+//! is fsync'd and handed over; on any error it is removed.
+//!
+//! Bounds (`DownloadLimits`): a size over `bytes_max` is refused as soon as it is
+//! announced (Content-Length, file size, FTP `SIZE`) and aborted as soon as it is
+//! exceeded otherwise; a transfer with no byte for `stall_ms` is aborted (ureq's
+//! per-read timeout, socket read timeouts for FTP; a local file cannot stall); free
+//! space (`statvfs` on the directory) must be the announced size plus
+//! `free_bytes_min`, or `free_bytes_min` when the size is unknown, and is checked
+//! again every `SPACE_CHECK_EVERY_BYTES` written. `cancel` is checked between reads:
+//! within `POLL_MS` for FTP and file, within `stall_ms` at worst for HTTP (ureq's read
+//! cannot be interrupted). A body shorter than announced is an error. FTP replies are
+//! read with bounded line lengths and line counts, so a hostile server cannot make
+//! the agent buffer without end; ureq bounds HTTP headers the same way.
+//!
+//! Errors (`DownloadError`) are one line naming the URL or server and the problem,
+//! with the password of a URL masked (`user:***@`); `errcode()` maps them onto
+//! PROTOCOL.md section 7: 1 invalid URL, 2 download failed, 5 local disk.
+//!
+//! Not done: proxies for FTP (HTTP follows ureq's `*_PROXY` environment handling),
+//! FTPS, active-mode FTP, HTTP resume.
+
+mod file;
+mod ftp;
+mod http;
+mod sink;
+mod url;
+
+use file::open_file;
+use ftp::open_ftp;
+use http::open_http;
+use sink::{free_space, Sink};
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use url::shown_url;
+
+const MIB: u64 = 1024 * 1024;
+/// Default largest download (PROTOCOL.md section 9: 1 GiB).
+pub const BYTES_MAX_DEFAULT: u64 = 1024 * MIB;
+/// Default time without a byte after which a download is aborted.
+pub const STALL_MS_DEFAULT: u64 = 60_000;
+/// Default TCP connect timeout.
+pub const CONNECT_TIMEOUT_MS_DEFAULT: u64 = 10_000;
+/// Default free space left over after a download, so the metafile can still be written.
+pub const FREE_BYTES_MIN_DEFAULT: u64 = 16 * MIB;
+/// Temporary files are named `TEMP_PREFIX<pid>-<n>TEMP_SUFFIX`, so that leftovers of a
+/// crash can be recognised and swept.
+pub const TEMP_PREFIX: &str = ".download-";
+pub const TEMP_SUFFIX: &str = ".part";
+
+/// The one copy buffer of a download.
+const BUFFER_BYTES: usize = 64 * 1024;
+/// Shortest timeout given to a socket (a zero timeout is refused by std).
+const TIMEOUT_MS_MIN: u64 = 1;
+/// Longest URL or server reply quoted in a message.
+const SHOWN_CHARS_MAX: usize = 256;
+
+/// Bounds of one download, and the TLS trust of `https://` URLs.
+#[derive(Clone, Debug)]
+pub struct DownloadLimits {
+    /// A larger download is refused or aborted.
+    pub bytes_max: u64,
+    /// Aborted after this long without a byte.
+    pub stall_ms: u64,
+    /// TCP connect timeout.
+    pub connect_timeout_ms: u64,
+    /// Free space that must remain in the directory after the download.
+    pub free_bytes_min: u64,
+    /// Trust and identity for `https://` (the same as the server exchanges').
+    pub tls: crate::tls::Loaded,
+}
+
+impl Default for DownloadLimits {
+    fn default() -> Self {
+        DownloadLimits {
+            bytes_max: BYTES_MAX_DEFAULT,
+            stall_ms: STALL_MS_DEFAULT,
+            connect_timeout_ms: CONNECT_TIMEOUT_MS_DEFAULT,
+            free_bytes_min: FREE_BYTES_MIN_DEFAULT,
+            tls: crate::tls::Loaded::default(),
+        }
+    }
+}
+
+/// A finished download: the temporary file (in the directory given, mode 0600,
+/// fsync'd), its size and its SHA256. The caller owns the file from here on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Downloaded {
+    pub path: PathBuf,
+    pub bytes: u64,
+    pub sha256: [u8; 32],
+}
+
+/// Why a download failed. URLs in it have their password masked.
+#[derive(Debug)]
+pub enum DownloadError {
+    /// Not a URL this agent can download (errcode 1).
+    InvalidUrl { url: String, problem: String },
+    /// Connecting, the HTTP exchange or the FTP dialogue failed (one line, ready).
+    Network(String),
+    /// The HTTP server answered with a status other than 2xx.
+    Status { url: String, code: u16 },
+    /// The FTP server refused a command: its reply.
+    Ftp { server: String, reply: String },
+    /// No byte for `stall_ms`.
+    Stalled { url: String, stall_ms: u64 },
+    /// Over `bytes_max`, announced or received.
+    TooLarge { url: String, bytes_max: u64 },
+    /// Received a different length than announced (a connection closed early).
+    LengthMismatch {
+        url: String,
+        got: u64,
+        expected: u64,
+    },
+    /// A `file://` source that cannot be read.
+    Source { path: String, problem: String },
+    /// `cancel` was set.
+    Cancelled { url: String },
+    /// Not enough free space to start (errcode 5).
+    NoSpace {
+        dir: PathBuf,
+        need_bytes: u64,
+        free_bytes: u64,
+    },
+    /// The disk filled while downloading (errcode 5).
+    DiskFilled {
+        dir: PathBuf,
+        written_bytes: u64,
+        free_bytes: u64,
+    },
+    /// The temporary file cannot be created or written (errcode 5).
+    Disk { path: PathBuf, problem: String },
+}
+
+impl DownloadError {
+    /// The job errcode of PROTOCOL.md section 7.
+    pub fn errcode(&self) -> u32 {
+        match self {
+            DownloadError::InvalidUrl { .. } => 1,
+            DownloadError::NoSpace { .. }
+            | DownloadError::DiskFilled { .. }
+            | DownloadError::Disk { .. } => 5,
+            DownloadError::Network(_)
+            | DownloadError::Status { .. }
+            | DownloadError::Ftp { .. }
+            | DownloadError::Stalled { .. }
+            | DownloadError::TooLarge { .. }
+            | DownloadError::LengthMismatch { .. }
+            | DownloadError::Source { .. }
+            | DownloadError::Cancelled { .. } => 2,
+        }
+    }
+}
+
+impl fmt::Display for DownloadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DownloadError::InvalidUrl { url, problem } => write!(f, "{problem}: {url}"),
+            DownloadError::Network(line) => f.write_str(line),
+            DownloadError::Status { url, code } => write!(f, "HTTP {code} for {url}"),
+            DownloadError::Ftp { server, reply } => write!(f, "ftp {server}: {reply}"),
+            DownloadError::Stalled { url, stall_ms } => {
+                write!(
+                    f,
+                    "stalled for {} downloading {url}",
+                    duration_text(*stall_ms)
+                )
+            }
+            DownloadError::TooLarge { url, bytes_max } => {
+                write!(f, "larger than {bytes_max} bytes: {url}")
+            }
+            DownloadError::LengthMismatch { url, got, expected } if got < expected => {
+                write!(f, "truncated: got {got} of {expected} bytes from {url}")
+            }
+            DownloadError::LengthMismatch { url, got, expected } => {
+                write!(
+                    f,
+                    "longer than announced: got {got} of {expected} bytes from {url}"
+                )
+            }
+            DownloadError::Source { path, problem } => write!(f, "cannot read {path}: {problem}"),
+            DownloadError::Cancelled { url } => write!(f, "download cancelled: {url}"),
+            DownloadError::NoSpace {
+                dir,
+                need_bytes,
+                free_bytes,
+            } => write!(
+                f,
+                "no space left: need {} MB in {}, {} MB free",
+                need_bytes.div_ceil(MIB),
+                dir.display(),
+                free_bytes / MIB
+            ),
+            DownloadError::DiskFilled {
+                dir,
+                written_bytes,
+                free_bytes,
+            } => write!(
+                f,
+                "no space left in {} after writing {} MB, {} MB free",
+                dir.display(),
+                written_bytes / MIB,
+                free_bytes / MIB
+            ),
+            DownloadError::Disk { path, problem } => {
+                write!(f, "cannot write {}: {problem}", path.display())
+            }
+        }
+    }
+}
+
+impl std::error::Error for DownloadError {}
+
+/// Streams `url` into a new temporary file in `dir` while computing its SHA256, within
+/// `limits`; see the module documentation. The temporary file is removed on any error.
+pub fn download(
+    url: &str,
+    dir: &Path,
+    limits: &DownloadLimits,
+    cancel: &AtomicBool,
+) -> Result<Downloaded, DownloadError> {
+    let ctx = Ctx {
+        shown: shown_url(url),
+        limits,
+        cancel,
+    };
+    let scheme = url.find("://").map(|end| url[..end].to_ascii_lowercase());
+    let result = match scheme.as_deref() {
+        Some("http") => open_http(url, &ctx).and_then(|mut s| transfer(&mut s, dir, &ctx)),
+        Some("https") if cfg!(feature = "tls") => {
+            open_http(url, &ctx).and_then(|mut s| transfer(&mut s, dir, &ctx))
+        }
+        Some("https") => Err(ctx.invalid("https:// needs a bootagent built with the tls feature")),
+        Some("file") => open_file(url, &ctx).and_then(|mut s| transfer(&mut s, dir, &ctx)),
+        Some("ftp") => open_ftp(url, &ctx).and_then(|mut s| transfer(&mut s, dir, &ctx)),
+        Some(other) => Err(ctx.invalid(&format!(
+            "unsupported URL scheme {} (http, https, file and ftp are)",
+            clip(other)
+        ))),
+        None => Err(ctx.invalid("not a URL")),
+    };
+    match &result {
+        Ok(done) => log::debug!("downloaded {} ({} bytes)", ctx.shown, done.bytes),
+        Err(err) => log::debug!("download failed: {err}"),
+    }
+    result
+}
+
+/// Parses `SHA256:` followed by 64 hex digits (either case; the prefix too).
+pub fn parse_checksum(text: &str) -> Result<[u8; 32], String> {
+    const PREFIX: &str = "SHA256:";
+    const HEX_DIGITS: usize = 64;
+    let digits = match text.get(..PREFIX.len()) {
+        Some(prefix) if prefix.eq_ignore_ascii_case(PREFIX) => &text[PREFIX.len()..],
+        _ => return Err(format!("checksum must start with {PREFIX}: {}", clip(text))),
+    };
+    if digits.len() != HEX_DIGITS {
+        return Err(format!(
+            "checksum needs {HEX_DIGITS} hex digits after {PREFIX}, got {} characters",
+            digits.chars().count()
+        ));
+    }
+    let mut sum = [0u8; 32];
+    for (i, pair) in digits.as_bytes().chunks(2).enumerate() {
+        match (hex_value(pair[0]), hex_value(pair[1])) {
+            (Some(high), Some(low)) => sum[i] = high << 4 | low,
+            _ => return Err(format!("checksum has a non-hex digit: {}", clip(text))),
+        }
+    }
+    Ok(sum)
+}
+
+/// Lowercase hexadecimal.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        out.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        out.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
+    }
+    out
+}
+
+fn hex_value(digit: u8) -> Option<u8> {
+    match digit {
+        b'0'..=b'9' => Some(digit - b'0'),
+        b'a'..=b'f' => Some(digit - b'a' + 10),
+        b'A'..=b'F' => Some(digit - b'A' + 10),
+        _ => None,
+    }
+}
+
+// ---------------------------------------------------------------- the copy
+
+/// What one download needs everywhere: the URL as it may be shown, the bounds and
+/// the cancel flag.
+struct Ctx<'a> {
+    shown: String,
+    limits: &'a DownloadLimits,
+    cancel: &'a AtomicBool,
+}
+
+impl Ctx<'_> {
+    fn invalid(&self, problem: &str) -> DownloadError {
+        DownloadError::InvalidUrl {
+            url: self.shown.clone(),
+            problem: problem.to_string(),
+        }
+    }
+    fn stalled(&self) -> DownloadError {
+        DownloadError::Stalled {
+            url: self.shown.clone(),
+            stall_ms: self.limits.stall_ms,
+        }
+    }
+    fn cancelled(&self) -> DownloadError {
+        DownloadError::Cancelled {
+            url: self.shown.clone(),
+        }
+    }
+    fn is_cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed)
+    }
+    fn stall(&self) -> Duration {
+        Duration::from_millis(self.limits.stall_ms.max(TIMEOUT_MS_MIN))
+    }
+    fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.limits.connect_timeout_ms.max(TIMEOUT_MS_MIN))
+    }
+}
+
+/// An opened download: its announced size, then its bytes.
+trait Source {
+    fn size(&self) -> Option<u64>;
+    /// Reads some bytes; 0 at the end.
+    fn read(&mut self, buf: &mut [u8], ctx: &Ctx<'_>) -> Result<usize, DownloadError>;
+    /// After the end: whatever the protocol says once the bytes are in.
+    fn finish(&mut self, _ctx: &Ctx<'_>) -> Result<(), DownloadError> {
+        Ok(())
+    }
+}
+
+fn transfer(
+    source: &mut impl Source,
+    dir: &Path,
+    ctx: &Ctx<'_>,
+) -> Result<Downloaded, DownloadError> {
+    let limits = ctx.limits;
+    let size = source.size();
+    if size.is_some_and(|size| size > limits.bytes_max) {
+        return Err(DownloadError::TooLarge {
+            url: ctx.shown.clone(),
+            bytes_max: limits.bytes_max,
+        });
+    }
+    let need_bytes = size.unwrap_or(0).saturating_add(limits.free_bytes_min);
+    let free_bytes = free_space(dir)?;
+    if free_bytes < need_bytes {
+        return Err(DownloadError::NoSpace {
+            dir: dir.to_path_buf(),
+            need_bytes,
+            free_bytes,
+        });
+    }
+    let mut sink = Sink::create(dir, size, limits.free_bytes_min)?;
+    let mut buf = vec![0u8; BUFFER_BYTES];
+    loop {
+        if ctx.is_cancelled() {
+            return Err(ctx.cancelled());
+        }
+        let n = source.read(&mut buf, ctx)?;
+        if n == 0 {
+            break;
+        }
+        if sink.bytes.saturating_add(n as u64) > limits.bytes_max {
+            return Err(DownloadError::TooLarge {
+                url: ctx.shown.clone(),
+                bytes_max: limits.bytes_max,
+            });
+        }
+        sink.write(&buf[..n])?;
+    }
+    source.finish(ctx)?;
+    if let Some(expected) = size.filter(|&expected| expected != sink.bytes) {
+        return Err(DownloadError::LengthMismatch {
+            url: ctx.shown.clone(),
+            got: sink.bytes,
+            expected,
+        });
+    }
+    sink.finish()
+}
+
+// ---------------------------------------------------------------- text
+
+/// One line of at most `SHOWN_CHARS_MAX` characters.
+fn clip(text: &str) -> String {
+    let mut out: String = text
+        .chars()
+        .take(SHOWN_CHARS_MAX)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    if text.chars().nth(SHOWN_CHARS_MAX).is_some() {
+        out.push('…');
+    }
+    out
+}
+
+/// An `io::Error` in lowercase, without std's ` (os error N)`.
+fn io_problem(err: &io::Error) -> String {
+    let text = err.to_string();
+    let text = match text.find(" (os error") {
+        Some(end) => &text[..end],
+        None => &text,
+    };
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+fn duration_text(ms: u64) -> String {
+    if ms.is_multiple_of(1000) {
+        format!("{} s", ms / 1000)
+    } else {
+        format!("{ms} ms")
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,347 @@
+//! Package unpacking (PROTOCOL.md section 9): a downloaded file becomes a version
+//! directory `agents/NAME/VERSION/` with an executable `run` at its root.
+//!
+//! # Formats, by content, never by name
+//!
+//! - A file starting with the gzip magic (`1f 8b`) is a gzip-compressed tar. It is
+//!   read entry by entry with the `tar` crate in *raw* mode: GNU long names and links
+//!   (`L`, `K`) and pax headers (`x`) are read here, bounded, so that no header can
+//!   make the reader allocate more than `path_bytes_max` or [`PAX_HEADER_BYTES_MAX`].
+//!   Pax global headers (`g`) are skipped. The gzip stream is read to its end, so
+//!   its CRC and length are checked.
+//! - Anything else is a single executable, installed as `run` with mode 0755. An
+//!   empty file is refused.
+//!
+//! # Root detection
+//!
+//! `run` must be at the archive root, or inside one single top-level directory,
+//! which is then taken as the root: its contents are moved up into `dest` (through
+//! a free temporary name when a child bears the directory's own name). A `VERSION`
+//! file at the root is read (at most [`VERSION_FILE_BYTES_MAX`] bytes, trimmed) and
+//! returned when [`valid_version`] accepts it; an unusable one is logged and ignored.
+//!
+//! # Safety rules (each violation is errcode 4)
+//!
+//! - Entry paths are relative: only plain names; a root (`/abs`), a prefix or a `..`
+//!   component anywhere is refused, `.` components are skipped. No NUL bytes, at
+//!   most `path_bytes_max` bytes, at most [`NAME_BYTES_MAX`] bytes per name.
+//! - Nothing is written through a symlink: every parent of an entry must be a real
+//!   directory (checked with `symlink_metadata`, created 0755 when missing), and
+//!   files are created with `O_CREAT | O_EXCL | O_NOFOLLOW`. An entry whose name
+//!   exists already (a duplicate) is refused, except a directory over a directory.
+//! - Symlink targets are relative and of the form `../../name/name`: all `..` come
+//!   first, no more of them than the link's depth, then plain names only. A `..`
+//!   after a name is refused, because it could climb out through another symlink
+//!   (`a/up -> ..`, then `b -> a/up/..`); with this form every link resolves inside
+//!   the package whatever the other links are. When a single top-level directory
+//!   becomes the root, every link is checked again one level shallower.
+//! - Hard links name a regular file this archive created earlier (reached through
+//!   real directories only); anything else is refused.
+//! - Device files, FIFOs, GNU sparse files and unknown entry types are refused.
+//! - Regular files keep their permission bits `& 0o777`: no setuid, setgid or
+//!   sticky bit. Directories get the archive's bits plus `u+rwx`, and 0755 when
+//!   the archive does not list them. `run` must end up a file executable by its
+//!   owner (a symlink to one is fine).
+//!
+//! # Bounds ([`UnpackLimits`], errcode 4 when exceeded)
+//!
+//! The data of all entries together (file contents, and the data of every other
+//! entry) is at most `bytes_max`; one file at most [`FILE_BYTES_MAX`] (and
+//! `bytes_max`); at most `entries_max` entries. Sizes are checked from the headers
+//! before any byte is read, and the decompressed stream itself is capped at what
+//! those bounds allow plus header overhead (`bytes_max` + 4 KiB per entry + 1 MiB
+//! for the end of the archive), so a gzip bomb stops there, whatever its headers
+//! say. Memory stays bounded: a 64 KiB copy buffer, one entry's extension headers,
+//! and, for the final steps, the list of directories of the tree.
+//!
+//! # Errors and durability
+//!
+//! Errcode 4 ([`ERRCODE_BAD_PACKAGE`]) is the package's fault; errcode 5
+//! ([`ERRCODE_INSTALL_FAILED`]) is the host's (disk full, permissions, an existing
+//! `dest`). On any failure after `dest` was created, `dest` is removed entirely:
+//! nothing is left behind, and nothing is ever created outside `dest`. Before `Ok`,
+//! every file is fsync'd as it is written, then every directory of the tree and
+//! the parent of `dest`, so a power cut after `Ok` never leaves a half-written
+//! version.
+
+mod archive;
+mod entry;
+mod tree;
+
+use archive::unpack_tar_gz;
+use std::fmt;
+use std::fs::{self, File, OpenOptions, Permissions};
+use std::io::{self, Read, Seek, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+use tree::sync_tree;
+
+/// Errcode of section 7 for a package that cannot be installed as it is.
+pub const ERRCODE_BAD_PACKAGE: u32 = 4;
+/// Errcode of section 7 for a host that cannot take the package (disk, permissions).
+pub const ERRCODE_INSTALL_FAILED: u32 = 5;
+
+/// Default bound on the unpacked data, all entries together.
+pub const UNPACKED_BYTES_MAX_DEFAULT: u64 = 1 << 30;
+/// Default bound on the number of entries of an archive.
+pub const ENTRIES_MAX_DEFAULT: u64 = 100_000;
+/// Default bound on the length of an entry's path or link target.
+pub const PATH_BYTES_MAX_DEFAULT: usize = 4096;
+/// Largest single file, whatever `bytes_max` allows.
+pub const FILE_BYTES_MAX: u64 = 1 << 30;
+/// Longest name in a path (Linux `NAME_MAX`).
+pub const NAME_BYTES_MAX: usize = 255;
+/// Largest pax header (`x` or `g`) read or skipped.
+pub const PAX_HEADER_BYTES_MAX: u64 = 64 * 1024;
+/// Largest `VERSION` file read.
+pub const VERSION_FILE_BYTES_MAX: u64 = 256;
+/// Longest version string (section 7).
+pub const VERSION_BYTES_MAX: usize = 64;
+
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+const RUN_FILE: &str = "run";
+/// A version that would collide with the `current` symlink.
+const RESERVED_VERSION: &str = "current";
+/// Mode of a single executable's `run`, and of directories the archive implies.
+const RUN_MODE: u32 = 0o755;
+const DIR_MODE: u32 = 0o755;
+/// Permission bits kept from the archive (no setuid, setgid, sticky).
+const PERMISSION_BITS: u32 = 0o777;
+/// A file's mode while its content is being written.
+const WRITING_MODE: u32 = 0o600;
+/// Size of the buffer that copies file contents.
+const COPY_BUFFER_BYTES: usize = 64 * 1024;
+/// Characters of an untrusted name shown in a message.
+const SHOWN_CHARS_MAX: usize = 128;
+/// Characters of a bad-package message.
+const MESSAGE_CHARS_MAX: usize = 512;
+
+/// Bounds of one unpacking (defaults: 1 GiB unpacked in total, 100 000 entries,
+/// paths of 4096 bytes; one file is also bounded by [`FILE_BYTES_MAX`], 1 GiB).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnpackLimits {
+    /// Data of all entries together, in bytes (a single executable's size).
+    pub bytes_max: u64,
+    /// Entries of an archive (files, directories, links, pax global headers).
+    pub entries_max: u64,
+    /// Length of an entry's path or link target, in bytes.
+    pub path_bytes_max: usize,
+}
+
+impl Default for UnpackLimits {
+    fn default() -> Self {
+        UnpackLimits {
+            bytes_max: UNPACKED_BYTES_MAX_DEFAULT,
+            entries_max: ENTRIES_MAX_DEFAULT,
+            path_bytes_max: PATH_BYTES_MAX_DEFAULT,
+        }
+    }
+}
+
+/// Why a package was not unpacked: errcode 4 (bad package) or 5 (install failed).
+#[derive(Debug)]
+pub struct UnpackError {
+    pub errcode: u32,
+    pub message: String,
+}
+
+impl fmt::Display for UnpackError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for UnpackError {}
+
+/// The package's fault. Messages may quote the tar crate, which shows names
+/// raw: control characters are escaped and the length bounded, to keep one line.
+fn bad(message: String) -> UnpackError {
+    let mut line = String::new();
+    for c in message.chars().take(MESSAGE_CHARS_MAX) {
+        if c.is_control() {
+            line.extend(c.escape_default());
+        } else {
+            line.push(c);
+        }
+    }
+    UnpackError {
+        errcode: ERRCODE_BAD_PACKAGE,
+        message: line,
+    }
+}
+
+fn failed(message: String) -> UnpackError {
+    UnpackError {
+        errcode: ERRCODE_INSTALL_FAILED,
+        message,
+    }
+}
+
+/// An error looking at a path inside `dest`: a path the package made too long for
+/// the file system is the package's fault (4); anything else the host's (5).
+fn checking(path: &Path, e: io::Error) -> UnpackError {
+    if e.raw_os_error() == Some(libc::ENAMETOOLONG) {
+        return bad("an entry makes a path too long for the file system".to_string());
+    }
+    failed(format!("checking {}: {e}", path.display()))
+}
+
+/// What was unpacked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unpacked {
+    /// Content of a `VERSION` file at the package root, trimmed, if `valid_version`.
+    pub version_file: Option<String>,
+    /// Bytes of file content written.
+    pub bytes: u64,
+    /// Entries of the archive (1 for a single executable).
+    pub entries: u64,
+}
+
+/// Unpacks the downloaded file `package` into `dest`, which must not exist: it is
+/// created with mode 0755, and on success `dest/run` exists and is executable.
+/// See the module documentation for the formats, the rules and the bounds. On
+/// failure nothing is left behind: `dest` is removed if this call created it.
+pub fn unpack(package: &Path, dest: &Path, limits: &UnpackLimits) -> Result<Unpacked, UnpackError> {
+    let mut file = File::open(package)
+        .map_err(|e| failed(format!("opening package {}: {e}", package.display())))?;
+    let mut magic = [0u8; GZIP_MAGIC.len()];
+    let magic_len = read_full(&mut file, &mut magic)
+        .map_err(|e| failed(format!("reading package {}: {e}", package.display())))?;
+    if magic_len == 0 {
+        return Err(bad("package is empty".to_string()));
+    }
+    file.rewind()
+        .map_err(|e| failed(format!("reading package {}: {e}", package.display())))?;
+    fs::DirBuilder::new()
+        .mode(DIR_MODE)
+        .create(dest)
+        .map_err(|e| failed(format!("creating {}: {e}", dest.display())))?;
+    let is_gzip = magic.get(..magic_len) == Some(&GZIP_MAGIC[..]);
+    let unpacked = fs::set_permissions(dest, Permissions::from_mode(DIR_MODE))
+        .map_err(|e| failed(format!("setting the mode of {}: {e}", dest.display())))
+        .and_then(|()| {
+            if is_gzip {
+                unpack_tar_gz(file, dest, limits)
+            } else {
+                install_executable(file, dest, limits)
+            }
+        });
+    let result = unpacked.and_then(|unpacked| sync_tree(dest).map(|()| unpacked));
+    if result.is_err() {
+        if let Err(e) = fs::remove_dir_all(dest) {
+            log::warn!(
+                "could not remove {} after a failed unpack: {e}",
+                dest.display()
+            );
+        }
+    }
+    result
+}
+
+/// Version from a URL file name `NAME-VERSION.tar.gz` or `NAME-VERSION.tgz`
+/// (query and fragment ignored), if `valid_version` accepts it.
+pub fn version_from_url(url: &str, name: &str) -> Option<String> {
+    if name.is_empty() {
+        return None;
+    }
+    let path_end = url.find(['?', '#']).unwrap_or(url.len());
+    let file_name = url.get(..path_end)?.rsplit('/').next()?;
+    let stem = file_name
+        .strip_suffix(".tar.gz")
+        .or_else(|| file_name.strip_suffix(".tgz"))?;
+    let version = stem.strip_prefix(name)?.strip_prefix('-')?;
+    valid_version(version).then(|| version.to_string())
+}
+
+/// A version usable as a directory name: 1–64 of `A–Z a–z 0–9 . _ - +`, not
+/// starting with `.`, not `current`, not ending in `.tmp`, `.json` or `.sha256` (names
+/// BootAgent keeps beside the versions).
+pub fn valid_version(version: &str) -> bool {
+    (1..=VERSION_BYTES_MAX).contains(&version.len())
+        && !version.starts_with('.')
+        && version != RESERVED_VERSION
+        && !version.ends_with(".tmp")
+        && !version.ends_with(".json")
+        && !version.ends_with(".sha256")
+        && version
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'+'))
+}
+
+/// The single-executable format: the whole file becomes `dest/run`, mode 0755.
+fn install_executable(
+    file: File,
+    dest: &Path,
+    limits: &UnpackLimits,
+) -> Result<Unpacked, UnpackError> {
+    let bytes_max = limits.bytes_max.min(FILE_BYTES_MAX);
+    let run = dest.join(RUN_FILE);
+    let mut out =
+        create_file(&run).map_err(|e| failed(format!("creating {}: {e}", run.display())))?;
+    let mut buf = vec![0u8; COPY_BUFFER_BYTES];
+    let mut reader = file.take(bytes_max.saturating_add(1));
+    let mut written: u64 = 0;
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(failed(format!("reading the package: {e}"))),
+        };
+        written = written.saturating_add(n as u64);
+        if written > bytes_max {
+            return Err(bad(format!("executable is over {bytes_max} bytes")));
+        }
+        out.write_all(buf.get(..n).unwrap_or_default())
+            .map_err(|e| failed(format!("writing {}: {e}", run.display())))?;
+    }
+    out.set_permissions(Permissions::from_mode(RUN_MODE))
+        .and_then(|()| out.sync_all())
+        .map_err(|e| failed(format!("writing {}: {e}", run.display())))?;
+    Ok(Unpacked {
+        version_file: None,
+        bytes: written,
+        entries: 1,
+    })
+}
+
+/// Creates a new file for writing, never through or over an existing name.
+fn create_file(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(WRITING_MODE)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+}
+
+/// Fills `buf` as far as the reader allows; returns how many bytes were read.
+fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while let Some(rest) = buf.get_mut(filled..).filter(|rest| !rest.is_empty()) {
+        match reader.read(rest) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// An untrusted name for a message: lossy UTF-8, quoted and escaped, shortened.
+fn quote(bytes: &[u8]) -> String {
+    let text: String = String::from_utf8_lossy(bytes)
+        .chars()
+        .take(SHOWN_CHARS_MAX)
+        .collect();
+    format!("{text:?}")
+}
+
+fn quote_path(path: &Path) -> String {
+    quote(path.as_os_str().as_bytes())
+}
+
+#[cfg(test)]
+mod tests;
