@@ -560,10 +560,9 @@ fn echoing_jobs() -> Vec<(&'static str, Value)> {
     ]
 }
 
-/// Known bug: the rejections of `restart` (child.rs, `RestartPolicy::from_json`) and
-/// `envs` (supervisor.rs, `parse_envs`) quote keys and values whole, keys unescaped,
-/// and `svrlist` (addr.rs) quotes a whole entry escaped, so a job's result message can
-/// be multi-line (PROTOCOL.md section 7 wants one line) and as long as the answer.
+/// The rejections of `restart`, `envs` and `svrlist` quote keys, values and entries
+/// from the job: a job's result message must still be one line (PROTOCOL.md section 7)
+/// and bounded, however long or strange the input.
 #[test]
 fn rejected_job_messages_are_one_line_and_bounded() {
     let mut bad = Vec::new();
@@ -587,10 +586,9 @@ fn rejected_job_messages_are_one_line_and_bounded() {
     );
 }
 
-/// Known bug, the consequence of the one above: each rejection is journaled with its
-/// message (agent.rs `run_jobs`), the journal keeps 1024 of them, and a metafile over
-/// `meta_bytes_max` does not load. About nine answers of 1 MiB, each with one such
-/// job, leave BootAgent unable to start (both `meta.json` and `meta.json.prev` over).
+/// Each rejection is journaled with its message, and the journal keeps 1024 of them:
+/// with unbounded messages, a few answers of 1 MiB would push the metafile over
+/// `meta_bytes_max` and leave BootAgent unable to start.
 #[test]
 fn a_journal_of_rejected_jobs_still_loads() {
     let limits = Limits::default();
@@ -701,9 +699,8 @@ fn hostile_limits_and_restart_objects_are_named() {
     }
 }
 
-/// Known bug (minor): serde's "unknown variant" error quotes the metafile's text
-/// unescaped, and meta.rs puts it in the refusal (and in the reason for a recovery)
-/// as it is, so a damaged `state` turns the one line an operator reads into several.
+/// serde's "unknown variant" error quotes the metafile's text: the refusal an
+/// operator reads must stay one line whatever a damaged `state` holds.
 #[test]
 fn metafile_errors_are_one_line() {
     let scratch = Scratch::new("meta-line");
@@ -741,9 +738,8 @@ fn package_of(entries: &[(&str, &str, u8, u32, &[u8])]) -> Vec<u8> {
     tar::gzip(&tar)
 }
 
-/// Known bug: a symlink target may hold a name longer than NAME_MAX (only entry
-/// paths are checked for it); `run` pointing there fails `check_run`'s `metadata`
-/// with ENAMETOOLONG, which is reported as errcode 5, the host's fault.
+/// A symlink target may hold a name longer than NAME_MAX: that is the package's
+/// fault (errcode 4), not the host's.
 #[test]
 fn a_link_target_past_name_max_is_the_packages_fault() {
     let scratch = Scratch::new("namemax");
@@ -756,10 +752,8 @@ fn a_link_target_past_name_max_is_the_packages_fault() {
     assert_eq!(err.errcode, ERRCODE_BAD_PACKAGE, "{}", clip(&err.message));
 }
 
-/// Known bug when BootAgent runs as a user other than root (as root, permission bits
-/// do not stop the read, and this passes): a `VERSION` file without read permission
-/// fails the install with errcode 5 ("reading …/VERSION: Permission denied"), where the
-/// module documentation says an unusable `VERSION` is logged and ignored.
+/// A `VERSION` file that cannot be read is logged and ignored, as an unusable one is
+/// (as root, permission bits do not stop the read, and this passes either way).
 #[test]
 fn an_unreadable_version_file_is_ignored() {
     let scratch = Scratch::new("version-mode");
