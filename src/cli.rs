@@ -12,7 +12,8 @@ pub const USAGE: &str = "\
 usage: bootagent [-S LIST] [-C FILE] [-D DIR] [-L FILE] [-o NAME=VALUE]... [-v|-q]... [-T | -V | -h]
        bootagent status [-D DIR]     (or -s)
 
-Registers with a control server, reports status and follows its jobs.
+Registers with a control server, reports status, runs the server's jobs and
+supervises the child agents in DIR/agents.
 
   -S LIST   server list for the first start: host:port, host, http://host:port
             or https://host:port, comma-separated; persisted, ignored later
@@ -24,7 +25,8 @@ Registers with a control server, reports status and follows its jobs.
   -L FILE   log to FILE, rotated by size (default: stderr)
   -o NAME=VALUE
             change one limit or timeout, e.g. -o exchange_timeout_ms=60000
-            (-T lists them with their values)
+            (-T lists them with their values), or how limits are enforced:
+            -o limit_mechanism=auto|cgroup2|cgroup1|proc
   -v, -q    more or less logging (repeatable)
   -T        test the configuration: print what BootAgent would use, write nothing;
             exit 0 if it could run, 1 if not
