@@ -1,5 +1,6 @@
 //! The core driven by a manual clock and a scripted server: every schedule of
 //! PROTOCOL.md sections 2–5 checked in milliseconds of test time.
+//! (Compiled only under `#[cfg(test)]`, as a child module of its parent.)
 
 use super::*;
 use crate::addr::parse_list;

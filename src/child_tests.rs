@@ -1,4 +1,5 @@
 //! The child state machine and the restart policy, with a manual clock.
+//! (Compiled only under `#[cfg(test)]`, as a child module of its parent.)
 
 use super::*;
 use serde_json::json;

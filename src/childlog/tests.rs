@@ -1,5 +1,6 @@
 //! Tests of the child logs: real children writing through real pipes, and the file
 //! side (rotation, cut points, failure streaks) driven directly.
+//! (Compiled only under `#[cfg(test)]`, as a child module of its parent.)
 
 use super::rotate::cut_len;
 use super::*;

@@ -1,5 +1,6 @@
 //! FTP downloads against pyftpdlib and scripted hostile servers on 127.0.0.1, and the
 //! parsing of FTP replies.
+//! (Compiled only under `#[cfg(test)]`, as a child module of its parent.)
 
 use super::http_tests::hold;
 use super::*;

@@ -1,4 +1,5 @@
 //! HTTP downloads against a small HTTP server written here, on 127.0.0.1.
+//! (Compiled only under `#[cfg(test)]`, as a child module of its parent.)
 
 use super::*;
 

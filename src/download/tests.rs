@@ -3,6 +3,7 @@
 //!
 //! This file: the helpers, every scheme at once, `file://`, the disk and the pure
 //! parts; HTTP in `http_tests.rs`, FTP in `ftp_tests.rs`.
+//! (Compiled only under `#[cfg(test)]`, as a child module of its parent.)
 
 #[path = "ftp_tests.rs"]
 mod ftp_tests;

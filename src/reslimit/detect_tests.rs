@@ -1,3 +1,5 @@
+//! (Compiled only under `#[cfg(test)]`, as a child module of its parent.)
+
 use super::*;
 use crate::reslimit::parse::MIB;
 use crate::reslimit::testing::read_trimmed;

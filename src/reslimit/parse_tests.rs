@@ -1,3 +1,5 @@
+//! (Compiled only under `#[cfg(test)]`, as a child module of its parent.)
+
 use super::*;
 
 const CPUS: u32 = 4;

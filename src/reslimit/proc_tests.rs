@@ -1,3 +1,5 @@
+//! (Compiled only under `#[cfg(test)]`, as a child module of its parent.)
+
 use super::*;
 use std::time::{Duration, Instant};
 

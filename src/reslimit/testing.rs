@@ -1,4 +1,5 @@
 //! Helpers of the tests of `reslimit` that run real processes.
+//! (Compiled only under `#[cfg(test)]`, as a child module of its parent.)
 
 use std::os::unix::process::CommandExt;
 use std::path::Path;

@@ -1,6 +1,7 @@
 //! Tests of the tar.gz format: entries that would land outside `dest`, permission
 //! bits, bounds and gzip bombs, long names and pax headers, corrupt, random and
 //! mangled archives.
+//! (Compiled only under `#[cfg(test)]`, as a child module of its parent.)
 
 use super::*;
 

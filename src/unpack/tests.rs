@@ -4,6 +4,7 @@
 //! This file: the helpers, the single executable, host failures and the version
 //! names; the tar.gz entries, bounds and hostile input in `archive_tests.rs`, root
 //! detection and the `run` and `VERSION` checks in `tree_tests.rs`.
+//! (Compiled only under `#[cfg(test)]`, as a child module of its parent.)
 
 #[path = "archive_tests.rs"]
 mod archive_tests;

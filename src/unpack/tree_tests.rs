@@ -1,4 +1,5 @@
 //! Tests of the unpacked tree: root detection, the `run` and `VERSION` checks.
+//! (Compiled only under `#[cfg(test)]`, as a child module of its parent.)
 
 use super::*;
 
