@@ -22,11 +22,7 @@ pub fn signature(secret: &[u8], timestamp: i64, path: &str, body: &[u8]) -> Stri
     mac.update(path.as_bytes());
     mac.update(b"\n");
     mac.update(body);
-    mac.finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::download::hex(&mac.finalize().into_bytes())
 }
 
 /// The three headers of a signed request.
@@ -56,12 +52,7 @@ mod tests {
         // RFC 4231 test case 2: key "Jefe", data "what do ya want for nothing?".
         let mut mac = Hmac::<Sha256>::new_from_slice(b"Jefe").expect("any key length");
         mac.update(b"what do ya want for nothing?");
-        let hex: String = mac
-            .finalize()
-            .into_bytes()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let hex = crate::download::hex(&mac.finalize().into_bytes());
         assert_eq!(
             hex,
             "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
@@ -69,12 +60,7 @@ mod tests {
         // Ours signs timestamp, path and body joined by newlines.
         let mut mac = Hmac::<Sha256>::new_from_slice(b"s3cret").expect("any key length");
         mac.update(b"1763700000\n/agent/status\n{\"a\":1}");
-        let expected: String = mac
-            .finalize()
-            .into_bytes()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let expected = crate::download::hex(&mac.finalize().into_bytes());
         assert_eq!(
             signature(b"s3cret", 1_763_700_000, "/agent/status", b"{\"a\":1}"),
             expected

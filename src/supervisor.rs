@@ -508,7 +508,7 @@ impl Supervisor {
                 limit_bytes,
             } => {
                 info!("{name}: {rss_bytes} bytes resident, over its memory limit of {limit_bytes}: killing");
-                slot.killed_for = Some(format!("memory {}", human_bytes(limit_bytes)));
+                slot.killed_for = Some(memory_limit(limit_bytes));
                 let _ = sys::signal_group(pid, libc::SIGKILL);
                 return; // SIGCHLD follows
             }
@@ -565,11 +565,7 @@ impl Supervisor {
             // The kernel's OOM killer may have hit the leader or a process under it
             // (a shell's child): either way the child was killed for its limit.
             if cgroup.oom_kills() > slot.oom_kills_at_start {
-                limit = slot
-                    .settings
-                    .limits
-                    .memory_bytes
-                    .map(|b| format!("memory {}", human_bytes(b)));
+                limit = slot.settings.limits.memory_bytes.map(memory_limit);
             }
             cgroup.remove();
         }
@@ -850,13 +846,11 @@ fn path_tag(path: &Path) -> String {
     format!("{:08x}", hash as u32)
 }
 
-/// "20M", "512K", "1G" or bytes.
-pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [(u64, &str); 3] = [(1 << 30, "G"), (1 << 20, "M"), (1 << 10, "K")];
-    for (size, unit) in UNITS {
-        if bytes >= size && bytes.is_multiple_of(size) {
-            return format!("{}{unit}", bytes / size);
-        }
+/// A memory limit named as the `limits` object spells it: "memory 20M".
+fn memory_limit(bytes: u64) -> String {
+    ResourceLimits {
+        cpu_pct: None,
+        memory_bytes: Some(bytes),
     }
-    bytes.to_string()
+    .to_string()
 }

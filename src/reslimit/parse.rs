@@ -65,7 +65,7 @@ pub fn parse_limits(value: &Value, cpus: u32) -> Result<ResourceLimits, String> 
     let Value::Object(map) = value else {
         return Err(format!(
             "limits must be an object, not {}",
-            json_kind(value)
+            crate::wire::kind(value)
         ));
     };
     let mut limits = ResourceLimits::default();
@@ -94,7 +94,7 @@ fn parse_cpu(value: &Value, cpus: u32) -> Result<u32, String> {
     let Value::String(text) = value else {
         return Err(format!(
             "{CPU_KEY} limit must be a string like \"10%\", not {}",
-            json_kind(value)
+            crate::wire::kind(value)
         ));
     };
     let Some(pct) = text.strip_suffix('%').and_then(decimal) else {
@@ -132,7 +132,7 @@ fn parse_memory(value: &Value) -> Result<u64, String> {
         other => {
             return Err(format!(
                 "{MEMORY_KEY} limit must be a string like \"20M\" or a number of bytes, not {}",
-                json_kind(other)
+                crate::wire::kind(other)
             ))
         }
     };
@@ -165,17 +165,6 @@ fn decimal(text: &str) -> Option<u64> {
         return None;
     }
     Some(text.parse().unwrap_or(u64::MAX)) // only overflow can fail here
-}
-
-fn json_kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 /// A byte count in the syntax of the memory limit: the largest suffix that divides it.
