@@ -210,11 +210,16 @@ EOF
 }
 
 # child_field NAME FILTER: a jq FILTER applied to child NAME in the agent's last report.
+# A question about two fields asks both of one report: a report may come between two
+# requests, and a child waiting to be restarted is reported with pid 0.
 child_field() { agent_field ".last_report.agents[]? | select(.name == \"$1\") | $2"; }
-child_running() { [ "$(child_field "$1" .status 2>/dev/null)" = running ]; }
+# running_pid NAME: the pid of NAME from a report that says it is running.
+running_pid() { child_field "$1" 'select(.status == "running") | .pid' 2>/dev/null; }
+child_running() { running_pid "$1" >/dev/null; }
 # child_restarted NAME PID: NAME is running again, under another pid than PID.
 child_restarted() {
-  child_running "$1" && [ "$(child_field "$1" .pid)" != "$2" ]
+  local pid
+  pid=$(running_pid "$1") && [ "$pid" != "$2" ]
 }
 # job_done ID: the server has the result of job ID.
 job_done() { agent_field ".job_results[\"$1\"]" >/dev/null 2>&1; }
@@ -225,7 +230,7 @@ pid_file_says() { [ "$(cat "$1" 2>/dev/null)" = "$2" ]; }
 # its `run` wrote, and its parent is the agent's process; prints the pid.
 check_child() {
   local name=$1 pid_file=$2 pid version ppid
-  pid=$(child_field "$name" .pid) || die "no pid reported for $name"
+  pid=$(running_pid "$name") || die "$name is no longer reported running"
   version=$(child_field "$name" .version) || die "no version reported for $name"
   [ "$version" = 1.0 ] || die "$name is reported at version $version, not 1.0"
   wait_for 10 "pid $pid of $name in $pid_file" pid_file_says "$pid_file" "$pid"
