@@ -12,8 +12,10 @@ use std::str::FromStr;
 use super::{quoted, read_text, with_path, write_file, ResourceLimits, PROCS_FILE};
 use crate::sys;
 
-/// BootAgent's parent cgroup in v2 (a sibling of its own cgroup) and in v1.
+/// BootAgent's parent cgroup in v2 and in v1.
 const V2_PARENT_NAME: &str = "bootagent-children";
+/// The v2 leaf BootAgent moves into when its own cgroup is delegated to it.
+const V2_SUPERVISOR_NAME: &str = "bootagent-supervisor";
 const V1_PARENT_NAME: &str = "bootagent";
 /// The v2 controllers BootAgent needs, as written to `cgroup.subtree_control`.
 const V2_CONTROLLERS: [&str; 2] = ["memory", "cpu"];
@@ -305,7 +307,8 @@ fn cgroup_dir(mount: &Mount, path: &str) -> Option<PathBuf> {
     })
 }
 
-/// The v2 parent: `bootagent-children` beside BootAgent's own cgroup.
+/// The v2 parent (see the module doc of `reslimit`): inside BootAgent's own cgroup when
+/// that is delegated to it, else beside it, else below the root.
 fn setup_v2(mode: Mode, facts: &Facts) -> Result<PathBuf, String> {
     let mount = (facts.mounts.iter())
         .find(|m| m.fstype == "cgroup2")
@@ -320,15 +323,80 @@ fn setup_v2(mode: Mode, facts: &Facts) -> Result<PathBuf, String> {
             mount.point.display()
         )
     })?;
-    // The root cgroup may have processes and delegate; any other may not, so the
-    // children go beside BootAgent's cgroup, not below it.
-    let base = if own == mount.point {
-        own
-    } else {
-        own.parent()
-            .map(Path::to_path_buf)
-            .ok_or_else(|| format!("own cgroup {} has no parent", own.display()))?
+    if own == mount.point {
+        // The root cgroup is exempt from the "no internal processes" rule.
+        return setup_v2_in(mode, &own, true);
+    }
+    // Moved into the leaf by an earlier start in the same cgroup.
+    if own.file_name() == Some(V2_SUPERVISOR_NAME.as_ref()) {
+        if let Some(delegated) = own.parent() {
+            return setup_v2_in(mode, delegated, false);
+        }
+    }
+    let delegated = match delegate_own(mode, &own) {
+        // A check leaves BootAgent in `own`, where the move would take it out.
+        Ok(()) => return setup_v2_in(mode, &own, mode == Mode::Check),
+        Err(reason) => reason,
     };
+    let beside = own
+        .parent()
+        .ok_or_else(|| format!("own cgroup {} has no parent", own.display()))?;
+    setup_v2_in(mode, beside, false).map_err(|reason| format!("{delegated}; {reason}"))
+}
+
+/// Makes BootAgent's own cgroup `own` able to hold the children's parent: BootAgent
+/// must be alone in it (a service manager's delegated cgroup, not a login session) and
+/// may write it; then BootAgent moves into the leaf `own/bootagent-supervisor`, since a
+/// cgroup that enables controllers for children may hold no process.
+fn delegate_own(mode: Mode, own: &Path) -> Result<(), String> {
+    let me = std::process::id().to_string();
+    let procs = text(&own.join(PROCS_FILE))?;
+    if procs.split_whitespace().any(|pid| pid != me) {
+        return Err(format!(
+            "own cgroup {} holds other processes than BootAgent",
+            own.display()
+        ));
+    }
+    for file in [PROCS_FILE, "cgroup.subtree_control"] {
+        let path = own.join(file);
+        if !sys::writable(&path) {
+            return Err(format!(
+                "own cgroup is not delegated: {}",
+                not_writable(&path)
+            ));
+        }
+    }
+    let missing = missing_controllers(&text(&own.join("cgroup.controllers"))?);
+    if !missing.is_empty() {
+        return Err(format!(
+            "controllers {} not available in own cgroup {}",
+            missing.join(", "),
+            own.display()
+        ));
+    }
+    let leaf = own.join(V2_SUPERVISOR_NAME);
+    match mode {
+        Mode::Check if leaf.exists() || sys::writable(own) => Ok(()),
+        Mode::Check => Err(not_writable(own)),
+        Mode::Create => {
+            match fs::create_dir(&leaf) {
+                Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
+                    return Err(with_path(e, &leaf).to_string())
+                }
+                _ => {}
+            }
+            write_file(&leaf, PROCS_FILE, &me)
+                .map_err(|e| format!("cannot move BootAgent into {}: {e}", leaf.display()))?;
+            log::debug!("moved into cgroup {}", leaf.display());
+            Ok(())
+        }
+    }
+}
+
+/// The parent `base/bootagent-children`, with `memory` and `cpu` enabled in `base` and
+/// in it. `may_have_processes`: processes in `base` do not stand in the way (the root
+/// cgroup, or a check of a cgroup BootAgent would leave).
+fn setup_v2_in(mode: Mode, base: &Path, may_have_processes: bool) -> Result<PathBuf, String> {
     let missing = missing_controllers(&text(&base.join("cgroup.controllers"))?);
     if !missing.is_empty() {
         return Err(format!(
@@ -337,7 +405,7 @@ fn setup_v2(mode: Mode, facts: &Facts) -> Result<PathBuf, String> {
             base.display()
         ));
     }
-    enable_v2_controllers(mode, &base, base == mount.point)?;
+    enable_v2_controllers(mode, base, may_have_processes)?;
     // Moving a child out of BootAgent's cgroup needs write access to the common ancestor.
     let procs = base.join(PROCS_FILE);
     if !sys::writable(&procs) {
@@ -347,7 +415,7 @@ fn setup_v2(mode: Mode, facts: &Facts) -> Result<PathBuf, String> {
     match mode {
         Mode::Create => make_v2_parent(&dir).map_err(|e| e.to_string())?,
         Mode::Check if dir.is_dir() => enable_v2_controllers(mode, &dir, false)?,
-        Mode::Check if !sys::writable(&base) => return Err(not_writable(&base)),
+        Mode::Check if !sys::writable(base) => return Err(not_writable(base)),
         Mode::Check => {}
     }
     Ok(dir)

@@ -147,7 +147,7 @@ impl Drop for RemoveAll {
 /// This host has no v2 controllers, so the v2 choice of a parent is checked on a
 /// fake hierarchy of plain files.
 #[test]
-fn v2_parent_is_a_sibling_of_own_cgroup() {
+fn v2_parent_is_a_sibling_of_a_shared_own_cgroup() {
     let root = std::env::temp_dir().join(format!("reslimit-{}-v2", std::process::id()));
     let _cleanup = RemoveAll(root.clone());
     let base = root.join("system.slice");
@@ -180,7 +180,12 @@ fn v2_parent_is_a_sibling_of_own_cgroup() {
 
     put(&base, "cgroup.controllers", "cpu pids\n");
     let missing = format!("controllers memory not available in {}", base.display());
-    assert_eq!(setup_v2(Mode::Check, &service), Err(missing));
+    let found = setup_v2(Mode::Check, &service).unwrap_err();
+    assert!(found.ends_with(&missing), "{found}");
+    assert!(
+        found.contains("cgroup.procs"),
+        "says why not inside: {found}"
+    );
 
     put(&base, "cgroup.controllers", "cpu memory\n");
     put(&base, "cgroup.subtree_control", "\n");
@@ -189,7 +194,8 @@ fn v2_parent_is_a_sibling_of_own_cgroup() {
         "{} has processes, so it cannot enable memory, cpu for children",
         base.display()
     );
-    assert_eq!(setup_v2(Mode::Check, &service), Err(busy));
+    let found = setup_v2(Mode::Check, &service).unwrap_err();
+    assert!(found.ends_with(&busy), "{found}");
 
     // In the root cgroup, which may have processes, the parent is below it.
     put(&root, "cgroup.controllers", "cpu memory\n");
@@ -198,5 +204,76 @@ fn v2_parent_is_a_sibling_of_own_cgroup() {
     assert_eq!(
         setup_v2(Mode::Check, &facts("/")),
         Ok(root.join(V2_PARENT_NAME))
+    );
+}
+
+/// A service manager's delegated cgroup (systemd's `Delegate=yes`) holding BootAgent
+/// alone: the children's parent goes inside it, so that stopping the service reaches
+/// them, and BootAgent moves into a leaf of it. On a fake hierarchy of plain files, with
+/// the interface files the kernel would make.
+#[test]
+fn v2_parent_is_inside_a_delegated_own_cgroup() {
+    let root = std::env::temp_dir().join(format!("reslimit-{}-v2d", std::process::id()));
+    let _cleanup = RemoveAll(root.clone());
+    let own = root.join("system.slice/bootagent.service");
+    let leaf = own.join(V2_SUPERVISOR_NAME);
+    let parent = own.join(V2_PARENT_NAME);
+    fs::create_dir_all(&own).expect("scratch tree");
+    let put =
+        |dir: &Path, file: &str, text: &str| fs::write(dir.join(file), text).expect("scratch file");
+    let me = format!("{}\n", std::process::id());
+    put(&own, "cgroup.controllers", "cpu io memory pids\n");
+    put(&own, "cgroup.subtree_control", "");
+    put(&own, PROCS_FILE, &me);
+    let facts = |own: &str| Facts {
+        mounts: parse_mountinfo(&format!(
+            "41 31 0:38 / {} rw - cgroup2 cgroup2 rw\n",
+            root.display()
+        )),
+        memberships: parse_proc_cgroup(&format!("0::{own}\n")),
+    };
+    let service = facts("/system.slice/bootagent.service");
+    assert_eq!(setup_v2(Mode::Check, &service), Ok(parent.clone()));
+    assert!(
+        !leaf.exists() && !parent.exists(),
+        "a check creates nothing"
+    );
+    assert_eq!(read_trimmed(&own.join("cgroup.subtree_control")), "");
+
+    for dir in [&leaf, &parent] {
+        fs::create_dir(dir).expect("scratch dir");
+        put(dir, PROCS_FILE, "");
+        put(dir, "cgroup.subtree_control", "");
+    }
+    assert_eq!(setup_v2(Mode::Create, &service), Ok(parent.clone()));
+    assert_eq!(read_trimmed(&leaf.join(PROCS_FILE)), me.trim(), "moved");
+    assert_eq!(
+        read_trimmed(&own.join("cgroup.subtree_control")),
+        "+memory +cpu"
+    );
+    assert_eq!(
+        read_trimmed(&parent.join("cgroup.subtree_control")),
+        "+memory +cpu"
+    );
+
+    // Started again in the leaf: the same parent, no deeper leaf.
+    put(&own, PROCS_FILE, "");
+    put(&own, "cgroup.subtree_control", "memory cpu\n");
+    put(&parent, "cgroup.subtree_control", "memory cpu\n");
+    let in_leaf = facts(&format!(
+        "/system.slice/bootagent.service/{V2_SUPERVISOR_NAME}"
+    ));
+    assert_eq!(setup_v2(Mode::Create, &in_leaf), Ok(parent.clone()));
+    assert!(!leaf.join(V2_SUPERVISOR_NAME).exists());
+
+    // Shared with another process (a login shell): not inside, beside it.
+    put(&own, PROCS_FILE, &format!("{me}1\n"));
+    let system = root.join("system.slice");
+    put(&system, "cgroup.controllers", "cpu memory\n");
+    put(&system, "cgroup.subtree_control", "cpu memory\n");
+    put(&system, PROCS_FILE, "");
+    assert_eq!(
+        setup_v2(Mode::Check, &service),
+        Ok(system.join(V2_PARENT_NAME))
     );
 }

@@ -5,16 +5,24 @@
 //!
 //! [`detect`] picks one per host, in this order, and logs why it passed over the others.
 //!
-//! - **cgroup v2.** BootAgent's own cgroup (the `0::` line of `/proc/self/cgroup`) holds
-//!   BootAgent, and a cgroup with processes cannot enable controllers for children (the
-//!   "no internal processes" rule). So children go into a *sibling* of it,
-//!   `<parent of own cgroup>/bootagent-children`, which holds no process itself and has
-//!   `memory` and `cpu` enabled in its `cgroup.subtree_control`. When BootAgent sits in
-//!   the root cgroup, which the rule exempts, that is `<root>/bootagent-children`. Each
-//!   child gets `bootagent-children/NAME` with `memory.max`, `memory.swap.max` 0 (swap
-//!   must not stretch the limit), `memory.oom.group` 1 (an OOM kill takes the whole child)
-//!   and `cpu.max`. Needs both controllers offered by the parent and the right to write
-//!   there (root, or a delegated subtree); otherwise v1 is tried.
+//! - **cgroup v2.** A cgroup that enables controllers for its children may hold no
+//!   process itself (the "no internal processes" rule), so the children's parent,
+//!   `bootagent-children`, holding none, with `memory` and `cpu` enabled in its
+//!   `cgroup.subtree_control`, goes where BootAgent may put it, first found of:
+//!   1. *inside* BootAgent's own cgroup (the `0::` line of `/proc/self/cgroup`), when
+//!      BootAgent is alone in it and may write it: a service manager's delegated
+//!      cgroup (systemd's `Delegate=yes`). BootAgent moves itself into the leaf
+//!      `<own>/bootagent-supervisor` and the children go to `<own>/bootagent-children`,
+//!      inside the subtree handed to it, so that stopping the service reaches them;
+//!   2. *beside* it, `<parent of own>/bootagent-children`, when BootAgent shares its
+//!      cgroup (started from a login shell) or cannot write it;
+//!   3. *below the root*, `<root>/bootagent-children`, when BootAgent sits in the root
+//!      cgroup, which the rule exempts.
+//!
+//!   Each child gets `bootagent-children/NAME` with `memory.max`, `memory.swap.max` 0
+//!   (swap must not stretch the limit), `memory.oom.group` 1 (an OOM kill takes the whole
+//!   child) and `cpu.max`. Needs both controllers offered and the right to write there
+//!   (root, or a delegated subtree); otherwise v1 is tried.
 //! - **cgroup v1.** Each controller has its own hierarchy, found in
 //!   `/proc/self/mountinfo` (possibly co-mounted, as `cpu,cpuacct`). Children go into
 //!   `<mount>/<own path>/bootagent/NAME`, else `<mount>/bootagent/NAME`, with
