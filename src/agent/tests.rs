@@ -1,10 +1,16 @@
 //! The core driven by a manual clock and a scripted server: every schedule of
 //! PROTOCOL.md sections 2–5 checked in milliseconds of test time.
+//!
+//! This file: the scripted server, registration, reports, failover, backoff and
+//! `Retry-After`; the jobs of the answers in `job_queue_tests.rs`.
 //! (Compiled only under `#[cfg(test)]`, as a child module of its parent.)
 
 use super::*;
 use crate::addr::parse_list;
 use serde_json::{json, Value};
+
+#[path = "job_queue_tests.rs"]
+mod job_queue_tests;
 
 const SN: &str = "bfdcc18c-b6b9-4725-9c47-37fd93dba5b6";
 
@@ -370,64 +376,6 @@ fn rejected_identity_registers_again_with_the_same_sn_and_a_storm_backs_off() {
 }
 
 #[test]
-fn config_job_sets_step_and_servers_and_its_result_is_sent_until_acknowledged() {
-    let mut sim = Sim::new(true, "a:1");
-    sim.next_request();
-    let effects = sim.answer(ok(json!({"status": 0, "jobs": [
-        {"id": "j1", "action": "config", "step": 30, "svrlist": "n:9"},
-        {"id": "j2", "action": "install", "name": "x"},
-        {"action": "config"},
-    ]})));
-    assert!(effects.contains(&Effect::SaveMeta));
-    assert_eq!(sim.core.meta().step_s, 30);
-    assert_eq!(sim.core.meta().servers_server, "http://n:9");
-
-    let prompt = sim.next_request();
-    assert!(prompt.at <= 1_000, "a result is reported within a second");
-    assert_eq!(prompt.host, "n", "a new server list starts from the top");
-    assert_eq!(
-        prompt.body["jobs"],
-        json!([
-            {"id": "j1", "errcode": 0, "message": "success"},
-            {"id": "j2", "errcode": 1, "message": "job has no url"},
-        ])
-    );
-    sim.answer(http(500));
-    let retry = sim.next_request();
-    assert_eq!(
-        retry.body["jobs"].as_array().map(Vec::len),
-        Some(2),
-        "kept until a 200"
-    );
-    sim.answer(ok(json!({})));
-    let later = sim.next_request();
-    assert_eq!(later.body["jobs"], json!([]), "dropped once acknowledged");
-    assert!(
-        (27_000..=33_000).contains(&(later.at - retry.at)),
-        "new step 30 s"
-    );
-}
-
-#[test]
-fn a_repeated_job_id_is_not_run_again_but_its_result_is_reported_again() {
-    let mut sim = Sim::new(true, "a:1");
-    sim.next_request();
-    sim.answer(ok(
-        json!({"jobs": [{"id": "j1", "action": "config", "step": 30}]}),
-    ));
-    sim.next_request();
-    sim.answer(ok(json!({})));
-    sim.core.meta.step_s = 45; // if j1 ran again, step would go back to 30
-    sim.next_request();
-    sim.answer(ok(
-        json!({"jobs": [{"id": "j1", "action": "config", "step": 30}]}),
-    ));
-    assert_eq!(sim.core.meta().step_s, 45);
-    let again = sim.next_request();
-    assert_eq!(again.body["jobs"][0]["id"], "j1");
-}
-
-#[test]
 fn garbage_answers_count_as_failures() {
     let mut sim = Sim::new(true, "a:1,b:2");
     sim.next_request();
@@ -458,64 +406,4 @@ fn reports_are_never_closer_than_a_second() {
         ));
         sim.core.request_report(sim.now);
     }
-}
-
-#[test]
-fn a_flood_of_jobs_is_bounded_the_excess_answered_queue_full() {
-    let mut sim = Sim::new(true, "a:1");
-    sim.next_request();
-    let jobs: Vec<Value> = (0..10_000)
-        .map(|i| json!({"id": format!("j{i}"), "action": "stop", "name": "svc"}))
-        .collect();
-    sim.answer(ok(json!({"jobs": jobs})));
-    let limits = Limits::default();
-    assert_eq!(sim.core.queued_jobs(), limits.jobs_queue_max);
-    assert!(
-        sim.core.meta().jobs.len() <= limits.job_ids_remembered,
-        "the journal stays bounded"
-    );
-    let full: Vec<_> = sim
-        .core
-        .meta()
-        .jobs
-        .iter()
-        .filter(|r| r.errcode == ErrCode::Internal as u32)
-        .collect();
-    assert!(!full.is_empty() && full.iter().all(|r| r.message == "queue full"));
-    let report = sim.next_request();
-    let results = report.body["jobs"].as_array().map(Vec::len).unwrap_or(0);
-    assert!(
-        results > 0 && results <= limits.job_ids_remembered,
-        "{results} results sent"
-    );
-    let mut effects = Vec::new();
-    let (id, job) = sim
-        .core
-        .take_job(&mut effects)
-        .expect("the first queued job");
-    assert_eq!((id.as_str(), job), ("j0", Job::Stop { name: "svc".into() }));
-}
-
-#[test]
-fn a_repeated_id_past_the_per_answer_limit_keeps_its_one_result() {
-    let mut sim = Sim::new(true, "a:1");
-    sim.next_request();
-    sim.answer(ok(
-        json!({"jobs": [{"id": "dup", "action": "config", "step": 30}]}),
-    ));
-    sim.next_request();
-    let mut jobs: Vec<Value> = (0..300)
-        .map(|i| json!({"id": format!("x{i}"), "action": "config", "step": 30}))
-        .collect();
-    jobs.push(json!({"id": "dup", "action": "config", "step": 30}));
-    sim.answer(ok(json!({"jobs": jobs})));
-    let dup: Vec<_> = sim
-        .core
-        .meta()
-        .jobs
-        .iter()
-        .filter(|r| r.id == "dup")
-        .collect();
-    assert_eq!(dup.len(), 1, "one result per id: {dup:?}");
-    assert_eq!(dup[0].errcode, 0);
 }

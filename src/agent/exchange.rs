@@ -1,0 +1,249 @@
+//! One exchange with a server: the register or status request, and how its answer
+//! is judged and taken (identity, credentials, step, acknowledgements, new jobs).
+
+use super::{Core, Effect, InFlight, Outcome, Phase, REGISTER_PATH, STATUS_PATH};
+use crate::meta::JobState;
+use crate::wheel::Millis;
+use crate::wire::{self, JobResult, RegisterRequest, StatusRequest};
+use log::{debug, info, warn};
+
+/// How an exchange is judged, once its answer is read.
+enum Verdict {
+    Done,
+    Reregister,
+    RetryAfter(u64),
+    Failed(String),
+}
+
+impl Core {
+    pub(super) fn start_exchange(&mut self, now: Millis, wall_s: i64, effects: &mut Vec<Effect>) {
+        if self.in_flight.is_some() {
+            return;
+        }
+        if self.not_before.is_some_and(|at| now < at) {
+            return; // a timer at `not_before` is pending
+        }
+        self.not_before = None;
+        let Some(server) = self.servers.current().cloned() else {
+            return; // refused at start; a config job cannot empty every list
+        };
+        let (path, body, carried_jobs, carried_events_seq) = match self.phase {
+            Phase::Register => (REGISTER_PATH, self.register_body(), Vec::new(), 0),
+            Phase::Report => {
+                let (body, carried) = self.status_body(now, wall_s);
+                self.last_report_sent_at = Some(now);
+                let events_seq = self.meta.events.last().map_or(0, |e| e.seq);
+                (STATUS_PATH, body, carried, events_seq)
+            }
+        };
+        self.report_wanted = false;
+        self.in_flight = Some(InFlight {
+            phase: self.phase,
+            server: server.clone(),
+            carried_jobs,
+            carried_events_seq,
+        });
+        let headers = match (&self.meta.key, &self.meta.secret) {
+            (Some(key), Some(secret)) => crate::sign::headers(key, secret, wall_s, path, &body),
+            _ => Vec::new(),
+        };
+        effects.push(Effect::Send {
+            server,
+            path,
+            body,
+            headers,
+        });
+    }
+
+    fn register_body(&self) -> Vec<u8> {
+        let request = RegisterRequest {
+            hostname: &self.facts.hostname,
+            agentsn: &self.meta.agentsn,
+            version: &self.facts.version,
+            host: &self.facts.host,
+        };
+        serde_json::to_vec(&request).unwrap_or_default()
+    }
+
+    fn status_body(&self, now: Millis, wall_s: i64) -> (Vec<u8>, Vec<String>) {
+        let pending: Vec<JobResult<'_>> = self
+            .meta
+            .jobs
+            .iter()
+            .filter(|record| !record.delivered && record.state == JobState::Finished)
+            .map(|record| JobResult {
+                id: &record.id,
+                errcode: record.errcode,
+                message: &record.message,
+            })
+            .collect();
+        let carried = pending.iter().map(|r| r.id.to_string()).collect();
+        let request = StatusRequest {
+            hostname: &self.facts.hostname,
+            agentsn: &self.meta.agentsn,
+            version: &self.facts.version,
+            uptime: now.saturating_sub(self.started_at) / 1000,
+            timestamp: wall_s,
+            step: self.meta.step_s,
+            agents: self.agents.clone(),
+            jobs: pending,
+            events: self.meta.events.iter().map(|e| &e.event).collect(),
+        };
+        // Serialising plain strings and integers cannot fail.
+        (serde_json::to_vec(&request).unwrap_or_default(), carried)
+    }
+
+    /// Takes the outcome of the exchange in flight.
+    pub fn on_outcome(&mut self, now: Millis, outcome: Outcome, effects: &mut Vec<Effect>) {
+        let Some(flight) = self.in_flight.take() else {
+            warn!("an exchange outcome arrived with no exchange in flight; ignored");
+            return;
+        };
+        let verdict = match (flight.phase, outcome) {
+            (_, Outcome::Failed(err)) => Verdict::Failed(err),
+            (
+                _,
+                Outcome::Answer {
+                    status: 401 | 403 | 404 | 410,
+                    ..
+                },
+            ) if flight.phase == Phase::Report => Verdict::Reregister,
+            (
+                _,
+                Outcome::Answer {
+                    status: status @ (429 | 503),
+                    retry_after_s: Some(secs),
+                    ..
+                },
+            ) => {
+                debug!(
+                    "{} asks to retry after {secs} s (HTTP {status})",
+                    flight.server
+                );
+                Verdict::RetryAfter(secs)
+            }
+            (_, Outcome::Answer { status, .. }) if status != 200 => {
+                Verdict::Failed(format!("HTTP {status}"))
+            }
+            (Phase::Register, Outcome::Answer { body, .. }) => self.on_registered(&body, effects),
+            (Phase::Report, Outcome::Answer { body, .. }) => {
+                self.on_reported(&body, &flight, effects)
+            }
+        };
+        match verdict {
+            Verdict::Done => {
+                self.recovered(&flight.server);
+                self.servers.succeeded();
+                let next = match flight.phase {
+                    Phase::Register => now, // the first report follows at once
+                    Phase::Report if self.report_wanted => {
+                        now.saturating_add(self.limits.report_gap_min_ms)
+                    }
+                    Phase::Report => now.saturating_add(self.step_delay_ms()),
+                };
+                self.schedule_exchange(next);
+            }
+            Verdict::Reregister => {
+                self.phase = Phase::Register;
+                self.reregistrations += 1;
+                info!(
+                    "{} does not accept agent {} any more: registering again",
+                    flight.server, self.meta.agentsn
+                );
+                // A server that accepts the registration but keeps rejecting the
+                // reports must not spin us: after the first, back off.
+                let delay = if self.reregistrations > 1 {
+                    self.backoff_delay_ms(self.reregistrations - 1)
+                } else {
+                    0
+                };
+                self.schedule_exchange(now.saturating_add(delay));
+            }
+            Verdict::RetryAfter(secs) => {
+                let wait_ms = secs.min(self.meta.step_s).saturating_mul(1000);
+                let at = now.saturating_add(wait_ms);
+                self.not_before = Some(at);
+                self.schedule_exchange(at);
+            }
+            Verdict::Failed(err) => self.failed(now, &flight, err),
+        }
+    }
+
+    fn on_registered(&mut self, body: &[u8], effects: &mut Vec<Effect>) -> Verdict {
+        let answer = match wire::parse_register_answer(body) {
+            Ok(answer) => answer,
+            Err(err) => return Verdict::Failed(err.to_string()),
+        };
+        for field in &answer.ignored {
+            warn!("register answer: ignored {field}");
+        }
+        if answer.status != 0 {
+            return Verdict::Failed(format!(
+                "registration rejected with status {}",
+                answer.status
+            ));
+        }
+        if let Some(sn) = answer.agentsn.filter(|sn| *sn != self.meta.agentsn) {
+            info!(
+                "server resolved an SN conflict: agent {} is now {sn}",
+                self.meta.agentsn
+            );
+            self.meta.agentsn = sn;
+            self.meta.registered = false;
+        }
+        if let Some(tags) = answer.tags {
+            self.meta.tags = tags;
+        }
+        if let Some((key, secret)) = answer.credentials {
+            self.meta.key = Some(key);
+            self.meta.secret = Some(secret);
+        }
+        if let Some(step) = answer.step_s {
+            self.meta.step_s = step.clamp(self.limits.step_min_s, self.limits.step_max_s);
+        }
+        info!(
+            "registered as {} (step {} s)",
+            self.meta.agentsn, self.meta.step_s
+        );
+        self.phase = Phase::Report;
+        effects.push(Effect::SaveMeta);
+        Verdict::Done
+    }
+
+    fn on_reported(
+        &mut self,
+        body: &[u8],
+        flight: &InFlight,
+        effects: &mut Vec<Effect>,
+    ) -> Verdict {
+        let answer = match wire::parse_status_answer(body) {
+            Ok(answer) => answer,
+            Err(err) => return Verdict::Failed(err.to_string()),
+        };
+        self.reregistrations = 0;
+        let mut changed = false;
+        if !self.meta.registered {
+            self.meta.registered = true;
+            changed = true;
+        }
+        for record in self.meta.jobs.iter_mut() {
+            if !record.delivered && flight.carried_jobs.contains(&record.id) {
+                record.delivered = true;
+                changed = true;
+            }
+        }
+        let events_before = self.meta.events.len();
+        self.meta
+            .events
+            .retain(|e| e.seq > flight.carried_events_seq);
+        changed |= self.meta.events.len() != events_before;
+        if !answer.jobs.is_empty() {
+            self.run_jobs(answer.jobs);
+            changed = true;
+        }
+        if changed {
+            effects.push(Effect::SaveMeta);
+        }
+        Verdict::Done
+    }
+}
