@@ -1,0 +1,289 @@
+//! Putting the agent together: resolve the configuration, load or create the
+//! identity, start the signal and HTTP threads, run the event loop. Also `-T`
+//! and `-V`. `main` only maps the results of these to exit codes.
+//!
+//! # Files
+//!
+//! This file: `run` and the assembly (signals, log, lock, TLS, the threads, the
+//! supervisor, the loop), `status`, and why the agent cannot run. `check.rs` is `-T`
+//! and `-V`; `config.rs` is what the metafile and the options resolve to (servers,
+//! identity, TLS files); `datadir.rs` is the data directory's checks and lock.
+
+mod check;
+mod config;
+mod datadir;
+
+use crate::addr::{self, ServerAddr};
+use crate::agent::{Core, Facts};
+use crate::childlog::{ChildLogs, LogConfig};
+use crate::cli::Options;
+use crate::clock::{Clock, RealClock};
+use crate::download::DownloadLimits;
+use crate::event_loop::{Event, EventLoop, Exit};
+use crate::jobrun::JobRunner;
+use crate::limits::Limits;
+use crate::meta::{Meta, MetaError};
+use crate::rng::Rng;
+use crate::supervisor::Supervisor;
+use crate::unpack::UnpackLimits;
+use crate::{hostinfo, http, logging, reslimit, status, sys, tls};
+use log::{info, warn};
+use std::fmt;
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::thread;
+
+pub use check::{test_config, version_text};
+use config::{first_or_later_start, resolve, tls_files};
+use datadir::{check_data_dir_mode, lock_data_dir, LOCK_FILE};
+
+mod baked {
+    include!(concat!(env!("OUT_DIR"), "/baked.rs"));
+}
+
+/// Why the agent cannot run.
+#[derive(Debug)]
+pub enum AppError {
+    Meta(MetaError),
+    NoServers,
+    Io { what: String, err: io::Error },
+    Locked(PathBuf),
+    Unsafe(String),
+    Tls(String),
+}
+
+impl fmt::Display for AppError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AppError::Meta(err) => err.fmt(f),
+            AppError::NoServers => f.write_str(
+                "no server address: none compiled in (BOOT_SERVER_ADDR), none given with -S \
+                 on the first start, none from a server",
+            ),
+            AppError::Io { what, err } => write!(f, "{what}: {err}"),
+            AppError::Unsafe(why) => f.write_str(why),
+            AppError::Tls(why) => write!(f, "TLS: {why}"),
+            AppError::Locked(dir) => write!(
+                f,
+                "another bootagent is running with data directory {}",
+                dir.display()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for AppError {}
+
+impl From<MetaError> for AppError {
+    fn from(err: MetaError) -> Self {
+        AppError::Meta(err)
+    }
+}
+
+/// The compiled-in server list.
+pub fn compiled_in_servers() -> Vec<ServerAddr> {
+    // Validated by build.rs with the same parser; an error here cannot happen.
+    addr::parse_list(baked::BAKED_SERVERS).unwrap_or_default()
+}
+
+/// Runs the agent until `SIGTERM` or `SIGINT`.
+pub fn run(options: &Options) -> Result<(), AppError> {
+    let limits = options.limits.clone();
+    // Signals first, before any other thread exists, so every thread inherits
+    // the blocked-signal state the handler expects.
+    let mut signals = signal_hook::iterator::Signals::new([
+        libc::SIGTERM,
+        libc::SIGINT,
+        libc::SIGHUP,
+        libc::SIGCHLD,
+    ])
+    .map_err(|err| AppError::Io {
+        what: "cannot install signal handlers".to_string(),
+        err,
+    })?;
+    let log = logging::init(
+        logging::level(options.verbosity),
+        options.log_file.as_deref(),
+        limits.log_file_bytes_max,
+        limits.log_files_max,
+    )
+    .map_err(|err| AppError::Io {
+        what: format!(
+            "cannot open log file {}",
+            options
+                .log_file
+                .as_deref()
+                .unwrap_or(Path::new(""))
+                .display()
+        ),
+        err,
+    })?;
+
+    let resolved = resolve(options, &limits)?;
+    if resolved.servers.is_empty() {
+        return Err(AppError::NoServers);
+    }
+    resolved.store.create_dir()?;
+    check_data_dir_mode(&options.data_dir).map_err(AppError::Unsafe)?;
+    let _lock = lock_data_dir(&options.data_dir)?;
+    // Read again under the lock: another agent may have made the identity meanwhile.
+    let resolved = resolve(options, &limits)?;
+    let meta = first_or_later_start(&resolved, options, &limits)?;
+    let trust = tls::load_with_baked(&tls_files(&meta), baked::BAKED_CA).map_err(AppError::Tls)?;
+    if !trust.summary.is_empty() {
+        info!("TLS: {}", trust.summary);
+    }
+    let data_dir = options
+        .data_dir
+        .canonicalize()
+        .map_err(|err| AppError::Io {
+            what: format!("data directory {}", options.data_dir.display()),
+            err,
+        })?;
+    info!(
+        "bootagent {} starting: agent {}, data directory {}, {} server(s), first {}",
+        env!("CARGO_PKG_VERSION"),
+        meta.agentsn,
+        options.data_dir.display(),
+        resolved.servers.ordered().len(),
+        resolved
+            .servers
+            .current()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+    );
+
+    let (event_tx, event_rx) = mpsc::sync_channel::<Event>(limits.loop_channel_max);
+    let signal_tx = event_tx.clone();
+    let jobs_tx = event_tx.clone();
+    thread::Builder::new()
+        .name("signals".to_string())
+        .spawn(move || {
+            for signal in signals.forever() {
+                if signal_tx.send(Event::Signal(signal)).is_err() {
+                    return;
+                }
+            }
+        })
+        .map_err(|err| AppError::Io {
+            what: "cannot start the signal thread".to_string(),
+            err,
+        })?;
+    let (http_tx, http_rx) = mpsc::sync_channel(1);
+    http::spawn(&limits, &trust, http_rx, event_tx).map_err(|err| AppError::Io {
+        what: "cannot start the HTTP thread".to_string(),
+        err,
+    })?;
+
+    let clock = RealClock::new();
+    let (supervisor, child_logs) = start_supervisor(&data_dir, &limits, &meta, &clock)?;
+    let facts = Facts {
+        hostname: hostinfo::hostname(),
+        version: hostinfo::version_string(),
+        host: hostinfo::host_info(),
+    };
+    let core = Core::new(
+        limits.clone(),
+        facts,
+        meta,
+        resolved.servers,
+        Rng::from_entropy(),
+        clock.now_ms(),
+    );
+    let download = DownloadLimits {
+        bytes_max: limits.download_bytes_max,
+        stall_ms: limits.download_stall_ms,
+        connect_timeout_ms: limits.connect_timeout_ms,
+        tls: trust.clone(),
+        ..DownloadLimits::default()
+    };
+    let unpack = UnpackLimits {
+        bytes_max: limits.download_bytes_max.saturating_mul(4),
+        ..UnpackLimits::default()
+    };
+    let jobs =
+        JobRunner::start(&data_dir, download, unpack, jobs_tx).map_err(|err| AppError::Io {
+            what: "cannot start the job worker".to_string(),
+            err,
+        })?;
+    let exit = EventLoop {
+        core,
+        supervisor,
+        jobs,
+        store: &resolved.store,
+        state_file: data_dir.join(status::STATE_FILE),
+        clock: &clock,
+        events: event_rx,
+        http: http_tx,
+        log,
+    }
+    .run();
+    child_logs.shutdown(); // the children are gone: drain what they wrote last
+    match exit {
+        Exit::Signalled(signal) => {
+            info!("signal {signal}: stopped, metafile saved");
+            Ok(())
+        }
+        Exit::ChannelsClosed => Err(AppError::Io {
+            what: "event loop".to_string(),
+            err: io::Error::other("every event source is gone"),
+        }),
+    }
+}
+
+/// Clears what a killed predecessor left running, then finds the children on
+/// disk and starts those that should run.
+fn start_supervisor(
+    data_dir: &Path,
+    limits: &Limits,
+    meta: &Meta,
+    clock: &RealClock,
+) -> Result<(Supervisor, ChildLogs), AppError> {
+    let leftovers = sys::kill_marked_processes(&Supervisor::marker(data_dir));
+    if leftovers > 0 {
+        warn!("killed {leftovers} process(es) left running by a previous BootAgent");
+    }
+    let logs_dir = data_dir.join("logs");
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o750)
+        .create(&logs_dir)
+        .map_err(|err| AppError::Io {
+            what: format!("cannot create {}", logs_dir.display()),
+            err,
+        })?;
+    let logs = ChildLogs::start(LogConfig {
+        file_bytes_max: limits.child_log_bytes_max,
+        files_max: limits.child_log_files_max,
+        ..LogConfig::default()
+    })
+    .map_err(|err| AppError::Io {
+        what: "cannot start the child log thread".to_string(),
+        err,
+    })?;
+    let mechanism = reslimit::detect(limits.limit_mechanism); // logs what it chose, and why
+    let cpus = hostinfo::host_info().cpus;
+    let mut supervisor = Supervisor::new(
+        data_dir,
+        mechanism,
+        Some(logs.clone()),
+        cpus,
+        clock.now_ms(),
+    );
+    for skipped in supervisor.discover(&meta.stopped, clock.now_ms(), clock.wall_s()) {
+        warn!("{skipped}");
+    }
+    Ok((supervisor, logs))
+}
+
+/// `bootagent status`: the table of children; returns the exit code.
+pub fn status(options: &Options, out: &mut dyn Write) -> io::Result<u8> {
+    let running = match File::open(options.data_dir.join(LOCK_FILE)) {
+        Ok(file) => !sys::try_lock_exclusive(&file)?, // got it: nobody holds it
+        Err(_) => false,
+    };
+    status::print(&options.data_dir, running, RealClock::new().wall_s(), out)
+}
