@@ -4,7 +4,7 @@ use super::*;
 use std::os::unix::process::ExitStatusExt;
 use std::sync::Mutex;
 
-use crate::reslimit::detect::Facts;
+use crate::reslimit::facts::Facts;
 use crate::reslimit::parse::MIB;
 use crate::reslimit::testing::{read_trimmed, wait_until, Group, ALLOCATE_50M};
 use crate::reslimit::{detect, group_usage, release, Choice};

@@ -69,12 +69,13 @@
 //! # Files
 //!
 //! `parse.rs` reads the `limits` object; `detect.rs` chooses the mechanism and makes
-//! BootAgent's parent cgroups; `cgroup.rs` is the cgroup of one child; `proc.rs` is the
-//! `/proc` fallback. The raw system calls (`write`, `kill`, `access`, `sysconf`) are in
-//! `sys.rs`.
+//! BootAgent's parent cgroups, from what `facts.rs` reads of `/proc/self/mountinfo` and
+//! `/proc/self/cgroup`; `cgroup.rs` is the cgroup of one child; `proc.rs` is the `/proc`
+//! fallback. The raw system calls (`write`, `kill`, `access`, `sysconf`) are in `sys.rs`.
 
 mod cgroup;
 mod detect;
+mod facts;
 mod parse;
 mod proc;
 #[cfg(test)]
@@ -114,6 +115,11 @@ fn read_text(path: &Path) -> io::Result<String> {
         .and_then(|file| file.take(TEXT_BYTES_MAX).read_to_string(&mut text))
         .map_err(|e| with_path(e, path))?;
     Ok(text)
+}
+
+/// [`read_text`], with the error as a reason.
+fn text(path: &Path) -> Result<String, String> {
+    read_text(path).map_err(|e| e.to_string())
 }
 
 /// `e` with what failed in front: `what: e`.
