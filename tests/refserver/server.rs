@@ -28,6 +28,7 @@
 // This module is included by several test binaries, each of which uses only part of it.
 #![allow(dead_code)]
 
+mod files;
 mod signature;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -35,7 +36,7 @@ use std::fmt;
 use std::fs::File;
 use std::io::{self, Read};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
@@ -46,6 +47,7 @@ use serde_json::{json, Map, Value};
 #[allow(unused_imports)] // each binary that includes this module uses its own subset
 pub use signature::{sign, SIGNATURE_SKEW_S_MAX};
 
+use files::{percent_decode, serve_file};
 use signature::check_signature;
 
 /// Largest request body read (PROTOCOL.md §1 uses the same cap for responses).
@@ -1372,28 +1374,6 @@ fn admin_jobs(shared: &Shared, body: &Value) -> Reply {
     ok_json(json!({"status": 0, "sn": sn, "id": id, "queued": queued}))
 }
 
-/// Decodes `%XX` escapes (and `+` as a space when `plus` is set); `None` if the result
-/// is not UTF-8.
-fn percent_decode(s: &str, plus: bool) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let b = bytes[i];
-        let hex = |c: u8| (c as char).to_digit(16);
-        if b == b'%' && i + 2 < bytes.len() {
-            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(if plus && b == b'+' { b' ' } else { b });
-        i += 1;
-    }
-    String::from_utf8(out).ok()
-}
-
 /// Parses a query string into decoded key/value pairs.
 fn parse_query(query: Option<&str>) -> Vec<(String, String)> {
     query
@@ -1605,55 +1585,6 @@ fn admin_conflict(shared: &Shared, body: &Value) -> Reply {
     };
     shared.state().conflict_sn = sn.clone();
     ok_json(json!({"status": 0, "conflict_sn": sn}))
-}
-
-// ---------------------------------------------------------------------------------------
-// Files
-// ---------------------------------------------------------------------------------------
-
-/// Maps `/files/REL/PATH` to a path under `root`; `None` for anything that could leave
-/// it (`..`, NUL or backslashes in a component) or names no file.
-fn file_path(root: &Path, url_path: &str) -> Option<PathBuf> {
-    let rel = percent_decode(url_path.strip_prefix("/files/")?, false)?;
-    let mut path = root.to_path_buf();
-    let mut any = false;
-    for part in rel.split('/') {
-        match part {
-            "" | "." => continue,
-            ".." => return None,
-            p if p.contains('\0') || p.contains('\\') => return None,
-            p => {
-                path.push(p);
-                any = true;
-            }
-        }
-    }
-    any.then_some(path)
-}
-
-/// `GET /files/REL/PATH`: a file from the files directory, streamed.
-fn serve_file(shared: &Shared, url_path: &str) -> Reply {
-    let Some(root) = shared.state().files_dir.clone() else {
-        return error(404, "no files directory configured (--files DIR)");
-    };
-    let Some(path) = file_path(&root, url_path) else {
-        return error(400, "bad file path");
-    };
-    let opened = File::open(&path).and_then(|f| {
-        let meta = f.metadata()?;
-        Ok((f, meta))
-    });
-    match opened {
-        Ok((f, meta)) if meta.is_file() => match usize::try_from(meta.len()) {
-            Ok(len) => Reply::File(f, len),
-            Err(_) => error(500, "file too large"),
-        },
-        Ok(_) => error(404, format!("not a file: {url_path}")),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            error(404, format!("no such file: {url_path}"))
-        }
-        Err(e) => error(403, format!("cannot open {url_path}: {e}")),
-    }
 }
 
 // ---------------------------------------------------------------------------------------
