@@ -6,8 +6,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 
+use super::faults::parse_fault;
 use super::files::percent_decode;
-use super::parse_fault;
 use super::Request;
 use super::ADMIN_BODY_CAP;
 use super::{agent_view, Agent, AgentView, Shared, State};

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use super::faults::HugeBody;
 use super::files::file_path;
 use super::*;
 
