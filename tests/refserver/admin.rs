@@ -8,10 +8,10 @@ use serde_json::{json, Value};
 
 use super::faults::parse_fault;
 use super::files::percent_decode;
+use super::reply::{error, ok_json, Reply};
 use super::Request;
 use super::ADMIN_BODY_CAP;
 use super::{agent_view, Agent, AgentView, Shared, State};
-use super::{error, ok_json, Reply};
 
 /// `GET /admin`: the list of admin endpoints.
 pub(super) fn admin_help() -> Reply {

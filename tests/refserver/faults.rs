@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use super::reply::{error, Reply};
 use super::Shared;
 use super::DEFAULT_HUGE;
-use super::{error, Reply};
 
 /// A misbehaviour injected in place of the normal answer to one `/agent/*` request.
 ///

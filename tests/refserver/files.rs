@@ -5,8 +5,8 @@ use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use super::reply::{error, Reply};
 use super::Shared;
-use super::{error, Reply};
 
 /// Decodes `%XX` escapes (and `+` as a space when `plus` is set); `None` if the result
 /// is not UTF-8.

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use serde_json::{json, Map, Value};
 
-use super::{error, Reply};
+use super::reply::{error, Reply};
 use super::{Agent, Shared};
 use super::{MAX_EVENTS_PER_AGENT, TAGS};
 

@@ -32,10 +32,10 @@ mod admin;
 mod faults;
 mod files;
 mod protocol;
+mod reply;
 mod signature;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::fs::File;
 use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -44,7 +44,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
 pub use faults::Fault;
 
@@ -58,9 +58,10 @@ use admin::{
     admin_agents, admin_conflict, admin_fault, admin_fault_state, admin_help, admin_jobs,
     admin_requests, admin_step,
 };
-use faults::{fault_reply, HugeBody};
+use faults::fault_reply;
 use files::serve_file;
 use protocol::{register, status};
+use reply::{error, send, Reply};
 use signature::check_signature;
 
 /// Largest request body read (PROTOCOL.md §1 uses the same cap for responses).
@@ -689,38 +690,6 @@ fn dispatch(shared: &Arc<Shared>, http: &tiny_http::Server) {
     }
 }
 
-/// How a request is answered.
-enum Reply {
-    /// JSON body with extra headers.
-    Json(u16, Value, Vec<(String, String)>),
-    /// Fixed text body with its content type.
-    Text(u16, String, &'static str),
-    /// A file, with `Content-Length`.
-    File(File, usize),
-    /// A generated JSON-looking body of this size, with `Content-Length` or chunked.
-    Huge(usize, bool),
-    /// Send nothing for that long, then close.
-    Stall(Duration),
-    /// Close without an answer.
-    Close,
-}
-
-impl Reply {
-    /// The HTTP status sent; 0 for none.
-    fn status(&self) -> u16 {
-        match self {
-            Reply::Json(code, ..) | Reply::Text(code, ..) => *code,
-            Reply::File(..) | Reply::Huge(..) => 200,
-            Reply::Stall(_) | Reply::Close => 0,
-        }
-    }
-}
-
-/// A JSON error answer: `{"status": 1, "error": msg}`.
-fn error(code: u16, msg: impl Into<String>) -> Reply {
-    Reply::Json(code, json!({"status": 1, "error": msg.into()}), Vec::new())
-}
-
 /// Why a request body could not be used.
 enum BodyError {
     TooLarge,
@@ -847,91 +816,6 @@ fn handle(shared: &Shared, mut rq: tiny_http::Request, received: (Instant, Syste
     send(shared, rq, reply);
 }
 
-/// Writes the reply (or does not, for stalls and closes).
-fn send(shared: &Shared, rq: tiny_http::Request, reply: Reply) {
-    use tiny_http::{Response, StatusCode};
-    // Errors writing the answer mean the client went away: nothing to do.
-    let _ = match reply {
-        Reply::Json(code, value, extra) => {
-            let body = serde_json::to_vec(&value).unwrap_or_default();
-            let mut hdrs = vec![("Content-Type".to_string(), "application/json".to_string())];
-            hdrs.extend(extra);
-            let len = body.len();
-            rq.respond(
-                Response::new(
-                    StatusCode(code),
-                    headers(&hdrs),
-                    io::Cursor::new(body),
-                    Some(len),
-                    None,
-                )
-                .with_chunked_threshold(usize::MAX),
-            )
-        }
-        Reply::Text(code, text, content_type) => {
-            let len = text.len();
-            let hdrs = headers(&[("Content-Type".to_string(), content_type.to_string())]);
-            rq.respond(
-                Response::new(
-                    StatusCode(code),
-                    hdrs,
-                    io::Cursor::new(text.into_bytes()),
-                    Some(len),
-                    None,
-                )
-                .with_chunked_threshold(usize::MAX),
-            )
-        }
-        Reply::File(file, len) => {
-            let hdrs = headers(&[(
-                "Content-Type".to_string(),
-                "application/octet-stream".to_string(),
-            )]);
-            rq.respond(
-                Response::new(StatusCode(200), hdrs, file, Some(len), None)
-                    .with_chunked_threshold(usize::MAX),
-            )
-        }
-        Reply::Huge(n, chunked) => {
-            let hdrs = headers(&[("Content-Type".to_string(), "application/json".to_string())]);
-            let body = HugeBody::new(n);
-            let response = if chunked {
-                Response::new(StatusCode(200), hdrs, body, None, None).with_chunked_threshold(0)
-            } else {
-                Response::new(StatusCode(200), hdrs, body, Some(n), None)
-                    .with_chunked_threshold(usize::MAX)
-            };
-            rq.respond(response)
-        }
-        Reply::Stall(d) => {
-            shared.sleep(d);
-            close_without_answer(rq);
-            Ok(())
-        }
-        Reply::Close => {
-            close_without_answer(rq);
-            Ok(())
-        }
-    };
-}
-
-/// Drops the request without writing anything (tiny_http would otherwise answer 500).
-///
-/// The socket closes at once when the client asked for `Connection: close` (as
-/// BootAgent does, PROTOCOL.md §1) or spoke HTTP/1.0; on a keep-alive connection
-/// tiny_http keeps it open for a next request, so the client just sees no answer.
-fn close_without_answer(rq: tiny_http::Request) {
-    drop(rq.into_writer());
-}
-
-/// tiny_http headers from name/value pairs (pairs that are not ASCII are skipped).
-fn headers(pairs: &[(String, String)]) -> Vec<tiny_http::Header> {
-    pairs
-        .iter()
-        .filter_map(|(k, v)| tiny_http::Header::from_bytes(k.as_bytes(), v.as_bytes()).ok())
-        .collect()
-}
-
 /// Answers a request that carries no fault.
 fn route(
     shared: &Shared,
@@ -981,14 +865,6 @@ fn route(
         (Kind::File, _) => get(&|| serve_file(shared, path)),
         _ => error(404, format!("no such endpoint: {method} {path}")),
     }
-}
-
-// ---------------------------------------------------------------------------------------
-// Admin endpoints
-// ---------------------------------------------------------------------------------------
-
-fn ok_json(value: Value) -> Reply {
-    Reply::Json(200, value, Vec::new())
 }
 
 // ---------------------------------------------------------------------------------------
