@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use super::faults::parse_fault;
 use super::files::percent_decode;
 use super::reply::{error, ok_json, Reply};
-use super::Request;
+use super::request_log::Request;
 use super::ADMIN_BODY_CAP;
 use super::{agent_view, Agent, AgentView, Shared, State};
 
