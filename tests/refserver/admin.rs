@@ -10,8 +10,8 @@ use super::faults::parse_fault;
 use super::files::percent_decode;
 use super::reply::{error, ok_json, Reply};
 use super::request_log::Request;
+use super::state::{agent_view, Agent, AgentView, Shared, State};
 use super::ADMIN_BODY_CAP;
-use super::{agent_view, Agent, AgentView, Shared, State};
 
 /// `GET /admin`: the list of admin endpoints.
 pub(super) fn admin_help() -> Reply {

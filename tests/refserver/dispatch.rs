@@ -19,7 +19,7 @@ use super::protocol::{register, status};
 use super::reply::{error, send, Reply};
 use super::request_log::{Kind, Request};
 use super::signature::check_signature;
-use super::{lock, Shared};
+use super::state::{lock, Shared};
 use super::{LOG_BODY_CAP, MAX_BODY, MAX_HANDLERS};
 
 impl Shared {

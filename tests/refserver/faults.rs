@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::reply::{error, Reply};
-use super::Shared;
+use super::state::Shared;
 use super::DEFAULT_HUGE;
 
 /// A misbehaviour injected in place of the normal answer to one `/agent/*` request.

@@ -6,7 +6,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use super::reply::{error, Reply};
-use super::Shared;
+use super::state::Shared;
 
 /// Decodes `%XX` escapes (and `+` as a space when `plus` is set); `None` if the result
 /// is not UTF-8.

@@ -7,7 +7,7 @@ use std::time::Instant;
 use serde_json::{json, Map, Value};
 
 use super::reply::{error, Reply};
-use super::{Agent, Shared};
+use super::state::{Agent, Shared};
 use super::{MAX_EVENTS_PER_AGENT, TAGS};
 
 /// `agents[].status` values allowed by PROTOCOL.md §3.

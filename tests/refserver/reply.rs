@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::faults::HugeBody;
-use super::Shared;
+use super::state::Shared;
 
 /// How a request is answered.
 pub(super) enum Reply {

@@ -8,7 +8,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 
 use super::faults::Fault;
-use super::{lock, Shared};
+use super::state::{lock, Shared};
 use super::{LOG_MAX_BODY_BYTES, LOG_MAX_ENTRIES};
 
 /// Which part of the server a request was addressed to.

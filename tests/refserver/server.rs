@@ -36,13 +36,14 @@ mod protocol;
 mod reply;
 mod request_log;
 mod signature;
+mod state;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -50,6 +51,7 @@ use serde_json::Value;
 
 pub use faults::Fault;
 pub use request_log::{Kind, Request};
+pub use state::AgentView;
 
 #[allow(unused_imports)] // each binary that includes this module uses its own subset
 pub use {
@@ -59,6 +61,7 @@ pub use {
 };
 
 use dispatch::dispatch;
+use state::{agent_view, lock, Agent, Shared, State};
 
 /// Largest request body read (PROTOCOL.md §1 uses the same cap for responses).
 pub const MAX_BODY: usize = 1 << 20;
@@ -81,10 +84,6 @@ pub const DEFAULT_STEP: u64 = 600;
 /// Size of the body sent by the admin `"huge"` fault when no size is given.
 pub const DEFAULT_HUGE: usize = 2 << 20;
 
-// ---------------------------------------------------------------------------------------
-// Public types
-// ---------------------------------------------------------------------------------------
-
 /// Settings for [`RefServer::start`].
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -106,121 +105,6 @@ impl Default for Options {
         }
     }
 }
-
-/// What the server knows about one agent (keyed by the SN it was handed).
-#[derive(Clone, Debug)]
-pub struct AgentView {
-    /// The agent's SN, as answered at registration.
-    pub sn: String,
-    /// Latest `hostname` received.
-    pub hostname: String,
-    /// Latest `version` received, if any.
-    pub version: Option<String>,
-    /// Latest `host` object received at registration, if any.
-    pub host: Option<Value>,
-    /// The SN the agent registered with, when the server handed it a different one.
-    pub previous_sn: Option<String>,
-    /// Successful registrations (answers with `status` 0).
-    pub registrations: u64,
-    /// Status reports accepted (answered 200).
-    pub reports: u64,
-    /// The last accepted status report, whole.
-    pub last_report: Option<Value>,
-    /// When the agent was last heard from (registration or report).
-    pub last_seen: Instant,
-    /// Job results received, by job id (the latest result for each id).
-    pub job_results: BTreeMap<String, Value>,
-    /// Every event received in accepted reports, oldest first (bounded).
-    pub events: Vec<Value>,
-    /// Jobs queued for this SN and not handed out yet.
-    pub queued_jobs: usize,
-}
-
-// ---------------------------------------------------------------------------------------
-// Shared state
-// ---------------------------------------------------------------------------------------
-
-/// One agent's record (see [`AgentView`]).
-#[derive(Clone, Debug)]
-struct Agent {
-    order: u64,
-    hostname: String,
-    version: Option<String>,
-    host: Option<Value>,
-    previous_sn: Option<String>,
-    registrations: u64,
-    reports: u64,
-    last_report: Option<Value>,
-    last_seen: Instant,
-    job_results: BTreeMap<String, Value>,
-    events: VecDeque<Value>,
-}
-
-/// Everything behind the state mutex.
-struct State {
-    step: Option<u64>,
-    files_dir: Option<PathBuf>,
-    /// SN handed out by the next registration (an SN conflict), then cleared.
-    conflict_sn: Option<String>,
-    /// Old SN → SN handed out for it after a conflict.
-    aliases: HashMap<String, String>,
-    /// `key` and `secret` handed out at registration, if set.
-    credentials: Option<(String, String)>,
-    /// Number of coming registrations to reject with `status` 1.
-    reject_registrations: usize,
-    agents: BTreeMap<String, Agent>,
-    next_agent_order: u64,
-    /// Jobs waiting to be handed out, by SN.
-    queues: HashMap<String, VecDeque<Value>>,
-    faults: VecDeque<Fault>,
-    sticky: Option<Fault>,
-    log: VecDeque<Request>,
-    log_body_bytes: usize,
-    next_seq: u64,
-}
-
-/// State shared by the API handle, the dispatcher and the handler threads.
-struct Shared {
-    state: Mutex<State>,
-    observer: Mutex<Option<Observer>>,
-    /// Set when the server is being dropped: stalls end, the dispatcher stops.
-    stop: AtomicBool,
-    /// Number of running handler threads, with a condvar to wait for a free slot.
-    active: Mutex<usize>,
-    active_cv: Condvar,
-    started: Instant,
-}
-
-/// Locks a mutex, recovering the data if a thread panicked while holding it.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-impl Shared {
-    fn state(&self) -> MutexGuard<'_, State> {
-        lock(&self.state)
-    }
-
-    fn stopping(&self) -> bool {
-        self.stop.load(Ordering::SeqCst)
-    }
-
-    /// Sleeps for `d`, waking early when the server stops.
-    fn sleep(&self, d: Duration) {
-        let end = Instant::now() + d;
-        while !self.stopping() {
-            let now = Instant::now();
-            if now >= end {
-                return;
-            }
-            thread::sleep((end - now).min(Duration::from_millis(20)));
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// The server handle
-// ---------------------------------------------------------------------------------------
 
 /// A running reference server. Dropping it stops it.
 ///
@@ -463,23 +347,6 @@ impl Drop for RefServer {
         {
             thread::sleep(Duration::from_millis(5));
         }
-    }
-}
-
-fn agent_view(st: &State, sn: &str, a: &Agent) -> AgentView {
-    AgentView {
-        sn: sn.to_string(),
-        hostname: a.hostname.clone(),
-        version: a.version.clone(),
-        host: a.host.clone(),
-        previous_sn: a.previous_sn.clone(),
-        registrations: a.registrations,
-        reports: a.reports,
-        last_report: a.last_report.clone(),
-        last_seen: a.last_seen,
-        job_results: a.job_results.clone(),
-        events: a.events.iter().cloned().collect(),
-        queued_jobs: st.queues.get(sn).map_or(0, VecDeque::len),
     }
 }
 

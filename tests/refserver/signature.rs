@@ -3,7 +3,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::Shared;
+use super::state::Shared;
 
 /// How far a request's `X-Boot-Timestamp` may be from the server's clock.
 pub const SIGNATURE_SKEW_S_MAX: i64 = 300;
