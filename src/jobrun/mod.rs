@@ -21,20 +21,26 @@
 //! new symlink over it. A `kill -9` at any point leaves the old version current, or
 //! the new one complete and current; the journal reports the job as interrupted.
 
-use crate::download::{self, DownloadLimits};
+mod files;
+mod prepare;
+mod probation;
+
+pub use files::current_version;
+
+use crate::download::DownloadLimits;
 use crate::event_loop::Event;
-use crate::jobs::{ErrCode, Install, Job, Settings};
+use crate::jobs::{ErrCode, Install, Job};
 use crate::supervisor::{Supervisor, CHILDREN_MAX};
-use crate::unpack::{self, UnpackLimits};
+use crate::unpack::UnpackLimits;
 use crate::wheel::Millis;
-use log::{info, warn};
-use serde_json::{Map, Value};
+use files::remove_old_versions;
+use log::warn;
+use prepare::work;
 use std::fs;
 use std::io;
-use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 use std::thread;
 
@@ -44,6 +50,9 @@ pub const TMP_DIR: &str = "tmp";
 const START_WAIT_MS: u64 = 5_000;
 /// How long a stop may take past the grace period (after SIGKILL) before the job fails.
 const STOP_WAIT_MS: u64 = 30_000;
+
+/// Beside each version directory, `VERSION.sha256` holds its package's SHA256.
+const SHA256_SUFFIX: &str = ".sha256";
 
 /// A result of a job: its errcode and one line.
 pub type JobResult = (ErrCode, String);
@@ -269,53 +278,6 @@ impl JobRunner {
         }
     }
 
-    /// Writes the settings, points `current` at `version` and (re)starts the child.
-    fn switch_to(
-        &mut self,
-        install: &Install,
-        version: &str,
-        ctx: &mut Ctx<'_>,
-    ) -> Result<Phase, JobResult> {
-        let name = &install.name;
-        let agent_dir = self.data_dir.join("agents").join(name);
-        let old_version = current_version(&agent_dir);
-        let old_settings = fs::read(agent_dir.join("agent.json")).ok();
-        // Settings first: a kill -9 between the two steps then leaves the old
-        // version running with the new settings, never the new one without them.
-        self.write_settings(name, &install.settings)?;
-        switch_current(&agent_dir, version).map_err(|err| {
-            (
-                ErrCode::InstallFailed,
-                format!("cannot switch {name} to {version}: {err}"),
-            )
-        })?;
-        ctx.stopped.push((name.to_string(), false));
-        let old_pid = ctx.supervisor.pid(name);
-        ctx.supervisor.reload(name, ctx.now);
-        ctx.supervisor.restart(name, ctx.now, ctx.wall_s);
-        info!(
-            "{name}: switched to {version} (was {})",
-            old_version.as_deref().unwrap_or("none")
-        );
-        let grace = ctx.supervisor.grace_ms(name);
-        if old_version.is_none() {
-            // A first install has nothing to roll back to: it must just start.
-            return Ok(Phase::Starting {
-                old_pid: None,
-                until: ctx.now + grace + START_WAIT_MS,
-            });
-        }
-        Ok(Phase::Probation(Box::new(Probation {
-            until: ctx.now + grace + install.probation_s * 1000,
-            old_pid,
-            pid: None,
-            restarts: ctx.supervisor.restarts(name),
-            new_version: version.to_string(),
-            old_version: old_version.filter(|old| old != version),
-            old_settings,
-        })))
-    }
-
     /// Carries the current job on; returns its result when it is done.
     pub fn poll(&mut self, ctx: &mut Ctx<'_>) -> Option<(String, JobResult)> {
         let current = self.current.as_mut()?;
@@ -394,261 +356,8 @@ impl JobRunner {
         }
     }
 
-    fn roll_back(&mut self, name: &str, p: Probation, why: &str, ctx: &mut Ctx<'_>) -> JobResult {
-        let agent_dir = self.data_dir.join("agents").join(name);
-        let Some(old) = p.old_version else {
-            return (
-                ErrCode::StartFailed,
-                format!("{name} {} failed to start: {why}", p.new_version),
-            );
-        };
-        if let Err(err) = switch_current(&agent_dir, &old) {
-            return (
-                ErrCode::StartFailed,
-                format!(
-                    "{name} {} failed ({why}) and the switch back to {old} failed: {err}",
-                    p.new_version
-                ),
-            );
-        }
-        match p.old_settings {
-            Some(settings) => {
-                let _ = write_atomically(&agent_dir.join("agent.json"), &settings);
-            }
-            None => {
-                let _ = fs::remove_file(agent_dir.join("agent.json"));
-            }
-        }
-        let _ = fs::remove_dir_all(agent_dir.join(&p.new_version));
-        let _ = fs::remove_file(agent_dir.join(format!("{}{SHA256_SUFFIX}", p.new_version)));
-        ctx.supervisor.reload(name, ctx.now);
-        ctx.supervisor.restart(name, ctx.now, ctx.wall_s);
-        ctx.supervisor
-            .note_rollback(name, &p.new_version, &old, why, ctx.wall_s);
-        (
-            ErrCode::StartFailed,
-            format!(
-                "{name} {} did not stay up ({why}); rolled back to {old}",
-                p.new_version
-            ),
-        )
-    }
-
-    /// Removes an agent that is down: its files, its settings, its logs.
-    fn remove_agent(&mut self, name: &str, ctx: &mut Ctx<'_>) -> JobResult {
-        let agent_dir = self.data_dir.join("agents").join(name);
-        let trash = self
-            .data_dir
-            .join(TMP_DIR)
-            .join(format!("uninstall-{name}"));
-        let _ = fs::remove_dir_all(&trash);
-        if let Err(err) = fs::rename(&agent_dir, &trash) {
-            return (
-                ErrCode::InstallFailed,
-                format!("cannot remove {}: {err}", agent_dir.display()),
-            );
-        }
-        let _ = fs::remove_dir_all(&trash);
-        let logs = self.data_dir.join("logs");
-        for suffix in ["", ".1", ".2", ".3", ".4", ".5", ".6", ".7", ".8", ".9"] {
-            let _ = fs::remove_file(logs.join(format!("{name}.log{suffix}")));
-        }
-        ctx.supervisor.remove(name);
-        ctx.stopped.push((name.to_string(), false));
-        (ErrCode::Success, format!("{name} uninstalled"))
-    }
-
-    fn write_settings(&self, name: &str, settings: &Settings) -> Result<(), JobResult> {
-        if settings.0.is_empty() {
-            return Ok(());
-        }
-        let path = self.data_dir.join("agents").join(name).join("agent.json");
-        let mut merged: Map<String, Value> = fs::read(&path)
-            .ok()
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-            .unwrap_or_default();
-        for (key, value) in &settings.0 {
-            merged.insert(key.clone(), value.clone());
-        }
-        let bytes = serde_json::to_vec_pretty(&merged).unwrap_or_default();
-        write_atomically(&path, &bytes).map_err(|err| {
-            (
-                ErrCode::InstallFailed,
-                format!("cannot write {}: {err}", path.display()),
-            )
-        })
-    }
-
     fn finish(&mut self, result: JobResult) -> Option<(String, JobResult)> {
         let current = self.current.take()?;
         Some((current.id, result))
     }
-}
-
-impl Probation {
-    fn clone_for_rollback(&self) -> Probation {
-        Probation {
-            until: self.until,
-            old_pid: self.old_pid,
-            pid: self.pid,
-            restarts: self.restarts,
-            new_version: self.new_version.clone(),
-            old_version: self.old_version.clone(),
-            old_settings: self.old_settings.clone(),
-        }
-    }
-}
-
-/// The worker thread: download, verify, unpack, move into place.
-fn work(
-    data_dir: &Path,
-    requests: Receiver<Prepare>,
-    events: SyncSender<Event>,
-    download: &DownloadLimits,
-    unpack: &UnpackLimits,
-    cancel: &AtomicBool,
-) {
-    for request in requests {
-        let result = prepare(data_dir, &request.install, download, unpack, cancel);
-        let prepared = Prepared {
-            id: request.id,
-            result,
-        };
-        if events.send(Event::JobPrepared(prepared)).is_err() {
-            return;
-        }
-    }
-}
-
-fn prepare(
-    data_dir: &Path,
-    install: &Install,
-    download_limits: &DownloadLimits,
-    unpack_limits: &UnpackLimits,
-    cancel: &AtomicBool,
-) -> Result<String, JobResult> {
-    let tmp = data_dir.join(TMP_DIR);
-    let code = |errcode: u32| match errcode {
-        1 => ErrCode::Invalid,
-        2 => ErrCode::DownloadFailed,
-        3 => ErrCode::ChecksumMismatch,
-        4 => ErrCode::BadPackage,
-        5 => ErrCode::InstallFailed,
-        _ => ErrCode::Internal,
-    };
-    let file = download::download(&install.url, &tmp, download_limits, cancel)
-        .map_err(|err| (code(err.errcode()), err.to_string()))?;
-    let result = (|| {
-        if file.sha256 != install.checksum {
-            return Err((
-                ErrCode::ChecksumMismatch,
-                format!(
-                    "checksum mismatch: expected SHA256:{}, got SHA256:{}",
-                    download::hex(&install.checksum),
-                    download::hex(&file.sha256)
-                ),
-            ));
-        }
-        let staging = tmp.join(format!("unpack-{}", install.name));
-        let _ = fs::remove_dir_all(&staging);
-        let unpacked = unpack::unpack(&file.path, &staging, unpack_limits)
-            .map_err(|err| (code(err.errcode), err.message))?;
-        let mut version = install
-            .version
-            .clone()
-            .or(unpacked.version_file)
-            .or_else(|| unpack::version_from_url(&install.url, &install.name))
-            .unwrap_or_else(|| "0".to_string());
-        let agent_dir = data_dir.join("agents").join(&install.name);
-        let sha = download::hex(&file.sha256);
-        if current_version(&agent_dir).as_deref() == Some(version.as_str()) {
-            if recorded_sha256(&agent_dir, &version).as_deref() == Some(sha.as_str()) {
-                // The very package that runs: keep it, do not pull it away.
-                let _ = fs::remove_dir_all(&staging);
-                return Ok(version);
-            }
-            // Same version name, other content: installed beside it, never over
-            // the running one, and never silently skipped.
-            version = format!("{version}+{}", &sha[..8]);
-        }
-        let target = agent_dir.join(&version);
-        fs::DirBuilder::new()
-            .recursive(true)
-            .create(&agent_dir)
-            .and_then(|()| match fs::remove_dir_all(&target) {
-                Err(err) if err.kind() != io::ErrorKind::NotFound => Err(err),
-                _ => Ok(()),
-            })
-            .and_then(|()| fs::rename(&staging, &target))
-            .and_then(|()| fs::write(agent_dir.join(format!("{version}{SHA256_SUFFIX}")), &sha))
-            .and_then(|()| fs::File::open(&agent_dir)?.sync_all())
-            .map_err(|err| {
-                let _ = fs::remove_dir_all(&staging);
-                (
-                    ErrCode::InstallFailed,
-                    format!("cannot install into {}: {err}", target.display()),
-                )
-            })?;
-        Ok(version)
-    })();
-    let _ = fs::remove_file(&file.path);
-    result
-}
-
-/// Beside each version directory, `VERSION.sha256` holds its package's SHA256.
-const SHA256_SUFFIX: &str = ".sha256";
-
-/// The SHA256 (hex) of the package a version was installed from, if recorded.
-fn recorded_sha256(agent_dir: &Path, version: &str) -> Option<String> {
-    let text = fs::read_to_string(agent_dir.join(format!("{version}{SHA256_SUFFIX}"))).ok()?;
-    Some(text.trim().to_string())
-}
-
-/// The version `current` points to.
-pub fn current_version(agent_dir: &Path) -> Option<String> {
-    let target = fs::read_link(agent_dir.join("current")).ok()?;
-    target.file_name().map(|v| v.to_string_lossy().into_owned())
-}
-
-/// Points `current` at `version` atomically: a new link renamed over the old one.
-fn switch_current(agent_dir: &Path, version: &str) -> io::Result<()> {
-    let tmp = agent_dir.join("current.tmp");
-    let _ = fs::remove_file(&tmp);
-    symlink(version, &tmp)?;
-    fs::rename(&tmp, agent_dir.join("current"))?;
-    fs::File::open(agent_dir)?.sync_all()
-}
-
-/// Removes version directories other than `keep`.
-fn remove_old_versions(agent_dir: &Path, keep: &[Option<String>]) {
-    let Ok(entries) = fs::read_dir(agent_dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
-        let kept = |version: &str| keep.iter().flatten().any(|k| k == version);
-        if is_dir && !kept(&name) {
-            info!("removing old version {}", entry.path().display());
-            let _ = fs::remove_dir_all(entry.path());
-        } else if name.strip_suffix(SHA256_SUFFIX).is_some_and(|v| !kept(v)) {
-            let _ = fs::remove_file(entry.path());
-        }
-    }
-}
-
-/// Replaces `path` atomically; mode 0600, since envs may carry secrets.
-fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("json.tmp");
-    let _ = fs::remove_file(&tmp);
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    fs::rename(&tmp, path)
 }

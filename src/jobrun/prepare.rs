@@ -1,0 +1,115 @@
+//! The worker thread's side of an install or upgrade: download, checksum, unpack,
+//! and the move into `agents/NAME/VERSION`, with the package's SHA256 beside it.
+
+use super::{current_version, JobResult, Prepare, Prepared, SHA256_SUFFIX, TMP_DIR};
+use crate::download::{self, DownloadLimits};
+use crate::event_loop::Event;
+use crate::jobs::{ErrCode, Install};
+use crate::unpack::{self, UnpackLimits};
+use std::fs;
+use std::io;
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::sync::mpsc::{Receiver, SyncSender};
+
+/// The worker thread: download, verify, unpack, move into place.
+pub(super) fn work(
+    data_dir: &Path,
+    requests: Receiver<Prepare>,
+    events: SyncSender<Event>,
+    download: &DownloadLimits,
+    unpack: &UnpackLimits,
+    cancel: &AtomicBool,
+) {
+    for request in requests {
+        let result = prepare(data_dir, &request.install, download, unpack, cancel);
+        let prepared = Prepared {
+            id: request.id,
+            result,
+        };
+        if events.send(Event::JobPrepared(prepared)).is_err() {
+            return;
+        }
+    }
+}
+
+fn prepare(
+    data_dir: &Path,
+    install: &Install,
+    download_limits: &DownloadLimits,
+    unpack_limits: &UnpackLimits,
+    cancel: &AtomicBool,
+) -> Result<String, JobResult> {
+    let tmp = data_dir.join(TMP_DIR);
+    let code = |errcode: u32| match errcode {
+        1 => ErrCode::Invalid,
+        2 => ErrCode::DownloadFailed,
+        3 => ErrCode::ChecksumMismatch,
+        4 => ErrCode::BadPackage,
+        5 => ErrCode::InstallFailed,
+        _ => ErrCode::Internal,
+    };
+    let file = download::download(&install.url, &tmp, download_limits, cancel)
+        .map_err(|err| (code(err.errcode()), err.to_string()))?;
+    let result = (|| {
+        if file.sha256 != install.checksum {
+            return Err((
+                ErrCode::ChecksumMismatch,
+                format!(
+                    "checksum mismatch: expected SHA256:{}, got SHA256:{}",
+                    download::hex(&install.checksum),
+                    download::hex(&file.sha256)
+                ),
+            ));
+        }
+        let staging = tmp.join(format!("unpack-{}", install.name));
+        let _ = fs::remove_dir_all(&staging);
+        let unpacked = unpack::unpack(&file.path, &staging, unpack_limits)
+            .map_err(|err| (code(err.errcode), err.message))?;
+        let mut version = install
+            .version
+            .clone()
+            .or(unpacked.version_file)
+            .or_else(|| unpack::version_from_url(&install.url, &install.name))
+            .unwrap_or_else(|| "0".to_string());
+        let agent_dir = data_dir.join("agents").join(&install.name);
+        let sha = download::hex(&file.sha256);
+        if current_version(&agent_dir).as_deref() == Some(version.as_str()) {
+            if recorded_sha256(&agent_dir, &version).as_deref() == Some(sha.as_str()) {
+                // The very package that runs: keep it, do not pull it away.
+                let _ = fs::remove_dir_all(&staging);
+                return Ok(version);
+            }
+            // Same version name, other content: installed beside it, never over
+            // the running one, and never silently skipped.
+            version = format!("{version}+{}", &sha[..8]);
+        }
+        let target = agent_dir.join(&version);
+        fs::DirBuilder::new()
+            .recursive(true)
+            .create(&agent_dir)
+            .and_then(|()| match fs::remove_dir_all(&target) {
+                Err(err) if err.kind() != io::ErrorKind::NotFound => Err(err),
+                _ => Ok(()),
+            })
+            .and_then(|()| fs::rename(&staging, &target))
+            .and_then(|()| fs::write(agent_dir.join(format!("{version}{SHA256_SUFFIX}")), &sha))
+            .and_then(|()| fs::File::open(&agent_dir)?.sync_all())
+            .map_err(|err| {
+                let _ = fs::remove_dir_all(&staging);
+                (
+                    ErrCode::InstallFailed,
+                    format!("cannot install into {}: {err}", target.display()),
+                )
+            })?;
+        Ok(version)
+    })();
+    let _ = fs::remove_file(&file.path);
+    result
+}
+
+/// The SHA256 (hex) of the package a version was installed from, if recorded.
+fn recorded_sha256(agent_dir: &Path, version: &str) -> Option<String> {
+    let text = fs::read_to_string(agent_dir.join(format!("{version}{SHA256_SUFFIX}"))).ok()?;
+    Some(text.trim().to_string())
+}

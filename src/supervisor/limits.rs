@@ -1,0 +1,86 @@
+//! Enforcing a child's resource limits: the `/proc` samples that throttle or kill
+//! it, and after it exits, the cgroup's OOM kills that name the limit it hit.
+
+use super::{Supervisor, Timer};
+use crate::reslimit::{self, ResourceLimits, Verdict};
+use crate::sys;
+use crate::wheel::Millis;
+use log::{debug, info};
+
+impl Supervisor {
+    /// One `/proc` sample of a child with limits: throttle or kill as decided.
+    pub(super) fn sample(&mut self, name: &str, now: Millis) {
+        let Some(slot) = self.slots.get_mut(name) else {
+            return;
+        };
+        let (Some(pid), Some(throttle)) = (slot.child.pid(), slot.throttle.as_mut()) else {
+            return;
+        };
+        let verdict = match reslimit::group_usage(pid) {
+            Ok(usage) => throttle.sample(now, usage),
+            Err(err) => {
+                debug!("{name}: /proc sample failed: {err}");
+                Verdict::Ok
+            }
+        };
+        let interval = throttle.interval_ms();
+        match verdict {
+            Verdict::Ok => {}
+            Verdict::KillMemory {
+                rss_bytes,
+                limit_bytes,
+            } => {
+                info!("{name}: {rss_bytes} bytes resident, over its memory limit of {limit_bytes}: killing");
+                slot.killed_for = Some(memory_limit(limit_bytes));
+                let _ = sys::signal_group(pid, libc::SIGKILL);
+                return; // SIGCHLD follows
+            }
+            Verdict::Stop { resume_at } => {
+                let _ = sys::signal_group(pid, libc::SIGSTOP);
+                if let Some(id) = slot.resume_timer.take() {
+                    self.wheel.cancel(id);
+                }
+                slot.resume_timer = Some(
+                    self.wheel
+                        .insert(resume_at, (name.to_string(), Timer::Resume)),
+                );
+            }
+        }
+        let next = now.saturating_add(interval);
+        slot.sample_timer = Some(self.wheel.insert(next, (name.to_string(), Timer::Sample)));
+    }
+
+    /// Cleans up after the leader of a group exited; names the limit it was killed for.
+    pub(super) fn after_exit(&mut self, name: &str, pid: i32) -> Option<String> {
+        let slot = self.slots.get_mut(name)?;
+        // What is left of the group goes too: no orphans holding ports or files.
+        let _ = sys::signal_group(pid, libc::SIGKILL);
+        for id in [slot.sample_timer.take(), slot.resume_timer.take()]
+            .into_iter()
+            .flatten()
+        {
+            self.wheel.cancel(id);
+        }
+        slot.throttle = None;
+        slot.started_wall = None;
+        let mut limit = slot.killed_for.take();
+        if let Some(cgroup) = slot.cgroup.take() {
+            // The kernel's OOM killer may have hit the leader or a process under it
+            // (a shell's child): either way the child was killed for its limit.
+            if cgroup.oom_kills() > slot.oom_kills_at_start {
+                limit = slot.settings.limits.memory_bytes.map(memory_limit);
+            }
+            cgroup.remove();
+        }
+        limit
+    }
+}
+
+/// A memory limit named as the `limits` object spells it: "memory 20M".
+fn memory_limit(bytes: u64) -> String {
+    ResourceLimits {
+        cpu_pct: None,
+        memory_bytes: Some(bytes),
+    }
+    .to_string()
+}

@@ -1,0 +1,357 @@
+//! The supervisor: the edge that carries out what each child's state machine
+//! (`child.rs`) decides. It finds the children on disk, spawns them, signals
+//! their process groups, reaps them by pid on `SIGCHLD`, enforces resource limits
+//! (cgroups, or sampling `/proc`), and turns every incident into an event.
+//!
+//! It owns its own timer wheel (restart delays, grace periods, `/proc` samples);
+//! the event loop sleeps until the earlier of its deadline and the core's.
+//! Nothing here polls: with no limits enforced through `/proc`, a supervisor
+//! whose children run wakes only for `SIGCHLD`.
+
+mod discover;
+mod limits;
+mod report;
+mod settings;
+mod spawn;
+
+pub use report::ChildView;
+pub use settings::{parse_envs, valid_name, Settings};
+
+use crate::child::{Action, Child, Exit, Input, RestartPolicy};
+use crate::childlog::ChildLogs;
+use crate::reslimit::{Cgroup, Mechanism, Throttle};
+use crate::sys::{self, Reaped};
+use crate::wheel::{Millis, TimerId, Wheel};
+use crate::wire::ChildEvent;
+use log::warn;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// The base `PATH` of every child (section 6).
+pub const CHILD_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// Most children supervised at once.
+pub const CHILDREN_MAX: usize = 256;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Timer {
+    /// The deadline of the child's state (restart delay, grace period).
+    State,
+    /// Time for a `/proc` sample.
+    Sample,
+    /// End of a `/proc` CPU throttle pause: `SIGCONT`.
+    Resume,
+}
+
+struct Slot {
+    child: Child,
+    version: String,
+    /// The version directory, absolute: cwd and `BOOT_AGENT_DIR`.
+    dir: PathBuf,
+    settings: Settings,
+    /// Why the child cannot run (a bad `agent.json`); it stays `fatal` until fixed.
+    broken: Option<String>,
+    state_timer: Option<(TimerId, Millis)>,
+    sample_timer: Option<TimerId>,
+    resume_timer: Option<TimerId>,
+    cgroup: Option<Cgroup>,
+    oom_kills_at_start: u64,
+    throttle: Option<Throttle>,
+    /// Limit the `/proc` sampler killed the child for.
+    killed_for: Option<String>,
+    /// Wall-clock start of the current process, for the local status view.
+    started_wall: Option<i64>,
+}
+
+pub struct Supervisor {
+    data_dir: PathBuf,
+    /// Names this data directory's cgroups (`agent-NAME-TAG`), so that two
+    /// BootAgents on one host never take each other's cgroups for leftovers.
+    cgroup_tag: String,
+    slots: BTreeMap<String, Slot>,
+    wheel: Wheel<(String, Timer)>,
+    mechanism: Mechanism,
+    logs: Option<ChildLogs>,
+    cpus: u32,
+    events: Vec<ChildEvent>,
+    /// Something a report or the status view shows has changed.
+    changed: bool,
+}
+
+impl Supervisor {
+    /// `data_dir` must be absolute.
+    pub fn new(
+        data_dir: &Path,
+        mechanism: Mechanism,
+        logs: Option<ChildLogs>,
+        cpus: u32,
+        now: Millis,
+    ) -> Self {
+        Supervisor {
+            data_dir: data_dir.to_path_buf(),
+            cgroup_tag: path_tag(data_dir),
+            slots: BTreeMap::new(),
+            wheel: Wheel::new(now),
+            mechanism,
+            logs,
+            cpus,
+            events: Vec::new(),
+            changed: false,
+        }
+    }
+
+    pub fn mechanism(&self) -> &Mechanism {
+        &self.mechanism
+    }
+
+    /// `BOOT_AGENT_DIR=<data>/agents/`: the mark of every process BootAgent started.
+    pub fn marker(data_dir: &Path) -> Vec<u8> {
+        let mut marker = b"BOOT_AGENT_DIR=".to_vec();
+        marker.extend_from_slice(data_dir.join("agents").as_os_str().as_encoded_bytes());
+        marker.push(b'/');
+        marker
+    }
+
+    /// Feeds one input to a child and carries out what it decides.
+    pub fn input(&mut self, name: &str, input: Input, now: Millis, wall_s: i64) {
+        let Some(slot) = self.slots.get_mut(name) else {
+            return;
+        };
+        if slot.broken.is_some() && matches!(input, Input::Start | Input::Restart) {
+            return;
+        }
+        let mut pending = vec![input];
+        while let Some(input) = pending.pop() {
+            let Some(slot) = self.slots.get_mut(name) else {
+                return;
+            };
+            let status_before = slot.child.status();
+            let actions = slot.child.step(now, input);
+            if slot.child.status() != status_before {
+                self.changed = true;
+            }
+            for action in actions {
+                match action {
+                    Action::Spawn => pending.push(self.spawn(name, now, wall_s)),
+                    Action::Terminate => self.signal(name, libc::SIGTERM),
+                    Action::Kill => self.signal(name, libc::SIGKILL),
+                    Action::Event {
+                        kind,
+                        exit,
+                        message,
+                    } => self.push_event(name, kind, exit, message, wall_s),
+                }
+            }
+        }
+        self.arm_state_timer(name);
+    }
+
+    fn signal(&mut self, name: &str, signal: i32) {
+        let Some(slot) = self.slots.get_mut(name) else {
+            return;
+        };
+        if let Some(pid) = slot.child.pid() {
+            if let Err(err) = sys::signal_group(pid, signal) {
+                warn!("{name}: signal {signal} to process group {pid}: {err}");
+            }
+            // A group paused by the CPU throttle must run to handle SIGTERM.
+            if let Some(id) = slot.resume_timer.take() {
+                self.wheel.cancel(id);
+            }
+            let _ = sys::signal_group(pid, libc::SIGCONT);
+        }
+    }
+
+    /// Keeps the wheel's timer of a child at its state's deadline.
+    fn arm_state_timer(&mut self, name: &str) {
+        let Some(slot) = self.slots.get_mut(name) else {
+            return;
+        };
+        let wanted = slot.child.deadline();
+        if slot.state_timer.map(|(_, at)| at) == wanted {
+            return;
+        }
+        if let Some((id, _)) = slot.state_timer.take() {
+            self.wheel.cancel(id);
+        }
+        if let Some(at) = wanted {
+            slot.state_timer = Some((self.wheel.insert(at, (name.to_string(), Timer::State)), at));
+        }
+    }
+
+    pub fn next_deadline(&self) -> Option<Millis> {
+        self.wheel.next_deadline()
+    }
+
+    /// Fires the timers due at `now`.
+    pub fn on_time(&mut self, now: Millis, wall_s: i64) {
+        while let Some((id, (name, timer))) = self.wheel.poll(now) {
+            let Some(slot) = self.slots.get_mut(&name) else {
+                continue;
+            };
+            match timer {
+                Timer::State => {
+                    if slot.state_timer.is_some_and(|(pending, _)| pending == id) {
+                        slot.state_timer = None;
+                        self.input(&name, Input::Deadline, now, wall_s);
+                    }
+                }
+                Timer::Sample => {
+                    slot.sample_timer = None;
+                    self.sample(&name, now);
+                }
+                Timer::Resume => {
+                    slot.resume_timer = None;
+                    if let Some(pid) = slot.child.pid() {
+                        let _ = sys::signal_group(pid, libc::SIGCONT);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reaps every child that has exited (after `SIGCHLD`; several may have).
+    pub fn on_sigchld(&mut self, now: Millis, wall_s: i64) {
+        let running: Vec<(String, i32)> = self
+            .slots
+            .iter()
+            .filter_map(|(name, slot)| slot.child.pid().map(|pid| (name.clone(), pid)))
+            .collect();
+        for (name, pid) in running {
+            let Some(reaped) = sys::reap(pid) else {
+                continue;
+            };
+            let exit = match reaped {
+                Reaped::Code(code) => Exit::Code(code),
+                Reaped::Signal(signal) => Exit::Signal(signal),
+            };
+            let limit = self.after_exit(&name, pid);
+            self.input(&name, Input::Exited { exit, limit }, now, wall_s);
+        }
+    }
+
+    /// Asks every child to stop (BootAgent's own shutdown).
+    pub fn stop_all(&mut self, now: Millis, wall_s: i64) {
+        let names: Vec<String> = self.slots.keys().cloned().collect();
+        for name in names {
+            self.input(&name, Input::Stop, now, wall_s);
+        }
+    }
+
+    /// How many agents are supervised.
+    pub fn count(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn knows(&self, name: &str) -> bool {
+        self.slots.contains_key(name)
+    }
+
+    pub fn pid(&self, name: &str) -> Option<i32> {
+        self.slots.get(name)?.child.pid()
+    }
+
+    /// The status word of the wire, for jobs that wait on a child.
+    pub fn status(&self, name: &str) -> Option<&'static str> {
+        Some(self.slots.get(name)?.child.status())
+    }
+
+    pub fn restarts(&self, name: &str) -> u32 {
+        self.slots.get(name).map_or(0, |slot| slot.child.restarts)
+    }
+
+    pub fn last_exit(&self, name: &str) -> Option<String> {
+        self.slots.get(name)?.child.last_exit.clone()
+    }
+
+    pub fn grace_ms(&self, name: &str) -> u64 {
+        self.slots
+            .get(name)
+            .map_or(RestartPolicy::default().grace_ms, |slot| {
+                slot.child.policy.grace_ms
+            })
+    }
+
+    pub fn start(&mut self, name: &str, now: Millis, wall_s: i64) {
+        self.input(name, Input::Start, now, wall_s);
+    }
+
+    pub fn stop(&mut self, name: &str, now: Millis, wall_s: i64) {
+        self.input(name, Input::Stop, now, wall_s);
+    }
+
+    /// Stops the child if it runs, then starts it; revives a `fatal` one.
+    pub fn restart(&mut self, name: &str, now: Millis, wall_s: i64) {
+        self.input(name, Input::Restart, now, wall_s);
+    }
+
+    /// Reads an agent's `current` and `agent.json` again (after an install, an
+    /// upgrade or new settings), keeping its process and counters; supervises it
+    /// if it was not yet.
+    pub fn reload(&mut self, name: &str, now: Millis) {
+        let Some(old) = self.slots.remove(name) else {
+            self.add(name, now);
+            return;
+        };
+        self.add(name, now);
+        if let Some(slot) = self.slots.get_mut(name) {
+            let policy = slot.child.policy;
+            slot.child = old.child;
+            slot.child.policy = policy;
+            if let Some((id, _)) = old.state_timer {
+                self.wheel.cancel(id);
+            }
+            slot.cgroup = old.cgroup;
+            slot.oom_kills_at_start = old.oom_kills_at_start;
+            slot.throttle = old.throttle;
+            slot.sample_timer = old.sample_timer;
+            slot.resume_timer = old.resume_timer;
+            slot.started_wall = old.started_wall;
+        }
+        self.arm_state_timer(name);
+    }
+
+    /// Forgets an agent that is down (uninstalled).
+    pub fn remove(&mut self, name: &str) {
+        if let Some(slot) = self.slots.remove(name) {
+            for id in [
+                slot.state_timer.map(|(id, _)| id),
+                slot.sample_timer,
+                slot.resume_timer,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                self.wheel.cancel(id);
+            }
+            if let Some(cgroup) = slot.cgroup {
+                cgroup.remove();
+            }
+            self.changed = true;
+        }
+    }
+
+    /// `SIGKILL` to every child's group (a second shutdown signal).
+    pub fn kill_all(&mut self) {
+        let names: Vec<String> = self.slots.keys().cloned().collect();
+        for name in names {
+            self.signal(&name, libc::SIGKILL);
+        }
+    }
+
+    /// True when no child process is left.
+    pub fn all_down(&self) -> bool {
+        self.slots.values().all(|slot| slot.child.pid().is_none())
+    }
+}
+
+/// Eight hex digits of FNV-1a over a path: short, stable, distinct enough.
+fn path_tag(path: &Path) -> String {
+    let hash = path
+        .as_os_str()
+        .as_encoded_bytes()
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+    format!("{:08x}", hash as u32)
+}

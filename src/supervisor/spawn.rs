@@ -1,0 +1,138 @@
+//! Spawning a child: the checks on `./run`, its environment, its cgroup, its log
+//! pipe, and the `/proc` sampling of what no cgroup enforces.
+
+use super::{Slot, Supervisor, Timer, CHILD_PATH};
+use crate::child::Input;
+use crate::childlog::ChildLogs;
+use crate::reslimit::{Cgroup, Mechanism, Throttle};
+use crate::sys::{self, SpawnSpec};
+use crate::wheel::Millis;
+use log::warn;
+use std::fs;
+use std::io;
+use std::path::Path;
+
+impl Supervisor {
+    pub(super) fn spawn(&mut self, name: &str, now: Millis, wall_s: i64) -> Input {
+        let log_path = self.data_dir.join("logs").join(format!("{name}.log"));
+        let Some(slot) = self.slots.get_mut(name) else {
+            return Input::SpawnFailed {
+                error: "no such agent".into(),
+            };
+        };
+        let cgroup_name = format!("agent-{name}-{}", self.cgroup_tag);
+        match spawn_slot(
+            name,
+            &cgroup_name,
+            slot,
+            &self.mechanism,
+            self.logs.as_ref(),
+            &log_path,
+        ) {
+            Ok(pid) => {
+                slot.started_wall = Some(wall_s);
+                slot.killed_for = None;
+                // What no cgroup enforces (all of it under /proc sampling, or one
+                // controller missing on cgroup v1) is sampled.
+                let mut sampled = self.mechanism.fallback_limits(&slot.settings.limits);
+                if slot.cgroup.is_none() {
+                    sampled = slot.settings.limits;
+                }
+                if !sampled.is_empty() {
+                    let throttle = Throttle::new(sampled, now);
+                    let at = now.saturating_add(throttle.interval_ms());
+                    slot.throttle = Some(throttle);
+                    slot.sample_timer =
+                        Some(self.wheel.insert(at, (name.to_string(), Timer::Sample)));
+                }
+                Input::Spawned { pid }
+            }
+            Err(err) => {
+                warn!(
+                    "{name}: could not start {}: {err}",
+                    slot.dir.join("run").display()
+                );
+                Input::SpawnFailed {
+                    error: err.to_string(),
+                }
+            }
+        }
+    }
+}
+
+/// Everything a spawn needs, carried out: the cgroup, the log pipe, the process.
+fn spawn_slot(
+    name: &str,
+    cgroup_name: &str,
+    slot: &mut Slot,
+    mechanism: &Mechanism,
+    logs: Option<&ChildLogs>,
+    log_path: &Path,
+) -> io::Result<i32> {
+    let run = slot.dir.join("run");
+    let meta = fs::metadata(&run)?;
+    if !meta.is_file() {
+        return Err(io::Error::other("./run is not a file"));
+    }
+    if std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o111 == 0 {
+        return Err(io::Error::other("./run is not executable"));
+    }
+    let mut env = vec![
+        ("PATH".to_string(), CHILD_PATH.to_string()),
+        ("BOOT_AGENT_NAME".to_string(), name.to_string()),
+        ("BOOT_AGENT_VERSION".to_string(), slot.version.clone()),
+        (
+            "BOOT_AGENT_DIR".to_string(),
+            slot.dir.to_string_lossy().into_owned(),
+        ),
+    ];
+    for (key, value) in &slot.settings.envs {
+        if key.starts_with("BOOT_AGENT_") {
+            continue; // never replaced (checked when read, too)
+        }
+        env.retain(|(k, _)| k != key);
+        env.push((key.clone(), value.clone()));
+    }
+
+    if !slot.settings.limits.is_empty() && *mechanism != Mechanism::Proc {
+        // Prefixed, so that no agent name can clash with a cgroup interface file.
+        match Cgroup::create(mechanism, cgroup_name, &slot.settings.limits) {
+            Ok(cgroup) => {
+                slot.oom_kills_at_start = cgroup.oom_kills();
+                slot.cgroup = Some(cgroup);
+            }
+            Err(err) => warn!(
+                "{name}: cannot create its cgroup ({err}); enforcing its limits by sampling /proc"
+            ),
+        }
+    }
+    let (reader, writer) = io::pipe()?;
+    let output: std::os::fd::OwnedFd = match logs {
+        Some(logs) => match logs.attach(log_path.to_path_buf(), reader.into()) {
+            Ok(()) => writer.into(),
+            Err(err) => {
+                warn!("{name}: output discarded: {err}");
+                fs::OpenOptions::new().write(true).open("/dev/null")?.into()
+            }
+        },
+        None => fs::OpenOptions::new().write(true).open("/dev/null")?.into(),
+    };
+    let cgroup_procs = slot
+        .cgroup
+        .as_ref()
+        .map(Cgroup::procs_fds)
+        .unwrap_or_default();
+    let result = sys::spawn_child(SpawnSpec {
+        program: &run,
+        cwd: &slot.dir,
+        env: &env,
+        output,
+        cgroup_procs,
+    });
+    if result.is_err() {
+        if let Some(cgroup) = slot.cgroup.take() {
+            cgroup.remove();
+        }
+    }
+    result
+}
