@@ -1,8 +1,8 @@
 //! The checks that go through the disk: the metafile loader and the unpacker, each in
 //! a scratch directory of its own.
 
+use crate::checks::one_line;
 use crate::gen::{fnv, Accepted, Verdict};
-use crate::one_line;
 use bootagent::meta::{Loaded, MetaStore, META_SCHEMA, SN_BYTES_MAX};
 use bootagent::unpack::{self, UnpackLimits, ERRCODE_BAD_PACKAGE};
 use std::fs;

@@ -1,7 +1,8 @@
 //! The fuzzer of `tests/fuzz.rs`: a seeded PRNG, mutators for bytes, JSON values and
 //! tar archives, and the loop that runs one target. Plain Rust and deterministic (the
-//! same seed gives the same inputs), because cargo-fuzz needs a nightly compiler.
-//! No coverage feedback: structured mutations of valid seeds, stacked a few at a time.
+//! same seed gives the same inputs), so that it runs in `cargo test` on a stable
+//! compiler. No coverage feedback (`tests/libfuzzer/` has that): structured mutations
+//! of valid seeds, stacked a few at a time.
 //! This file holds the PRNG, the loop and byte mutations; `json.rs` and `tar.rs` the
 //! structured ones.
 //!
@@ -230,10 +231,10 @@ fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
 }
 
 fn save_failure(target: &str, iteration: u64, input: &[u8]) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .parent()
-        .unwrap_or(Path::new("."))
-        .join("fuzz-failures");
+    // Cargo sets CARGO_TARGET_TMPDIR for integration tests only (not for the libFuzzer
+    // crate, which shares this file and never calls this).
+    let tmp = option_env!("CARGO_TARGET_TMPDIR").map_or_else(std::env::temp_dir, PathBuf::from);
+    let dir = tmp.parent().unwrap_or(Path::new(".")).join("fuzz-failures");
     let path = dir.join(format!("{target}-{iteration}"));
     if let Err(e) = fs::create_dir_all(&dir).and_then(|()| fs::write(&path, input)) {
         eprintln!("fuzz {target}: could not save {}: {e}", path.display());
