@@ -194,8 +194,6 @@ pub enum EventKind {
     Killed,
     Fatal,
     Stopped,
-    /// An upgrade that did not stay up, replaced by the previous version again.
-    RolledBack,
 }
 
 impl EventKind {
@@ -207,7 +205,6 @@ impl EventKind {
             EventKind::Killed => "killed",
             EventKind::Fatal => "fatal",
             EventKind::Stopped => "stopped",
-            EventKind::RolledBack => "rolled_back",
         }
     }
 }

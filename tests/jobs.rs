@@ -384,7 +384,12 @@ fn upgrade_to_a_good_version_then_to_a_bad_one_which_is_rolled_back() {
         "current and previous"
     );
     assert!(
-        host.events().iter().any(|e| e["event"] == "rolled_back"),
+        host.events().iter().any(|e| {
+            e["event"] == "restarted"
+                && e["message"].as_str().is_some_and(|m| {
+                    m.contains("did not stay up") && m.contains("rolled back to 2.0")
+                })
+        }),
         "{:?}",
         host.events()
     );

@@ -12,6 +12,16 @@ use super::{MAX_EVENTS_PER_AGENT, TAGS};
 
 /// `agents[].status` values allowed by PROTOCOL.md §3.
 const AGENT_STATES: &[&str] = &["running", "stoped", "fatal", "killed", "restarting"];
+/// The kinds of child events (PROTOCOL.md §3), `dropped` included.
+const EVENT_KINDS: &[&str] = &[
+    "exited",
+    "killed",
+    "fatal",
+    "restarted",
+    "started",
+    "stopped",
+    "dropped",
+];
 
 /// Checks that `obj[field]` is present (when `required`) and of the right JSON type.
 fn check_field(
@@ -163,6 +173,25 @@ fn check_report(obj: &Map<String, Value>) -> Result<(), String> {
             .and_then(|_| check_field(j, "errcode", true, "an integer", number))
             .and_then(|_| check_field(j, "message", true, "a string", Value::is_string))
             .map_err(|e| format!("jobs[{i}]: {e}"))?;
+    }
+    for (i, e) in obj
+        .get("events")
+        .and_then(Value::as_array)
+        .unwrap_or(&empty)
+        .iter()
+        .enumerate()
+    {
+        let Some(e) = e.as_object() else {
+            return Err(format!("events[{i}] must be an object"));
+        };
+        check_field(e, "time", true, "an integer", number)
+            .and_then(|_| check_field(e, "name", true, "a string", Value::is_string))
+            .and_then(|_| check_field(e, "event", true, "a string", Value::is_string))
+            .map_err(|e| format!("events[{i}]: {e}"))?;
+        let kind = e.get("event").and_then(Value::as_str).unwrap_or_default();
+        if !EVENT_KINDS.contains(&kind) {
+            return Err(format!("events[{i}]: unknown event {kind:?}"));
+        }
     }
     Ok(())
 }

@@ -226,7 +226,9 @@ impl RefServer {
     }
 
     /// Makes registrations hand out `key` and `secret` (PROTOCOL.md §4); `None` stops that.
-    /// The server records the `X-Boot-*` headers but does not check signatures.
+    /// From then on the server records the `X-Boot-*` headers and checks them
+    /// (`signature.rs`): a report must be signed with the current key, at most
+    /// `SIGNATURE_SKEW_S_MAX` seconds from the server's clock; a bad one gets 401.
     pub fn set_credentials(&self, credentials: Option<(String, String)>) {
         self.shared.state().credentials = credentials;
     }
