@@ -53,6 +53,9 @@ pub struct Limits {
     pub download_bytes_max: u64,
     /// A download that receives nothing for this long is aborted (section 9).
     pub download_stall_ms: u64,
+    /// A download slower than this on average over `download_stall_ms` is aborted,
+    /// so that a trickling server cannot hold the job slot; 0 turns the check off.
+    pub download_speed_min_bytes_per_s: u64,
     /// Size at which a child's log file is rotated (section 6).
     pub child_log_bytes_max: u64,
     /// Log files kept per child: `NAME.log` plus `NAME.log.1` … (section 6).
@@ -87,6 +90,7 @@ impl Default for Limits {
             loop_channel_max: 64,
             download_bytes_max: 1 << 30,
             download_stall_ms: 60_000,
+            download_speed_min_bytes_per_s: crate::download::SPEED_MIN_BYTES_PER_S_DEFAULT,
             child_log_bytes_max: 1024 * 1024,
             child_log_files_max: 2,
             limit_mechanism: Choice::Auto,
@@ -120,6 +124,10 @@ impl Limits {
             ("loop_channel_max", self.loop_channel_max as u64),
             ("download_bytes_max", self.download_bytes_max),
             ("download_stall_ms", self.download_stall_ms),
+            (
+                "download_speed_min_bytes_per_s",
+                self.download_speed_min_bytes_per_s,
+            ),
             ("child_log_bytes_max", self.child_log_bytes_max),
             ("child_log_files_max", u64::from(self.child_log_files_max)),
         ]
@@ -171,6 +179,9 @@ impl Limits {
             "loop_channel_max" => self.loop_channel_max = small(1 << 16)?,
             "download_bytes_max" => self.download_bytes_max = range(1024, 1 << 40)?,
             "download_stall_ms" => self.download_stall_ms = range(100, 3_600_000)?,
+            "download_speed_min_bytes_per_s" => {
+                self.download_speed_min_bytes_per_s = range(0, 1 << 30)?
+            }
             "child_log_bytes_max" => self.child_log_bytes_max = range(1024, 1 << 40)?,
             "child_log_files_max" => self.child_log_files_max = range(1, 100)? as u32,
             _ => return Err(format!("unknown limit {name:?} (bootagent -T lists them)")),

@@ -196,6 +196,7 @@ pub fn run(options: &Options) -> Result<(), AppError> {
     let download = DownloadLimits {
         bytes_max: limits.download_bytes_max,
         stall_ms: limits.download_stall_ms,
+        speed_min_bytes_per_s: limits.download_speed_min_bytes_per_s,
         connect_timeout_ms: limits.connect_timeout_ms,
         tls: trust.clone(),
         ..DownloadLimits::default()

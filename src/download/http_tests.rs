@@ -288,6 +288,48 @@ fn cancel_stops_a_running_download() {
     dir.assert_empty();
 }
 
+#[test]
+fn a_trickle_below_the_speed_floor_is_aborted() {
+    let port = standard_server();
+    let dir = TestDir::new("http-slow");
+    // The trickle sends 100 bytes every 20 ms, about 5000 bytes/s: below 50 000.
+    let limits = DownloadLimits {
+        stall_ms: STALL_TEST_MS,
+        speed_min_bytes_per_s: 50_000,
+        ..limits()
+    };
+    let url = format!("http://127.0.0.1:{port}/trickle");
+    let start = Instant::now();
+    let err = failed(&url, &dir, &limits);
+    let elapsed = start.elapsed();
+    let text = err.to_string();
+    assert!(
+        text.starts_with("too slow: ")
+            && text.ends_with(&format!(
+                " bytes in 500 ms (less than 50000 bytes/s) downloading {url}"
+            )),
+        "{text}"
+    );
+    assert_eq!(err.errcode(), 2);
+    assert!(elapsed < Duration::from_secs(3), "took {elapsed:?}");
+    dir.assert_empty();
+
+    // The same trickle passes a floor below its speed (it ends by itself).
+    let limits = DownloadLimits {
+        stall_ms: STALL_TEST_MS,
+        speed_min_bytes_per_s: 1000,
+        ..limits
+    };
+    let cancel = Arc::new(AtomicBool::new(false));
+    let setter = Arc::clone(&cancel);
+    thread::spawn(move || {
+        thread::sleep(Duration::from_millis(1500));
+        setter.store(true, Ordering::Relaxed);
+    });
+    let err = download(&url, &dir.0, &limits, &cancel).unwrap_err();
+    assert_eq!(err.to_string(), format!("download cancelled: {url}"));
+}
+
 #[cfg(not(feature = "tls"))]
 #[test]
 fn https_without_tls_is_an_invalid_url() {

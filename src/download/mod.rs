@@ -17,7 +17,10 @@
 //! Bounds (`DownloadLimits`): a size over `bytes_max` is refused as soon as it is
 //! announced (Content-Length, file size, FTP `SIZE`) and aborted as soon as it is
 //! exceeded otherwise; a transfer with no byte for `stall_ms` is aborted (ureq's
-//! per-read timeout, socket read timeouts for FTP; a local file cannot stall); free
+//! per-read timeout, socket read timeouts for FTP; a local file cannot stall), and so
+//! is one that trickles: fewer than `speed_min_bytes_per_s` on average over a window of
+//! `stall_ms` (curl's `--speed-limit`/`--speed-time`), so that a server sending a byte
+//! now and then cannot hold the one job slot for ever; free
 //! space (`statvfs` on the directory) must be the announced size plus
 //! `free_bytes_min`, or `free_bytes_min` when the size is unknown, and is checked
 //! again every `SPACE_CHECK_EVERY_BYTES` written. `cancel` is checked between reads:
@@ -47,7 +50,7 @@ use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use url::shown_url;
 
 const MIB: u64 = 1024 * 1024;
@@ -55,6 +58,8 @@ const MIB: u64 = 1024 * 1024;
 pub const BYTES_MAX_DEFAULT: u64 = 1024 * MIB;
 /// Default time without a byte after which a download is aborted.
 pub const STALL_MS_DEFAULT: u64 = 60_000;
+/// Default least average speed over a window of `stall_ms`; 0 turns the check off.
+pub const SPEED_MIN_BYTES_PER_S_DEFAULT: u64 = 512;
 /// Default TCP connect timeout.
 pub const CONNECT_TIMEOUT_MS_DEFAULT: u64 = 10_000;
 /// Default free space left over after a download, so the metafile can still be written.
@@ -78,6 +83,8 @@ pub struct DownloadLimits {
     pub bytes_max: u64,
     /// Aborted after this long without a byte.
     pub stall_ms: u64,
+    /// Aborted when slower than this on average over a window of `stall_ms` (0: never).
+    pub speed_min_bytes_per_s: u64,
     /// TCP connect timeout.
     pub connect_timeout_ms: u64,
     /// Free space that must remain in the directory after the download.
@@ -91,6 +98,7 @@ impl Default for DownloadLimits {
         DownloadLimits {
             bytes_max: BYTES_MAX_DEFAULT,
             stall_ms: STALL_MS_DEFAULT,
+            speed_min_bytes_per_s: SPEED_MIN_BYTES_PER_S_DEFAULT,
             connect_timeout_ms: CONNECT_TIMEOUT_MS_DEFAULT,
             free_bytes_min: FREE_BYTES_MIN_DEFAULT,
             tls: crate::tls::Loaded::default(),
@@ -120,6 +128,13 @@ pub enum DownloadError {
     Ftp { server: String, reply: String },
     /// No byte for `stall_ms`.
     Stalled { url: String, stall_ms: u64 },
+    /// Fewer than `speed_min_bytes_per_s` on average over `window_ms`.
+    TooSlow {
+        url: String,
+        bytes: u64,
+        window_ms: u64,
+        speed_min_bytes_per_s: u64,
+    },
     /// Over `bytes_max`, announced or received.
     TooLarge { url: String, bytes_max: u64 },
     /// Received a different length than announced (a connection closed early).
@@ -160,6 +175,7 @@ impl DownloadError {
             | DownloadError::Status { .. }
             | DownloadError::Ftp { .. }
             | DownloadError::Stalled { .. }
+            | DownloadError::TooSlow { .. }
             | DownloadError::TooLarge { .. }
             | DownloadError::LengthMismatch { .. }
             | DownloadError::Source { .. }
@@ -182,6 +198,16 @@ impl fmt::Display for DownloadError {
                     duration_text(*stall_ms)
                 )
             }
+            DownloadError::TooSlow {
+                url,
+                bytes,
+                window_ms,
+                speed_min_bytes_per_s,
+            } => write!(
+                f,
+                "too slow: {bytes} bytes in {} (less than {speed_min_bytes_per_s} bytes/s) downloading {url}",
+                duration_text(*window_ms)
+            ),
             DownloadError::TooLarge { url, bytes_max } => {
                 write!(f, "larger than {bytes_max} bytes: {url}")
             }
@@ -380,6 +406,7 @@ fn transfer(
     }
     let mut sink = Sink::create(dir, size, limits.free_bytes_min)?;
     let mut buf = vec![0u8; BUFFER_BYTES];
+    let mut pace = Pace::new(limits, Instant::now());
     loop {
         if ctx.is_cancelled() {
             return Err(ctx.cancelled());
@@ -395,6 +422,13 @@ fn transfer(
             });
         }
         sink.write(&buf[..n])?;
+        pace.add(n as u64, Instant::now())
+            .map_err(|bytes| DownloadError::TooSlow {
+                url: ctx.shown.clone(),
+                bytes,
+                window_ms: pace.window_ms,
+                speed_min_bytes_per_s: limits.speed_min_bytes_per_s,
+            })?;
     }
     source.finish(ctx)?;
     if let Some(expected) = size.filter(|&expected| expected != sink.bytes) {
@@ -405,6 +439,41 @@ fn transfer(
         });
     }
     sink.finish()
+}
+
+/// The speed check: the bytes of the current window of `window_ms`; pure (`now` is
+/// passed in). A window that ends below the floor is the answer `Err(bytes)`.
+struct Pace {
+    window_ms: u64,
+    bytes_min: u64,
+    start: Instant,
+    bytes: u64,
+}
+
+impl Pace {
+    fn new(limits: &DownloadLimits, now: Instant) -> Pace {
+        let window_ms = limits.stall_ms.max(TIMEOUT_MS_MIN);
+        Pace {
+            window_ms,
+            bytes_min: limits.speed_min_bytes_per_s.saturating_mul(window_ms) / 1000,
+            start: now,
+            bytes: 0,
+        }
+    }
+
+    /// Counts `n` bytes received at `now`.
+    fn add(&mut self, n: u64, now: Instant) -> Result<(), u64> {
+        self.bytes = self.bytes.saturating_add(n);
+        if now.saturating_duration_since(self.start) < Duration::from_millis(self.window_ms) {
+            return Ok(());
+        }
+        if self.bytes < self.bytes_min {
+            return Err(self.bytes);
+        }
+        self.start = now;
+        self.bytes = 0;
+        Ok(())
+    }
 }
 
 // ---------------------------------------------------------------- text

@@ -409,3 +409,39 @@ fn errcodes_and_messages() {
         (1 << 30, 60_000, 10_000, FREE_BYTES_MIN_DEFAULT)
     );
 }
+
+#[test]
+fn pace_judges_each_window_of_stall_ms() {
+    let limits = DownloadLimits {
+        stall_ms: 1000,
+        speed_min_bytes_per_s: 100,
+        ..DownloadLimits::default()
+    };
+    let t0 = Instant::now();
+    let at = |ms: u64| t0 + Duration::from_millis(ms);
+    let mut pace = Pace::new(&limits, t0);
+    // 100 bytes in the first second: enough; the window starts again.
+    assert_eq!(pace.add(60, at(400)), Ok(()));
+    assert_eq!(pace.add(40, at(1000)), Ok(()));
+    // 99 bytes in the next: too slow, said when the window is over, not before.
+    assert_eq!(pace.add(99, at(1999)), Ok(()));
+    assert_eq!(pace.add(0, at(2000)), Err(99));
+    // Off at 0.
+    let off = DownloadLimits {
+        speed_min_bytes_per_s: 0,
+        ..limits
+    };
+    let mut pace = Pace::new(&off, t0);
+    assert_eq!(pace.add(1, at(60_000)), Ok(()));
+    let err = DownloadError::TooSlow {
+        url: "http://h/p.tgz".into(),
+        bytes: 7,
+        window_ms: STALL_MS_DEFAULT,
+        speed_min_bytes_per_s: SPEED_MIN_BYTES_PER_S_DEFAULT,
+    };
+    assert_eq!(
+        err.to_string(),
+        "too slow: 7 bytes in 60 s (less than 512 bytes/s) downloading http://h/p.tgz"
+    );
+    assert_eq!(err.errcode(), 2);
+}
