@@ -18,7 +18,7 @@
 //! announced (Content-Length, file size, FTP `SIZE`) and aborted as soon as it is
 //! exceeded otherwise; a transfer with no byte for `stall_ms` is aborted (ureq's
 //! per-read timeout, socket read timeouts for FTP; a local file cannot stall), and so
-//! is one that trickles: fewer than `speed_min_bytes_per_s` on average over a window of
+//! is one that trickles: below `speed_min_bytes_per_s` in every one-second sample for
 //! `stall_ms` (curl's `--speed-limit`/`--speed-time`), so that a server sending a byte
 //! now and then cannot hold the one job slot for ever; free
 //! space (`statvfs` on the directory) must be the announced size plus
@@ -128,11 +128,12 @@ pub enum DownloadError {
     Ftp { server: String, reply: String },
     /// No byte for `stall_ms`.
     Stalled { url: String, stall_ms: u64 },
-    /// Fewer than `speed_min_bytes_per_s` on average over `window_ms`.
+    /// Below `speed_min_bytes_per_s` for `elapsed_ms` (at least `stall_ms`), having
+    /// received `bytes` meanwhile.
     TooSlow {
         url: String,
         bytes: u64,
-        window_ms: u64,
+        elapsed_ms: u64,
         speed_min_bytes_per_s: u64,
     },
     /// Over `bytes_max`, announced or received.
@@ -201,12 +202,12 @@ impl fmt::Display for DownloadError {
             DownloadError::TooSlow {
                 url,
                 bytes,
-                window_ms,
+                elapsed_ms,
                 speed_min_bytes_per_s,
             } => write!(
                 f,
                 "too slow: {bytes} bytes in {} (less than {speed_min_bytes_per_s} bytes/s) downloading {url}",
-                duration_text(*window_ms)
+                duration_text(*elapsed_ms)
             ),
             DownloadError::TooLarge { url, bytes_max } => {
                 write!(f, "larger than {bytes_max} bytes: {url}")
@@ -423,10 +424,10 @@ fn transfer(
         }
         sink.write(&buf[..n])?;
         pace.add(n as u64, Instant::now())
-            .map_err(|bytes| DownloadError::TooSlow {
+            .map_err(|slow| DownloadError::TooSlow {
                 url: ctx.shown.clone(),
-                bytes,
-                window_ms: pace.window_ms,
+                bytes: slow.bytes,
+                elapsed_ms: slow.elapsed_ms,
                 speed_min_bytes_per_s: limits.speed_min_bytes_per_s,
             })?;
     }
@@ -441,39 +442,83 @@ fn transfer(
     sink.finish()
 }
 
-/// The speed check: the bytes of the current window of `window_ms`; pure (`now` is
-/// passed in). A window that ends below the floor is the answer `Err(bytes)`.
+/// The speed check, as curl's `--speed-limit`/`--speed-time`: the speed is measured
+/// over samples of `PACE_SAMPLE_MS` (or the window, if shorter), and a transfer fails
+/// once every sample for `window_ms` has been below the floor; one sample at or above
+/// it starts the count again, so a slow start followed by a fast link passes. Pure
+/// (`now` is passed in).
 struct Pace {
+    floor_bytes_per_s: u64,
     window_ms: u64,
-    bytes_min: u64,
-    start: Instant,
+    sample_ms: u64,
+    sample_start: Instant,
+    sample_bytes: u64,
+    /// Since when every sample was slow, and the bytes received since.
+    slow_since: Option<Instant>,
+    slow_bytes: u64,
+}
+
+/// Length of one speed sample.
+const PACE_SAMPLE_MS: u64 = 1000;
+
+/// A transfer below the floor: the bytes it received over `elapsed_ms`.
+#[derive(Debug, PartialEq, Eq)]
+struct Slow {
     bytes: u64,
+    elapsed_ms: u64,
 }
 
 impl Pace {
     fn new(limits: &DownloadLimits, now: Instant) -> Pace {
         let window_ms = limits.stall_ms.max(TIMEOUT_MS_MIN);
         Pace {
+            floor_bytes_per_s: limits.speed_min_bytes_per_s,
             window_ms,
-            bytes_min: limits.speed_min_bytes_per_s.saturating_mul(window_ms) / 1000,
-            start: now,
-            bytes: 0,
+            sample_ms: window_ms.min(PACE_SAMPLE_MS),
+            sample_start: now,
+            sample_bytes: 0,
+            slow_since: None,
+            slow_bytes: 0,
         }
     }
 
     /// Counts `n` bytes received at `now`.
-    fn add(&mut self, n: u64, now: Instant) -> Result<(), u64> {
-        self.bytes = self.bytes.saturating_add(n);
-        if now.saturating_duration_since(self.start) < Duration::from_millis(self.window_ms) {
+    fn add(&mut self, n: u64, now: Instant) -> Result<(), Slow> {
+        if self.floor_bytes_per_s == 0 {
             return Ok(());
         }
-        if self.bytes < self.bytes_min {
-            return Err(self.bytes);
+        self.sample_bytes = self.sample_bytes.saturating_add(n);
+        let sample_ms = millis(now.saturating_duration_since(self.sample_start));
+        if sample_ms < self.sample_ms {
+            return Ok(());
         }
-        self.start = now;
-        self.bytes = 0;
-        Ok(())
+        let slow = self.sample_bytes.saturating_mul(1000)
+            < self.floor_bytes_per_s.saturating_mul(sample_ms);
+        let result = if slow {
+            let since = *self.slow_since.get_or_insert(self.sample_start);
+            self.slow_bytes = self.slow_bytes.saturating_add(self.sample_bytes);
+            let elapsed_ms = millis(now.saturating_duration_since(since));
+            if elapsed_ms >= self.window_ms {
+                Err(Slow {
+                    bytes: self.slow_bytes,
+                    elapsed_ms,
+                })
+            } else {
+                Ok(())
+            }
+        } else {
+            self.slow_since = None;
+            self.slow_bytes = 0;
+            Ok(())
+        };
+        self.sample_start = now;
+        self.sample_bytes = 0;
+        result
     }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 // ---------------------------------------------------------------- text

@@ -411,21 +411,48 @@ fn errcodes_and_messages() {
 }
 
 #[test]
-fn pace_judges_each_window_of_stall_ms() {
+fn pace_fails_only_after_a_whole_window_below_the_floor() {
     let limits = DownloadLimits {
-        stall_ms: 1000,
+        stall_ms: 10_000,
         speed_min_bytes_per_s: 100,
         ..DownloadLimits::default()
     };
     let t0 = Instant::now();
     let at = |ms: u64| t0 + Duration::from_millis(ms);
+    // A slow start (9.9 s without a byte), then a fast link: passes.
     let mut pace = Pace::new(&limits, t0);
-    // 100 bytes in the first second: enough; the window starts again.
-    assert_eq!(pace.add(60, at(400)), Ok(()));
-    assert_eq!(pace.add(40, at(1000)), Ok(()));
-    // 99 bytes in the next: too slow, said when the window is over, not before.
-    assert_eq!(pace.add(99, at(1999)), Ok(()));
-    assert_eq!(pace.add(0, at(2000)), Err(99));
+    assert_eq!(pace.add(500, at(9_900)), Ok(()));
+    for second in 11..40 {
+        assert_eq!(pace.add(20_000, at(second * 1000)), Ok(()));
+    }
+    // A trickle of 50 bytes a second: fails once 10 s of samples were all slow.
+    let mut pace = Pace::new(&limits, t0);
+    for second in 1..10 {
+        assert_eq!(pace.add(50, at(second * 1000)), Ok(()), "{second} s");
+    }
+    assert_eq!(
+        pace.add(50, at(10_000)),
+        Err(Slow {
+            bytes: 500,
+            elapsed_ms: 10_000
+        })
+    );
+    // One sample at the floor starts the count again.
+    let mut pace = Pace::new(&limits, t0);
+    for second in 1..=20 {
+        let bytes = if second % 5 == 0 { 100 } else { 50 };
+        assert_eq!(pace.add(bytes, at(second * 1000)), Ok(()), "{second} s");
+    }
+    // A byte a minute, the stall timeout never reached: fails after the window.
+    let mut pace = Pace::new(&limits, t0);
+    assert_eq!(pace.add(1, at(9_000)), Ok(()));
+    assert_eq!(
+        pace.add(1, at(18_000)),
+        Err(Slow {
+            bytes: 2,
+            elapsed_ms: 18_000
+        })
+    );
     // Off at 0.
     let off = DownloadLimits {
         speed_min_bytes_per_s: 0,
@@ -433,15 +460,16 @@ fn pace_judges_each_window_of_stall_ms() {
     };
     let mut pace = Pace::new(&off, t0);
     assert_eq!(pace.add(1, at(60_000)), Ok(()));
+    assert_eq!(pace.add(1, at(120_000)), Ok(()));
     let err = DownloadError::TooSlow {
         url: "http://h/p.tgz".into(),
         bytes: 7,
-        window_ms: STALL_MS_DEFAULT,
+        elapsed_ms: 61_000,
         speed_min_bytes_per_s: SPEED_MIN_BYTES_PER_S_DEFAULT,
     };
     assert_eq!(
         err.to_string(),
-        "too slow: 7 bytes in 60 s (less than 512 bytes/s) downloading http://h/p.tgz"
+        "too slow: 7 bytes in 61 s (less than 512 bytes/s) downloading http://h/p.tgz"
     );
     assert_eq!(err.errcode(), 2);
 }
