@@ -215,12 +215,15 @@ fn setup_v2(mode: Mode, facts: &Facts) -> Result<PathBuf, String> {
             mount.point.display()
         )
     })?;
-    if own == mount.point {
-        // The root cgroup is exempt from the "no internal processes" rule.
+    let at_mount = own == mount.point;
+    // The root cgroup (the only one without `cgroup.type`) is exempt from the "no
+    // internal processes" rule. The root of a cgroup namespace (a container's) is not,
+    // and is treated as a delegated cgroup.
+    if at_mount && !own.join("cgroup.type").exists() {
         return setup_v2_in(mode, &own, true);
     }
     // Moved into the leaf by an earlier start in the same cgroup.
-    if own.file_name() == Some(V2_SUPERVISOR_NAME.as_ref()) {
+    if !at_mount && own.file_name() == Some(V2_SUPERVISOR_NAME.as_ref()) {
         if let Some(delegated) = own.parent() {
             return setup_v2_in(mode, delegated, false);
         }
@@ -230,6 +233,11 @@ fn setup_v2(mode: Mode, facts: &Facts) -> Result<PathBuf, String> {
         Ok(()) => return setup_v2_in(mode, &own, mode == Mode::Check),
         Err(reason) => reason,
     };
+    if at_mount {
+        return Err(format!(
+            "{delegated}; the cgroups above it are not visible here (a cgroup namespace)"
+        ));
+    }
     let beside = own
         .parent()
         .ok_or_else(|| format!("own cgroup {} has no parent", own.display()))?;

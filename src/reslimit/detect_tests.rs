@@ -225,3 +225,32 @@ fn v2_parent_is_inside_a_delegated_own_cgroup() {
         Ok(system.join(V2_PARENT_NAME))
     );
 }
+
+/// The root of a cgroup namespace (a container's `/sys/fs/cgroup`) is not the root
+/// cgroup: it has `cgroup.type` and obeys the "no internal processes" rule, so it is
+/// treated as a delegated cgroup, and refused when shared.
+#[test]
+fn v2_namespace_root_is_treated_as_delegated() {
+    let root = std::env::temp_dir().join(format!("reslimit-{}-v2ns", std::process::id()));
+    let _cleanup = RemoveAll(root.clone());
+    fs::create_dir_all(&root).expect("scratch tree");
+    let put =
+        |dir: &Path, file: &str, text: &str| fs::write(dir.join(file), text).expect("scratch file");
+    let me = format!("{}\n", std::process::id());
+    put(&root, "cgroup.type", "domain\n");
+    put(&root, "cgroup.controllers", "cpu memory pids\n");
+    put(&root, "cgroup.subtree_control", "");
+    put(&root, PROCS_FILE, &me);
+    let facts = Facts {
+        mounts: parse_mountinfo(&format!(
+            "41 31 0:38 / {} rw - cgroup2 cgroup2 rw\n",
+            root.display()
+        )),
+        memberships: parse_proc_cgroup("0::/\n"),
+    };
+    assert_eq!(setup_v2(Mode::Check, &facts), Ok(root.join(V2_PARENT_NAME)));
+    put(&root, PROCS_FILE, &format!("1\n{me}"));
+    let found = setup_v2(Mode::Check, &facts).unwrap_err();
+    assert!(found.contains("holds other processes"), "{found}");
+    assert!(found.ends_with("(a cgroup namespace)"), "{found}");
+}
