@@ -18,7 +18,8 @@
 #   RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR=target/libfuzzer/build \
 #     cargo fuzz run --fuzz-dir tests/libfuzzer --release --debug-assertions TARGET FILE
 # or, with the same checks and a readable backtrace, by the plain fuzzer:
-#   BOOT_FUZZ_REPLAY=FILE cargo test --test fuzz fuzz_TARGET
+#   BOOT_FUZZ_REPLAY=target/libfuzzer/artifacts/TARGET/crash-… cargo test --test fuzz fuzz_TARGET
+# (cargo-fuzz also makes an empty tests/libfuzzer/artifacts/, which git ignores).
 # Exits non-zero when a target crashed or could not run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -67,8 +68,9 @@ for target in "${targets[@]}"; do
     -max_total_time="$seconds" -rss_limit_mb=2048 -max_len=1048576 -timeout=10 \
     -artifact_prefix="$out/artifacts/$target/" -print_final_stats=1 \
     >"$log" 2>&1 || status=$?
-  runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
-  cov=$(grep -o 'cov: [0-9]*' "$log" | tail -n 1)
+  # A target that crashed on a seed, or could not start, printed neither.
+  runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1 || true)
+  cov=$(grep -o 'cov: [0-9]*' "$log" | tail -n 1 || true)
   if [ "$status" -ne 0 ]; then
     failed+=("$target")
     echo "--- $target failed (exit $status); the end of its log:"

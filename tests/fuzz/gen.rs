@@ -10,7 +10,8 @@
 //! - `BOOT_FUZZ_SEED`: the seed (decimal or `0x` hex); default a fixed one.
 //! - `BOOT_FUZZ_SECONDS`: run each target this long instead of its fixed iterations.
 //! - `BOOT_FUZZ_ITERATIONS`: run each target this many iterations.
-//! - `BOOT_FUZZ_REPLAY`: a saved input (`fuzz-failures/TARGET-N`): its target runs it
+//! - `BOOT_FUZZ_REPLAY`: a saved input (`fuzz-failures/TARGET-N`, or a libFuzzer
+//!   crash `target/libfuzzer/artifacts/TARGET/crash-…`): its target runs it
 //!   alone, outside `catch_unwind`, so that a panic shows its backtrace.
 
 use std::fmt::Write as _;
@@ -194,10 +195,14 @@ pub fn fuzz(
 }
 
 fn replay(target: &str, path: &Path, check: &dyn Fn(&[u8]) -> Verdict) {
+    // `fuzz-failures/TARGET-N` from this fuzzer, or `artifacts/TARGET/crash-…` from
+    // libFuzzer (tests/libfuzzer.sh).
     let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-    let for_target = file_name
-        .rsplit_once('-')
-        .is_some_and(|(prefix, _)| prefix == target);
+    let dir_name = (path.parent().and_then(Path::file_name)).and_then(|n| n.to_str());
+    let for_target = dir_name == Some(target)
+        || file_name
+            .rsplit_once('-')
+            .is_some_and(|(prefix, _)| prefix == target);
     if !for_target {
         println!("fuzz {target}: BOOT_FUZZ_REPLAY names another target's input; skipped");
         return;
