@@ -1,7 +1,8 @@
-//! Bakes the compiled-in server list (`BOOT_SERVER_ADDR`, PROTOCOL.md section 5),
-//! the fleet's CA bundle (`BOOT_CA_FILE`, a PEM file, optional) and the target
-//! triple into the binary. A bad entry or an unreadable CA file fails the build,
-//! naming it.
+//! Bakes the compiled-in server list (`BOOT_SERVER_ADDR`, docs/protocol.md section 5),
+//! the fleet's CA bundle (`BOOT_CA_FILE`, a PEM file, optional), the version the
+//! binary reports (`BOOT_VERSION`, default the one in `Cargo.toml`) and the target
+//! triple into the binary. A bad entry, an unreadable CA file or a bad version fails
+//! the build, naming it.
 
 #[allow(dead_code)]
 #[path = "src/addr.rs"]
@@ -54,6 +55,28 @@ fn main() {
     }
     let target = env::var("TARGET").unwrap_or_default();
     println!("cargo:rustc-env=BOOT_TARGET={target}");
+
+    println!("cargo:rerun-if-env-changed=BOOT_VERSION");
+    let version = env::var("BOOT_VERSION")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| env::var("CARGO_PKG_VERSION").unwrap_or_default());
+    if !valid_version(&version) {
+        fail(&format!(
+            "BOOT_VERSION {version:?}: 1 to 64 of A-Z a-z 0-9 . _ - + ~, not starting with '.'"
+        ));
+    }
+    println!("cargo:rustc-env=BOOT_VERSION={version}");
+}
+
+/// The versions a binary may report: they name `bin/VERSION/` after a self-upgrade,
+/// so they follow the rule for package versions (docs/protocol.md section 9).
+fn valid_version(version: &str) -> bool {
+    (1..=64).contains(&version.len())
+        && !version.starts_with('.')
+        && version
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'+' | b'~'))
 }
 
 fn fail(message: &str) -> ! {

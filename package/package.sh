@@ -3,7 +3,8 @@
 #
 # Packages BootAgent for hosts, as the original's `./contrib/package.sh BootAgent 1.2.1-1`:
 # for each TARGET (default: x86_64-unknown-linux-musl and aarch64-unknown-linux-musl),
-# builds the static binary with cross/build.sh TARGET [--tls], then writes into DIR
+# builds the static binary with cross/build.sh TARGET [--tls] (BOOT_VERSION=VERSION, so
+# the binary says the package's version), then writes into DIR
 # (default target/package), each with a NAME.sha256 beside it for `sha256sum -c`:
 #
 #   NAME-VERSION-linux-ARCH[-tls].tar.gz  the binary, README, init/ for systemd, sysvinit,
@@ -158,7 +159,7 @@ for target in "${targets[@]}"; do
   esac
   binary=$bin
   if [ -z "$binary" ]; then
-    cross/build.sh "$target" ${tls:+--tls} >/dev/null || die "cannot build $target (cross/build.sh $target ${tls:+--tls})"
+    BOOT_VERSION="$version" cross/build.sh "$target" ${tls:+--tls} >/dev/null || die "cannot build $target (cross/build.sh $target ${tls:+--tls})"
     binary="target/$target/release/bootagent"
   fi
   tarball "$arch" "$binary"

@@ -11,7 +11,7 @@ const HOSTNAME_BYTES_MAX: usize = 255;
 pub fn version_string() -> String {
     format!(
         "bootagent-{}-{}",
-        env!("CARGO_PKG_VERSION"),
+        env!("BOOT_VERSION"),
         std::env::consts::ARCH
     )
 }

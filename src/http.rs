@@ -53,7 +53,7 @@ fn make_agent(limits: &Limits, tls: &crate::tls::Loaded) -> ureq::Agent {
         .max_idle_connections(0)
         .max_idle_connections_per_host(0)
         .max_redirects(0)
-        .user_agent(format!("bootagent/{}", env!("CARGO_PKG_VERSION")));
+        .user_agent(format!("bootagent/{}", env!("BOOT_VERSION")));
     #[cfg(feature = "tls")]
     let config = config.tls_config(crate::tls::ureq_config(tls));
     ureq::Agent::new_with_config(config.build())

@@ -17,7 +17,7 @@ pub fn version_text() -> String {
     };
     format!(
         "bootagent {} ({})\ncompiled-in servers: {baked}\ntls: {}\n",
-        env!("CARGO_PKG_VERSION"),
+        env!("BOOT_VERSION"),
         env!("BOOT_TARGET"),
         if cfg!(feature = "tls") { "yes" } else { "no" },
     )

@@ -145,7 +145,7 @@ pub fn run(options: &Options) -> Result<(), AppError> {
         })?;
     info!(
         "bootagent {} starting: agent {}, data directory {}, {} server(s), first {}",
-        env!("CARGO_PKG_VERSION"),
+        env!("BOOT_VERSION"),
         meta.agentsn,
         options.data_dir.display(),
         resolved.servers.ordered().len(),

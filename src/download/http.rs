@@ -31,7 +31,7 @@ pub(super) fn open_http(url: &str, ctx: &Ctx<'_>) -> Result<HttpSource, Download
         .max_response_header_size(HTTP_HEAD_BYTES_MAX)
         .max_idle_connections(0)
         .max_idle_connections_per_host(0)
-        .user_agent(format!("bootagent/{}", env!("CARGO_PKG_VERSION")));
+        .user_agent(format!("bootagent/{}", env!("BOOT_VERSION")));
     #[cfg(feature = "tls")]
     let config = config.tls_config(crate::tls::ureq_config(&ctx.limits.tls));
     let config = config.build();
