@@ -1,4 +1,4 @@
-//! Server addresses (PROTOCOL.md section 1): `host:port`, `host` (port 80),
+//! Server addresses (docs/protocol.md section 1): `host:port`, `host` (port 80),
 //! `http://host:port` or `https://host:port`, comma-separated.
 //!
 //! This file uses `std` only, because `build.rs` includes it to validate the

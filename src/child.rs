@@ -1,5 +1,5 @@
 //! One child agent's life: an explicit state machine over (state, input), and
-//! the restart policy of PROTOCOL.md section 6. Pure: `now` is a parameter, and
+//! the restart policy of docs/protocol.md section 6. Pure: `now` is a parameter, and
 //! what must happen (spawn, signal the group, report an event) comes back as
 //! `Action`s for the supervisor to carry out.
 //!

@@ -1,4 +1,4 @@
-//! Jobs from status answers (PROTOCOL.md section 7): validation into a closed
+//! Jobs from status answers (docs/protocol.md section 7): validation into a closed
 //! `Job` type, error codes, and the job journal's bookkeeping. Pure: executing a
 //! job that touches the host belongs to the edge.
 

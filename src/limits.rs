@@ -1,7 +1,7 @@
 //! Every bound and default BootAgent works with, in one place.
 //!
 //! Names carry their unit last (`_ms`, `_s`, `_bytes`, `_max`). The values are the
-//! ones of PROTOCOL.md where it names them; the others are documented beside them.
+//! ones of docs/protocol.md where it names them; the others are documented beside them.
 //! An operator changes one with `-o NAME=VALUE` (for example a longer
 //! `exchange_timeout_ms` on a satellite link); `-T` shows the values in force.
 
@@ -10,7 +10,7 @@ use crate::reslimit::Choice;
 /// Bounds and defaults. `Limits::default()` is what the agent runs with.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Limits {
-    /// TCP connect timeout of one exchange (PROTOCOL.md section 1).
+    /// TCP connect timeout of one exchange (docs/protocol.md section 1).
     pub connect_timeout_ms: u64,
     /// Whole-exchange timeout: connect, send, answer (section 1).
     pub exchange_timeout_ms: u64,

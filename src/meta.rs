@@ -1,4 +1,4 @@
-//! The metafile, `meta.json` in the data directory (PROTOCOL.md section 8): the
+//! The metafile, `meta.json` in the data directory (docs/protocol.md section 8): the
 //! agent's identity, credentials, server lists, step, job journal and undelivered
 //! results. `Meta` is the model; `MetaStore` reads and writes it.
 //!

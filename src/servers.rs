@@ -1,4 +1,4 @@
-//! Which control server to talk to next (PROTOCOL.md section 5).
+//! Which control server to talk to next (docs/protocol.md section 5).
 //!
 //! Order of tries: the server-given list, then the `-S` list, then the compiled-in
 //! list, exact duplicates once. After a success the agent sticks to that server

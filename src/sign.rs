@@ -1,4 +1,4 @@
-//! Request signing (PROTOCOL.md section 4): when the agent holds `key` and
+//! Request signing (docs/protocol.md section 4): when the agent holds `key` and
 //! `secret`, every request carries `X-Boot-Key`, `X-Boot-Timestamp` and
 //! `X-Boot-Signature`, the lowercase hex of
 //! HMAC-SHA256(secret, timestamp + "\n" + path + "\n" + body) over the exact

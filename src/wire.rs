@@ -1,4 +1,4 @@
-//! Wire types of the register and status exchanges (PROTOCOL.md sections 2 and 3).
+//! Wire types of the register and status exchanges (docs/protocol.md sections 2 and 3).
 //!
 //! Requests are plain structs serialised in the field order of the protocol.
 //! Answers are read field by field from a `serde_json::Value`, so that an unknown

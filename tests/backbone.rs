@@ -1,6 +1,6 @@
 //! End to end: the real binary against the reference server on loopback.
 //! Registration, reports, identity across restarts, SN conflicts, the `config`
-//! job, and rejection of identity (PROTOCOL.md sections 2–5 and 8).
+//! job, and rejection of identity (docs/protocol.md sections 2–5 and 8).
 
 mod common;
 

@@ -12,7 +12,7 @@
 //! `checks.rs`, and those that go through the disk (metafile, packages) in `disk.rs`,
 //! shared with the libFuzzer targets of `tests/libfuzzer/`.
 //!
-//! The seeds are real inputs: answers and jobs as PROTOCOL.md shows them, metafiles
+//! The seeds are real inputs: answers and jobs as docs/protocol.md shows them, metafiles
 //! written by `MetaStore::save`, and packages made by GNU tar 1.34 in its gnu, ustar
 //! and pax formats (`tar --sort=name --mtime=@1700000000 --owner=0 --group=0
 //! --numeric-owner`, then `gzip -n9`), plus a plain script. Any valid input may be

@@ -561,7 +561,7 @@ fn echoing_jobs() -> Vec<(&'static str, Value)> {
 }
 
 /// The rejections of `restart`, `envs` and `svrlist` quote keys, values and entries
-/// from the job: a job's result message must still be one line (PROTOCOL.md section 7)
+/// from the job: a job's result message must still be one line (docs/protocol.md section 7)
 /// and bounded, however long or strange the input.
 #[test]
 fn rejected_job_messages_are_one_line_and_bounded() {

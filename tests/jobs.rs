@@ -1,4 +1,4 @@
-//! End to end: jobs (PROTOCOL.md sections 7 and 9) with packages built in the
+//! End to end: jobs (docs/protocol.md sections 7 and 9) with packages built in the
 //! test, served by the reference server (or a file path, or an FTP server), run
 //! by the real binary.
 

@@ -1,4 +1,4 @@
-//! End to end: credentials and signed requests (PROTOCOL.md section 4), file
+//! End to end: credentials and signed requests (docs/protocol.md section 4), file
 //! modes, and a data directory others may write to.
 
 mod common;

@@ -1,5 +1,5 @@
 //! End to end: supervision of real child processes by the real binary
-//! (PROTOCOL.md section 6), reported to the reference server.
+//! (docs/protocol.md section 6), reported to the reference server.
 
 mod common;
 

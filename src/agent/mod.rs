@@ -1,5 +1,5 @@
 //! The agent's core: registration, status reports, server choice, backoff and the
-//! `config` job (PROTOCOL.md sections 2–5 and 7). Pure: it never reads a clock,
+//! `config` job (docs/protocol.md sections 2–5 and 7). Pure: it never reads a clock,
 //! opens a socket or touches a file. The event loop feeds it the time, timer
 //! expiries and exchange outcomes, and carries out the `Effect`s it returns.
 //!

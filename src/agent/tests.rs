@@ -1,5 +1,5 @@
 //! The core driven by a manual clock and a scripted server: every schedule of
-//! PROTOCOL.md sections 2–5 checked in milliseconds of test time.
+//! docs/protocol.md sections 2–5 checked in milliseconds of test time.
 //!
 //! This file: the scripted server, registration, reports, failover, backoff and
 //! `Retry-After`; the jobs of the answers in `job_queue_tests.rs`.

@@ -1,5 +1,5 @@
 //! Child logs: each child's stdout and stderr, through one pipe, appended to
-//! `logs/NAME.log` and rotated by size into `NAME.log.1` … (PROTOCOL.md sections 6
+//! `logs/NAME.log` and rotated by size into `NAME.log.1` … (docs/protocol.md sections 6
 //! and 8). Bounded on disk, and never a reason for a child or BootAgent to wait.
 //!
 //! ```text
@@ -79,7 +79,7 @@ const POLL_ERROR_PAUSE_MS: u64 = 100;
 /// Bytes taken from the wake-up pipe per round; more wake the next round.
 const WAKE_READ_BYTES: usize = 64;
 
-/// Bounds of the child logs. `LogConfig::default()` is PROTOCOL.md's.
+/// Bounds of the child logs. `LogConfig::default()` is docs/protocol.md's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LogConfig {
     /// Size at which a child's log file is rotated. A file exceeds it by less than

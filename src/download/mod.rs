@@ -1,4 +1,4 @@
-//! Package downloads (PROTOCOL.md section 9): one URL streamed into a temporary file.
+//! Package downloads (docs/protocol.md section 9): one URL streamed into a temporary file.
 //!
 //! Schemes: `http://` and `https://` (ureq; https only in a build with the `tls`
 //! feature; up to `REDIRECTS_MAX` redirects), `file://` (a local absolute path,
@@ -31,7 +31,7 @@
 //!
 //! Errors (`DownloadError`) are one line naming the URL or server and the problem,
 //! with the password of a URL masked (`user:***@`); `errcode()` maps them onto
-//! PROTOCOL.md section 7: 1 invalid URL, 2 download failed, 5 local disk.
+//! docs/protocol.md section 7: 1 invalid URL, 2 download failed, 5 local disk.
 //!
 //! Not done: proxies for FTP (HTTP follows ureq's `*_PROXY` environment handling),
 //! FTPS, active-mode FTP, HTTP resume.
@@ -54,7 +54,7 @@ use std::time::{Duration, Instant};
 use url::shown_url;
 
 const MIB: u64 = 1024 * 1024;
-/// Default largest download (PROTOCOL.md section 9: 1 GiB).
+/// Default largest download (docs/protocol.md section 9: 1 GiB).
 pub const BYTES_MAX_DEFAULT: u64 = 1024 * MIB;
 /// Default time without a byte after which a download is aborted.
 pub const STALL_MS_DEFAULT: u64 = 60_000;
@@ -165,7 +165,7 @@ pub enum DownloadError {
 }
 
 impl DownloadError {
-    /// The job errcode of PROTOCOL.md section 7.
+    /// The job errcode of docs/protocol.md section 7.
     pub fn errcode(&self) -> u32 {
         match self {
             DownloadError::InvalidUrl { .. } => 1,

@@ -1,4 +1,4 @@
-//! Carries out the jobs that touch the host (PROTOCOL.md section 7), one at a
+//! Carries out the jobs that touch the host (docs/protocol.md section 7), one at a
 //! time, for the event loop: install and upgrade (with probation and rollback),
 //! uninstall, restart, stop and start.
 //!

@@ -1,4 +1,4 @@
-//! Resource limits of a child agent (PROTOCOL.md section 6): the `limits` object read
+//! Resource limits of a child agent (docs/protocol.md section 6): the `limits` object read
 //! into [`ResourceLimits`], and the means to hold a child to it.
 //!
 //! # Three mechanisms

@@ -19,7 +19,7 @@ pub const MEMORY_BYTES_MAX: u64 = 1024 * GIB;
 pub const CPU_PCT_MIN: u32 = 1;
 /// One whole CPU; the largest limit is this times the number of CPUs.
 pub const CPU_PCT_PER_CPU: u32 = 100;
-/// Keys of the `limits` object, as PROTOCOL.md spells them (matched in any case).
+/// Keys of the `limits` object, as docs/protocol.md spells them (matched in any case).
 const CPU_KEY: &str = "CPU";
 const MEMORY_KEY: &str = "memory";
 

@@ -12,7 +12,7 @@ use crate::sys;
 
 /// Sampling interval of the `/proc` fallback while it enforces a CPU limit.
 const CPU_SAMPLE_INTERVAL_MS: u64 = 100;
-/// Sampling interval when it enforces a memory limit only (PROTOCOL.md: at least 1/s).
+/// Sampling interval when it enforces a memory limit only (docs/protocol.md: at least 1/s).
 const MEMORY_SAMPLE_INTERVAL_MS: u64 = 1_000;
 /// Unused CPU is saved for at most this long a stretch of time.
 const CPU_SAVINGS_MAX_MS: u64 = 1_000;

@@ -56,7 +56,7 @@ impl Supervisor {
         self.changed = true;
     }
 
-    /// Reports an upgrade that was rolled back: a `restarted` event (PROTOCOL.md section 3
+    /// Reports an upgrade that was rolled back: a `restarted` event (docs/protocol.md section 3
     /// names no other kind for it) whose message says which version replaced which.
     pub fn note_rollback(&mut self, name: &str, new: &str, old: &str, why: &str, wall_s: i64) {
         let message = format!("version {new} did not stay up ({why}); rolled back to {old}");

@@ -1,4 +1,4 @@
-//! Package unpacking (PROTOCOL.md section 9): a downloaded file becomes a version
+//! Package unpacking (docs/protocol.md section 9): a downloaded file becomes a version
 //! directory `agents/NAME/VERSION/` with an executable `run` at its root.
 //!
 //! # Formats, by content, never by name

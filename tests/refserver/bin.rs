@@ -5,7 +5,7 @@
 //! cargo run --example refserver -- --demo [--step N] [--for SECS] [--agent PATH]
 //! ```
 //!
-//! Serves PROTOCOL.md's `/agent/register` and `/agent/status`, the `/admin/...`
+//! Serves docs/protocol.md's `/agent/register` and `/agent/status`, the `/admin/...`
 //! endpoints and `/files/...` (see `server.rs`), printing one line per protocol or file
 //! request on stdout, until Ctrl-C or `--for SECS`.
 //!
@@ -258,7 +258,7 @@ fn demo(args: &Args) -> Result<i32, String> {
         ));
     }
     // A fresh data directory each time: the agent persists its first server list
-    // (PROTOCOL.md §5), and this run's port is new.
+    // (docs/protocol.md §5), and this run's port is new.
     if data_dir.exists() {
         std::fs::remove_dir_all(&data_dir)
             .map_err(|e| format!("cannot reset {}: {e}", data_dir.display()))?;
@@ -266,7 +266,7 @@ fn demo(args: &Args) -> Result<i32, String> {
     std::fs::create_dir_all(&data_dir)
         .map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
 
-    // A child agent for the demo: a single executable (PROTOCOL.md §9), served
+    // A child agent for the demo: a single executable (docs/protocol.md §9), served
     // by the reference server and installed by a job once the agent registered.
     let files = data_dir.with_file_name("demo-files");
     std::fs::create_dir_all(&files)

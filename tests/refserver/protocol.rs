@@ -1,4 +1,4 @@
-//! The wire protocol's endpoints: `POST /agent/register` (PROTOCOL.md §2) and
+//! The wire protocol's endpoints: `POST /agent/register` (docs/protocol.md §2) and
 //! `POST /agent/status` (§3), each body's shape checked before it is used.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -10,9 +10,9 @@ use super::reply::{error, Reply};
 use super::state::{Agent, Shared};
 use super::{MAX_EVENTS_PER_AGENT, TAGS};
 
-/// `agents[].status` values allowed by PROTOCOL.md §3.
+/// `agents[].status` values allowed by docs/protocol.md §3.
 const AGENT_STATES: &[&str] = &["running", "stoped", "fatal", "killed", "restarting"];
-/// The kinds of child events (PROTOCOL.md §3), `dropped` included.
+/// The kinds of child events (docs/protocol.md §3), `dropped` included.
 const EVENT_KINDS: &[&str] = &[
     "exited",
     "killed",
@@ -43,7 +43,7 @@ fn is_nonempty_str(v: &Value) -> bool {
     v.as_str().is_some_and(|s| !s.is_empty())
 }
 
-/// `POST /agent/register` (PROTOCOL.md §2).
+/// `POST /agent/register` (docs/protocol.md §2).
 pub(super) fn register(shared: &Shared, body: &Value) -> Reply {
     let Some(obj) = body.as_object() else {
         return error(400, "body must be a JSON object");
@@ -128,7 +128,7 @@ pub(super) fn register(shared: &Shared, body: &Value) -> Reply {
     Reply::Json(200, answer, Vec::new())
 }
 
-/// Checks a status report's shape (PROTOCOL.md §3); `Err` names the first problem.
+/// Checks a status report's shape (docs/protocol.md §3); `Err` names the first problem.
 fn check_report(obj: &Map<String, Value>) -> Result<(), String> {
     let number = |v: &Value| v.is_u64() || v.is_i64();
     check_field(obj, "hostname", true, "a non-empty string", is_nonempty_str)?;
@@ -196,7 +196,7 @@ fn check_report(obj: &Map<String, Value>) -> Result<(), String> {
     Ok(())
 }
 
-/// `POST /agent/status` (PROTOCOL.md §3).
+/// `POST /agent/status` (docs/protocol.md §3).
 pub(super) fn status(shared: &Shared, body: &Value) -> Reply {
     let Some(obj) = body.as_object() else {
         return error(400, "body must be a JSON object");

@@ -117,7 +117,7 @@ pub(super) fn send(shared: &Shared, rq: tiny_http::Request, reply: Reply) {
 /// Drops the request without writing anything (tiny_http would otherwise answer 500).
 ///
 /// The socket closes at once when the client asked for `Connection: close` (as
-/// BootAgent does, PROTOCOL.md §1) or spoke HTTP/1.0; on a keep-alive connection
+/// BootAgent does, docs/protocol.md §1) or spoke HTTP/1.0; on a keep-alive connection
 /// tiny_http keeps it open for a next request, so the client just sees no answer.
 fn close_without_answer(rq: tiny_http::Request) {
     drop(rq.into_writer());

@@ -1,4 +1,4 @@
-//! Reference control server for BootAgent (see `PROTOCOL.md`, sections 1–5 and 7).
+//! Reference control server for BootAgent (see `docs/protocol.md`, sections 1–5 and 7).
 //!
 //! An independent speaker of the wire protocol, built only on `std`, `tiny_http`
 //! and `serde_json`: it does not use the bootagent crate, so the end-to-end tests
@@ -63,7 +63,7 @@ pub use {
 use dispatch::dispatch;
 use state::{agent_view, lock, Agent, Shared, State};
 
-/// Largest request body read (PROTOCOL.md §1 uses the same cap for responses).
+/// Largest request body read (docs/protocol.md §1 uses the same cap for responses).
 pub const MAX_BODY: usize = 1 << 20;
 /// Bytes of each request body kept in the log (the parsed JSON is kept whole).
 pub const LOG_BODY_CAP: usize = 64 << 10;
@@ -225,7 +225,7 @@ impl RefServer {
         self.shared.state().conflict_sn = sn;
     }
 
-    /// Makes registrations hand out `key` and `secret` (PROTOCOL.md §4); `None` stops that.
+    /// Makes registrations hand out `key` and `secret` (docs/protocol.md §4); `None` stops that.
     /// From then on the server records the `X-Boot-*` headers and checks them
     /// (`signature.rs`): a report must be signed with the current key, at most
     /// `SIGNATURE_SKEW_S_MAX` seconds from the server's clock; a bad one gets 401.

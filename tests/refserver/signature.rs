@@ -1,4 +1,4 @@
-//! Request signatures (PROTOCOL.md section 4): checking a protocol request's
+//! Request signatures (docs/protocol.md section 4): checking a protocol request's
 //! `X-Boot-*` headers against the credentials handed out, and computing a signature.
 
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -8,7 +8,7 @@ use super::state::Shared;
 /// How far a request's `X-Boot-Timestamp` may be from the server's clock.
 pub const SIGNATURE_SKEW_S_MAX: i64 = 300;
 
-/// Checks the signature of a protocol request (PROTOCOL.md section 4) when the
+/// Checks the signature of a protocol request (docs/protocol.md section 4) when the
 /// server hands out credentials: a report must be signed with the current key; a
 /// registration signed with the current key must verify (one signed with another
 /// key, or not at all, is a re-enrolment and passes). `Some(reason)` rejects.
