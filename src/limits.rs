@@ -56,6 +56,14 @@ pub struct Limits {
     /// A download slower than this on average over `download_stall_ms` is aborted,
     /// so that a trickling server cannot hold the job slot; 0 turns the check off.
     pub download_speed_min_bytes_per_s: u64,
+    /// Total bytes one package may unpack to (section 9); never more than the free
+    /// space less `disk_reserve_bytes`.
+    pub unpack_bytes_max: u64,
+    /// Entries (files, directories, links) one package may hold (section 9).
+    pub unpack_entries_max: u64,
+    /// Free space kept after a download or an unpacking, so that the metafile and
+    /// the logs can still be written.
+    pub disk_reserve_bytes: u64,
     /// Size at which a child's log file is rotated (section 6).
     pub child_log_bytes_max: u64,
     /// Log files kept per child: `NAME.log` plus `NAME.log.1` … (section 6).
@@ -91,6 +99,9 @@ impl Default for Limits {
             download_bytes_max: 1 << 30,
             download_stall_ms: 60_000,
             download_speed_min_bytes_per_s: crate::download::SPEED_MIN_BYTES_PER_S_DEFAULT,
+            unpack_bytes_max: crate::unpack::UNPACKED_BYTES_MAX_DEFAULT,
+            unpack_entries_max: crate::unpack::ENTRIES_MAX_DEFAULT,
+            disk_reserve_bytes: crate::unpack::RESERVE_BYTES_DEFAULT,
             child_log_bytes_max: 1024 * 1024,
             child_log_files_max: 2,
             limit_mechanism: Choice::Auto,
@@ -128,6 +139,9 @@ impl Limits {
                 "download_speed_min_bytes_per_s",
                 self.download_speed_min_bytes_per_s,
             ),
+            ("unpack_bytes_max", self.unpack_bytes_max),
+            ("unpack_entries_max", self.unpack_entries_max),
+            ("disk_reserve_bytes", self.disk_reserve_bytes),
             ("child_log_bytes_max", self.child_log_bytes_max),
             ("child_log_files_max", u64::from(self.child_log_files_max)),
         ]
@@ -182,6 +196,9 @@ impl Limits {
             "download_speed_min_bytes_per_s" => {
                 self.download_speed_min_bytes_per_s = range(0, 1 << 30)?
             }
+            "unpack_bytes_max" => self.unpack_bytes_max = range(1024, 1 << 40)?,
+            "unpack_entries_max" => self.unpack_entries_max = range(1, 1 << 24)?,
+            "disk_reserve_bytes" => self.disk_reserve_bytes = range(0, 1 << 40)?,
             "child_log_bytes_max" => self.child_log_bytes_max = range(1024, 1 << 40)?,
             "child_log_files_max" => self.child_log_files_max = range(1, 100)? as u32,
             _ => return Err(format!("unknown limit {name:?} (bootagent -T lists them)")),

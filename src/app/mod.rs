@@ -198,11 +198,13 @@ pub fn run(options: &Options) -> Result<(), AppError> {
         stall_ms: limits.download_stall_ms,
         speed_min_bytes_per_s: limits.download_speed_min_bytes_per_s,
         connect_timeout_ms: limits.connect_timeout_ms,
+        free_bytes_min: limits.disk_reserve_bytes,
         tls: trust.clone(),
-        ..DownloadLimits::default()
     };
     let unpack = UnpackLimits {
-        bytes_max: limits.download_bytes_max.saturating_mul(4),
+        bytes_max: limits.unpack_bytes_max,
+        entries_max: limits.unpack_entries_max,
+        reserve_bytes: limits.disk_reserve_bytes,
         ..UnpackLimits::default()
     };
     let jobs =

@@ -62,8 +62,9 @@ pub const STALL_MS_DEFAULT: u64 = 60_000;
 pub const SPEED_MIN_BYTES_PER_S_DEFAULT: u64 = 512;
 /// Default TCP connect timeout.
 pub const CONNECT_TIMEOUT_MS_DEFAULT: u64 = 10_000;
-/// Default free space left over after a download, so the metafile can still be written.
-pub const FREE_BYTES_MIN_DEFAULT: u64 = 16 * MIB;
+/// Default free space left over after a download, so the metafile can still be
+/// written (the same reserve as unpacking keeps).
+pub const FREE_BYTES_MIN_DEFAULT: u64 = crate::unpack::RESERVE_BYTES_DEFAULT;
 /// Temporary files are named `TEMP_PREFIX<pid>-<n>TEMP_SUFFIX`, so that leftovers of a
 /// crash can be recognised and swept.
 pub const TEMP_PREFIX: &str = ".download-";

@@ -6,7 +6,6 @@ use super::{io_problem, DownloadError, Downloaded, MIB, TEMP_PREFIX, TEMP_SUFFIX
 use sha2::{Digest, Sha256};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -149,20 +148,6 @@ pub(super) fn free_space(dir: &Path) -> Result<u64, DownloadError> {
         path: dir.to_path_buf(),
         problem,
     };
-    let c_path = std::ffi::CString::new(dir.as_os_str().as_bytes())
-        .map_err(|_| disk("path contains a NUL byte".to_string()))?;
-    // SAFETY: statvfs is plain old data; all-zero bytes are a valid value.
-    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `c_path` is NUL-terminated and `stat` writable for the call's duration.
-    if unsafe { libc::statvfs(c_path.as_ptr(), &mut stat) } != 0 {
-        let err = io::Error::last_os_error();
-        return Err(disk(format!(
-            "cannot check free space: {}",
-            io_problem(&err)
-        )));
-    }
-    // The field types are narrower on some 32-bit targets.
-    #[allow(clippy::useless_conversion)]
-    let free = u64::from(stat.f_bavail).saturating_mul(u64::from(stat.f_frsize));
-    Ok(free)
+    crate::sys::free_bytes(dir)
+        .map_err(|err| disk(format!("cannot check free space: {}", io_problem(&err))))
 }

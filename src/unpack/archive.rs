@@ -3,25 +3,17 @@
 //! bounded; each entry counted against the bounds and dispatched by its type (the
 //! creation itself is in `entry.rs`); then the checks of the whole tree.
 
+use super::budget::{Budget, StreamBound};
 use super::tree::{check_run, find_root, read_version_file};
 use super::{
     bad, failed, quote, UnpackError, UnpackLimits, Unpacked, COPY_BUFFER_BYTES,
     PAX_HEADER_BYTES_MAX,
 };
 use flate2::read::GzDecoder;
-use std::fmt;
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-/// One tar block; every header and every entry's padded data are multiples of it.
-const TAR_BLOCK_BYTES: u64 = 512;
-/// Decompressed bytes one entry may take besides its data: its header and those
-/// of a long name, a long link and a pax header, each with up to a block of padding.
-const ENTRY_OVERHEAD_BYTES: u64 = 8 * TAR_BLOCK_BYTES;
-/// Decompressed bytes after the last entry: end-of-archive blocks and record
-/// padding (GNU tar's largest blocking factor is 2048 blocks).
-const ARCHIVE_END_BYTES_MAX: u64 = 2048 * TAR_BLOCK_BYTES;
 /// Keys of the pax records this reader honours.
 const PAX_PATH: &[u8] = b"path";
 const PAX_LINKPATH: &[u8] = b"linkpath";
@@ -32,17 +24,10 @@ pub(super) fn unpack_tar_gz(
     file: File,
     dest: &Path,
     limits: &UnpackLimits,
+    budget: &mut Budget,
 ) -> Result<Unpacked, UnpackError> {
-    let stream_max = limits
-        .bytes_max
-        .saturating_add(limits.entries_max.saturating_mul(ENTRY_OVERHEAD_BYTES))
-        .saturating_add(ARCHIVE_END_BYTES_MAX);
-    let mut archive = tar::Archive::new(CappedReader {
-        inner: GzDecoder::new(file),
-        left: stream_max,
-        cap: stream_max,
-    });
-    let mut extractor = Extractor::new(dest, limits);
+    let mut archive = tar::Archive::new(budget.capped(GzDecoder::new(file)));
+    let mut extractor = Extractor::new(dest, limits, budget);
     for entry in archive.entries().map_err(read_error)?.raw(true) {
         extractor.entry(entry.map_err(read_error)?)?;
     }
@@ -66,7 +51,7 @@ pub(super) fn unpack_tar_gz(
     Ok(Unpacked {
         version_file: read_version_file(dest)?,
         bytes: extractor.file_bytes,
-        entries: extractor.entries,
+        entries: extractor.budget.entries(),
     })
 }
 
@@ -88,11 +73,9 @@ impl Pending {
 pub(super) struct Extractor<'a> {
     pub(super) dest: &'a Path,
     pub(super) limits: &'a UnpackLimits,
+    /// Entries (extension headers excluded) and declared data of all so far.
+    budget: &'a mut Budget,
     pending: Pending,
-    /// Entries seen, extension headers excluded.
-    entries: u64,
-    /// Declared data of all entries so far.
-    data_bytes: u64,
     /// File content written so far.
     pub(super) file_bytes: u64,
     /// The last parent directory found to be a real directory (relative to dest).
@@ -101,13 +84,12 @@ pub(super) struct Extractor<'a> {
 }
 
 impl<'a> Extractor<'a> {
-    fn new(dest: &'a Path, limits: &'a UnpackLimits) -> Self {
+    fn new(dest: &'a Path, limits: &'a UnpackLimits, budget: &'a mut Budget) -> Self {
         Extractor {
             dest,
             limits,
+            budget,
             pending: Pending::default(),
-            entries: 0,
-            data_bytes: 0,
             file_bytes: 0,
             checked_dir: PathBuf::new(),
             buf: vec![0u8; COPY_BUFFER_BYTES],
@@ -117,16 +99,7 @@ impl<'a> Extractor<'a> {
     fn entry<R: Read>(&mut self, mut entry: tar::Entry<'_, R>) -> Result<(), UnpackError> {
         let kind = entry.header().entry_type();
         let size = entry.size();
-        self.data_bytes = self
-            .data_bytes
-            .checked_add(size)
-            .filter(|total| *total <= self.limits.bytes_max)
-            .ok_or_else(|| {
-                bad(format!(
-                    "package unpacks to more than {} bytes",
-                    self.limits.bytes_max
-                ))
-            })?;
+        self.budget.data(size)?;
         // A GNU long name or link is the path and its trailing NUL.
         let path_max = self.limits.path_bytes_max as u64;
         let name_max = path_max.saturating_add(1);
@@ -166,13 +139,7 @@ impl<'a> Extractor<'a> {
             }
             _ => {}
         }
-        self.entries = self.entries.saturating_add(1);
-        if self.entries > self.limits.entries_max {
-            return Err(bad(format!(
-                "package has more than {} entries",
-                self.limits.entries_max
-            )));
-        }
+        self.budget.entry()?;
         let pending = std::mem::take(&mut self.pending);
         if kind == tar::EntryType::XGlobalHeader {
             // Skipped whole (its name is often absolute, e.g. `/tmp/GlobalHead.1.1`).
@@ -306,44 +273,5 @@ pub(super) fn read_error(e: io::Error) -> UnpackError {
     {
         Some(bound) => bad(bound.to_string()),
         None => bad(format!("not a valid tar.gz: {e}")),
-    }
-}
-
-/// The decompressed stream went past its bound.
-#[derive(Debug)]
-pub(super) struct StreamBound(pub(super) u64);
-
-impl fmt::Display for StreamBound {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "package decompresses to more than {} bytes", self.0)
-    }
-}
-
-impl std::error::Error for StreamBound {}
-
-/// A reader that fails once more than `cap` bytes came through.
-struct CappedReader<R> {
-    inner: R,
-    left: u64,
-    cap: u64,
-}
-
-impl<R: Read> Read for CappedReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        // Ask for one byte past the bound, to tell "exactly at" from "past".
-        let wanted = usize::try_from(self.left.saturating_add(1))
-            .unwrap_or(usize::MAX)
-            .min(buf.len());
-        let n = self.inner.read(buf.get_mut(..wanted).unwrap_or_default())?;
-        match self.left.checked_sub(n as u64) {
-            Some(left) => {
-                self.left = left;
-                Ok(n)
-            }
-            None => Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                StreamBound(self.cap),
-            )),
-        }
     }
 }

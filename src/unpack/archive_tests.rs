@@ -105,12 +105,14 @@ fn special_bits_are_dropped_and_directories_stay_usable() {
         Dir("sticky", 0o1777),
         Dir("ro", 0o500),
         F("ro/data", 0o444, b"d"),
+        F("shared", 0o666, b"s"),
     ]);
     scratch.unpack(&bytes, &UnpackLimits::default()).unwrap();
     let dest = scratch.dest();
     assert_eq!(mode_of(&dest.join("run")), 0o755);
     assert_eq!(mode_of(&dest.join("tool")), 0o711);
-    assert_eq!(mode_of(&dest.join("sticky")), 0o777);
+    assert_eq!(mode_of(&dest.join("sticky")), 0o755);
+    assert_eq!(mode_of(&dest.join("shared")), 0o644);
     assert_eq!(mode_of(&dest.join("ro")), 0o700);
     assert_eq!(mode_of(&dest.join("ro/data")), 0o444);
 }
@@ -163,6 +165,7 @@ fn bounds_on_total_bytes_entries_and_paths() {
         bytes_max: 10 * MIB as u64,
         entries_max: 4,
         path_bytes_max: 64,
+        reserve_bytes: 0,
     };
     let big = tgz(&[
         F("run", 0o755, SCRIPT),

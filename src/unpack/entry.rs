@@ -4,9 +4,10 @@
 //! package, hard links to files extracted earlier.
 
 use super::archive::{read_error, Extractor};
+use super::budget::{dir_mode, file_mode};
 use super::{
     bad, checking, create_file, failed, quote, quote_path, UnpackError, DIR_MODE, FILE_BYTES_MAX,
-    NAME_BYTES_MAX, PERMISSION_BITS,
+    NAME_BYTES_MAX,
 };
 use std::ffi::OsStr;
 use std::fs::{self, Permissions};
@@ -14,9 +15,6 @@ use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
-
-/// Bits always set on a directory, so that it can be filled and removed.
-const DIR_OWNER_BITS: u32 = 0o700;
 
 impl Extractor<'_> {
     /// An entry's path, relative to dest: plain names only, `.` skipped.
@@ -121,7 +119,7 @@ impl Extractor<'_> {
         if written != size {
             return Err(bad(format!("entry {shown} is truncated")));
         }
-        file.set_permissions(Permissions::from_mode(mode & PERMISSION_BITS))
+        file.set_permissions(Permissions::from_mode(file_mode(mode)))
             .and_then(|()| file.sync_all())
             .map_err(|e| failed(format!("writing {}: {e}", full.display())))?;
         self.file_bytes = self.file_bytes.saturating_add(written);
@@ -149,11 +147,8 @@ impl Extractor<'_> {
             Err(e) if e.kind() == io::ErrorKind::NotFound => create_dir(&full, DIR_MODE)?,
             Err(e) => return Err(checking(&full, e)),
         }
-        fs::set_permissions(
-            &full,
-            Permissions::from_mode((mode & PERMISSION_BITS) | DIR_OWNER_BITS),
-        )
-        .map_err(|e| failed(format!("setting the mode of {}: {e}", full.display())))
+        fs::set_permissions(&full, Permissions::from_mode(dir_mode(mode)))
+            .map_err(|e| failed(format!("setting the mode of {}: {e}", full.display())))
     }
 
     pub(super) fn make_symlink(

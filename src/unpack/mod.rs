@@ -38,20 +38,22 @@
 //! - Hard links name a regular file this archive created earlier (reached through
 //!   real directories only); anything else is refused.
 //! - Device files, FIFOs, GNU sparse files and unknown entry types are refused.
-//! - Regular files keep their permission bits `& 0o777`: no setuid, setgid or
-//!   sticky bit. Directories get the archive's bits plus `u+rwx`, and 0755 when
-//!   the archive does not list them. `run` must end up a file executable by its
+//! - Regular files keep their permission bits `& 0o755`: no setuid, setgid or
+//!   sticky bit, no write permission for group or others. Directories get the same
+//!   plus `u+rwx`, and 0755 when the archive does not list them. `run` must end up a file executable by its
 //!   owner (a symlink to one is fine).
 //!
 //! # Bounds ([`UnpackLimits`], errcode 4 when exceeded)
 //!
-//! The data of all entries together (file contents, and the data of every other
-//! entry) is at most `bytes_max`; one file at most [`FILE_BYTES_MAX`] (and
-//! `bytes_max`); at most `entries_max` entries. Sizes are checked from the headers
-//! before any byte is read, and the decompressed stream itself is capped at what
-//! those bounds allow plus header overhead (`bytes_max` + 4 KiB per entry + 1 MiB
-//! for the end of the archive), so a gzip bomb stops there, whatever its headers
-//! say. Memory stays bounded: a 64 KiB copy buffer, one entry's extension headers,
+//! All bounds are kept by `budget.rs`, which every format goes through. The data
+//! of all entries together (file contents, and the data of every other entry) is
+//! at most `bytes_max`, lowered to the free space of the file system less
+//! `reserve_bytes` (measured once, before unpacking); one file at most
+//! [`FILE_BYTES_MAX`]; at most `entries_max` entries. Sizes are checked from the
+//! headers before any byte is read, and the decompressed stream itself is capped at
+//! what those bounds allow plus header overhead (the byte bound + 4 KiB per entry +
+//! 1 MiB for the end of the archive), so a gzip bomb stops there, whatever its
+//! headers say. Memory stays bounded: a 64 KiB copy buffer, one entry's extension headers,
 //! and, for the final steps, the list of directories of the tree.
 //!
 //! # Errors and durability
@@ -65,10 +67,12 @@
 //! version.
 
 mod archive;
+mod budget;
 mod entry;
 mod tree;
 
 use archive::unpack_tar_gz;
+pub use budget::{dir_mode, file_mode, Budget, CappedReader, StreamBound};
 use std::fmt;
 use std::fs::{self, File, OpenOptions, Permissions};
 use std::io::{self, Read, Seek, Write};
@@ -86,6 +90,10 @@ pub const ERRCODE_INSTALL_FAILED: u32 = 5;
 pub const UNPACKED_BYTES_MAX_DEFAULT: u64 = 1 << 30;
 /// Default bound on the number of entries of an archive.
 pub const ENTRIES_MAX_DEFAULT: u64 = 100_000;
+/// Default free space left over after unpacking (and after a download), so that
+/// the metafile and the logs can still be written: 1 MiB, well above a metafile
+/// holding the 1024 remembered job results.
+pub const RESERVE_BYTES_DEFAULT: u64 = 1024 * 1024;
 /// Default bound on the length of an entry's path or link target.
 pub const PATH_BYTES_MAX_DEFAULT: usize = 4096;
 /// Largest single file, whatever `bytes_max` allows.
@@ -106,7 +114,7 @@ const RESERVED_VERSION: &str = "current";
 /// Mode of a single executable's `run`, and of directories the archive implies.
 const RUN_MODE: u32 = 0o755;
 const DIR_MODE: u32 = 0o755;
-/// Permission bits kept from the archive (no setuid, setgid, sticky).
+/// Permission bits shown in messages.
 const PERMISSION_BITS: u32 = 0o777;
 /// A file's mode while its content is being written.
 const WRITING_MODE: u32 = 0o600;
@@ -118,7 +126,8 @@ const SHOWN_CHARS_MAX: usize = 128;
 const MESSAGE_CHARS_MAX: usize = 512;
 
 /// Bounds of one unpacking (defaults: 1 GiB unpacked in total, 100 000 entries,
-/// paths of 4096 bytes; one file is also bounded by [`FILE_BYTES_MAX`], 1 GiB).
+/// paths of 4096 bytes, 1 MiB of free space kept; one file is also bounded by
+/// [`FILE_BYTES_MAX`], 1 GiB).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UnpackLimits {
     /// Data of all entries together, in bytes (a single executable's size).
@@ -127,6 +136,8 @@ pub struct UnpackLimits {
     pub entries_max: u64,
     /// Length of an entry's path or link target, in bytes.
     pub path_bytes_max: usize,
+    /// Free space that must remain on the file system after unpacking, in bytes.
+    pub reserve_bytes: u64,
 }
 
 impl Default for UnpackLimits {
@@ -135,6 +146,7 @@ impl Default for UnpackLimits {
             bytes_max: UNPACKED_BYTES_MAX_DEFAULT,
             entries_max: ENTRIES_MAX_DEFAULT,
             path_bytes_max: PATH_BYTES_MAX_DEFAULT,
+            reserve_bytes: RESERVE_BYTES_DEFAULT,
         }
     }
 }
@@ -213,6 +225,7 @@ pub fn unpack(package: &Path, dest: &Path, limits: &UnpackLimits) -> Result<Unpa
     }
     file.rewind()
         .map_err(|e| failed(format!("reading package {}: {e}", package.display())))?;
+    let mut budget = Budget::new(limits, dest)?;
     fs::DirBuilder::new()
         .mode(DIR_MODE)
         .create(dest)
@@ -222,9 +235,9 @@ pub fn unpack(package: &Path, dest: &Path, limits: &UnpackLimits) -> Result<Unpa
         .map_err(|e| failed(format!("setting the mode of {}: {e}", dest.display())))
         .and_then(|()| {
             if is_gzip {
-                unpack_tar_gz(file, dest, limits)
+                unpack_tar_gz(file, dest, limits, &mut budget)
             } else {
-                install_executable(file, dest, limits)
+                install_executable(file, dest, &mut budget)
             }
         });
     let result = unpacked.and_then(|unpacked| sync_tree(dest).map(|()| unpacked));
@@ -273,9 +286,10 @@ pub fn valid_version(version: &str) -> bool {
 fn install_executable(
     file: File,
     dest: &Path,
-    limits: &UnpackLimits,
+    budget: &mut Budget,
 ) -> Result<Unpacked, UnpackError> {
-    let bytes_max = limits.bytes_max.min(FILE_BYTES_MAX);
+    budget.entry()?;
+    let bytes_max = FILE_BYTES_MAX;
     let run = dest.join(RUN_FILE);
     let mut out =
         create_file(&run).map_err(|e| failed(format!("creating {}: {e}", run.display())))?;
@@ -293,6 +307,7 @@ fn install_executable(
         if written > bytes_max {
             return Err(bad(format!("executable is over {bytes_max} bytes")));
         }
+        budget.data(n as u64)?;
         out.write_all(buf.get(..n).unwrap_or_default())
             .map_err(|e| failed(format!("writing {}: {e}", run.display())))?;
     }

@@ -11,7 +11,8 @@ mod archive_tests;
 #[path = "tree_tests.rs"]
 mod tree_tests;
 
-use super::archive::{read_error, StreamBound};
+use super::archive::read_error;
+use super::budget::StreamBound;
 use super::entry::create_error;
 use super::*;
 use flate2::write::GzEncoder;
@@ -262,7 +263,7 @@ fn plain_executable_bounds_and_empty_package() {
         &[b'x'; 17],
         &limits,
         ERRCODE_BAD_PACKAGE,
-        "over 16 bytes",
+        "more than 16 bytes",
     );
     assert_refused(&scratch, b"", &limits, ERRCODE_BAD_PACKAGE, "empty");
     scratch.unpack(&[b'x'; 16], &limits).unwrap();

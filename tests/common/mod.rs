@@ -7,6 +7,8 @@
 #[path = "../refserver/server.rs"]
 pub mod server;
 
+pub mod host;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};

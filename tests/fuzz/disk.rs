@@ -104,11 +104,13 @@ fn unpack_limits(input: &[u8]) -> UnpackLimits {
             bytes_max: 4096,
             entries_max: 8,
             path_bytes_max: 255,
+            reserve_bytes: 0,
         },
         1 => UnpackLimits {
             bytes_max: 1 << 20,
             entries_max: 64,
             path_bytes_max: 1024,
+            reserve_bytes: 0,
         },
         _ => UnpackLimits::default(),
     }
@@ -166,7 +168,7 @@ fn check_unpacked(dest: &Path) -> Result<(), String> {
                     }
                 }
             } else if kind.is_dir() || kind.is_file() {
-                if meta.permissions().mode() & 0o7000 != 0 {
+                if meta.permissions().mode() & 0o7022 != 0 {
                     return Err(format!(
                         "{} has mode {:o}",
                         path.display(),
