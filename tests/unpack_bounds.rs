@@ -1,4 +1,4 @@
-//! End to end: unpacking is bounded (PROTOCOL.md section 9). A compression bomb
+//! End to end: unpacking is bounded (docs/protocol.md section 9). A compression bomb
 //! fails with errcode 4 and leaves nothing, whether `unpack_bytes_max` or the free
 //! space stops it; setuid, setgid and group/other write bits are dropped; a small
 //! package installs on a nearly full file system.
