@@ -1,6 +1,8 @@
 //! The command line, in the original BootAgent's letters.
 
 use crate::addr::{self, ServerAddr};
+use crate::control::logs::{LogsRequest, LINES_DEFAULT};
+use crate::control::Verb;
 use crate::limits::Limits;
 use std::ffi::OsString;
 use std::fmt;
@@ -10,7 +12,9 @@ pub const DEFAULT_DATA_DIR: &str = "/var/lib/bootagent";
 
 pub const USAGE: &str = "\
 usage: bootagent [-S LIST] [-C FILE] [-D DIR] [-L FILE] [-o NAME=VALUE]... [-v|-q]... [-T | -V | -h]
-       bootagent status [-D DIR]     (or -s)
+       bootagent status [NAME] [-D DIR]     (or -s)
+       bootagent restart|stop|start NAME [-D DIR]
+       bootagent logs NAME [-f] [-n LINES] [-D DIR]
 
 Registers with a control server, reports status, runs the server's jobs and
 supervises the child agents in DIR/agents.
@@ -30,9 +34,17 @@ supervises the child agents in DIR/agents.
   -v, -q    more or less logging (repeatable)
   -T        test the configuration: print what BootAgent would use, write nothing;
             exit 0 if it could run, 1 if not
-  -s, status
-            print the child agents of the running BootAgent as a table; exit 1
-            if any is fatal or killed, 3 if there is no state to show
+  -s, status [NAME]
+            print the child agents of the running BootAgent (or one) as a table;
+            exit 1 if any is fatal or killed, 3 if there is no state to show or
+            no such child
+  restart NAME, stop NAME, start NAME
+            ask the running BootAgent to do what the job of that name does (stop
+            stays stopped across restarts); prints the child as sv does; exit 0
+            done, 1 failed or no BootAgent running, 2 bad usage, 3 no such child
+  logs NAME [-f] [-n LINES]
+            print the last LINES (default 10) of the child's output; -f follows
+            it across log rotations until interrupted; needs no running BootAgent
   -V        print the version, the target and the compiled-in server list
   -h        print this help
 ";
@@ -42,7 +54,19 @@ supervises the child agents in DIR/agents.
 pub enum Command {
     Run(Options),
     Test(Options),
-    Status(Options),
+    /// `status [NAME]`.
+    Status(Options, Option<String>),
+    /// `restart|stop|start NAME`.
+    Control {
+        options: Options,
+        verb: Verb,
+        name: String,
+    },
+    /// `logs NAME [-f] [-n LINES]`.
+    Logs {
+        options: Options,
+        request: LogsRequest,
+    },
     Version,
     Help,
 }
@@ -94,6 +118,9 @@ where
     };
     let mut test = false;
     let mut status = false;
+    let mut words: Vec<String> = Vec::new();
+    let mut follow = false;
+    let mut lines: Option<u64> = None;
     let usage = |err: lexopt::Error| UsageError(err.to_string());
     while let Some(arg) = parser.next().map_err(usage)? {
         match arg {
@@ -125,7 +152,23 @@ where
             Short('q') => options.verbosity = options.verbosity.saturating_sub(1),
             Short('T') => test = true,
             Short('s') => status = true,
-            Value(word) if word == "status" => status = true,
+            Short('f') => follow = true,
+            Short('n') => {
+                let value = string_value(&mut parser, "-n")?;
+                let n = value
+                    .parse::<u64>()
+                    .map_err(|_| UsageError(format!("-n: {value:?} is not a number of lines")))?;
+                lines = Some(n);
+            }
+            Value(word) => {
+                let word = word
+                    .into_string()
+                    .map_err(|_| UsageError("an argument is not valid UTF-8".to_string()))?;
+                if words.len() == 2 {
+                    return Err(UsageError(format!("unexpected argument {word:?}")));
+                }
+                words.push(word);
+            }
             Short('V') | Long("version") => return Ok(Command::Version),
             Short('h') | Long("help") => return Ok(Command::Help),
             _ => return Err(usage(arg.unexpected())),
@@ -136,8 +179,57 @@ where
             "--client-cert and --client-key go together".to_string(),
         ));
     }
+    if status && words.len() == 1 {
+        words.insert(0, "status".to_string()); // `-s NAME`
+    }
+    let (command, name) = match words.as_slice() {
+        [] => (None, None),
+        [command] => (Some(command.as_str()), None),
+        [command, name] => (Some(command.as_str()), Some(name.clone())),
+        _ => return Err(UsageError("too many arguments".to_string())),
+    };
+    if let Some(name) = &name {
+        if !crate::supervisor::valid_name(name) {
+            return Err(UsageError(format!(
+                "{name:?} is not an agent name (1-64 of A-Z a-z 0-9 . _ -, not starting with .)"
+            )));
+        }
+    }
+    if (follow || lines.is_some()) && command != Some("logs") {
+        return Err(UsageError("-f and -n go with logs".to_string()));
+    }
+    let needs_name = |what: &str| UsageError(format!("{what} needs a NAME"));
+    match command {
+        None => {}
+        Some("status") => status = true,
+        Some("logs") => {
+            let name = name.ok_or_else(|| needs_name("logs"))?;
+            let request = LogsRequest {
+                name,
+                follow,
+                lines: lines.unwrap_or(LINES_DEFAULT),
+            };
+            return Ok(Command::Logs { options, request });
+        }
+        Some(word) => {
+            let verb = Verb::parse(word).ok_or_else(|| {
+                UsageError(format!(
+                    "unknown command {word:?}: status, restart, stop, start or logs"
+                ))
+            })?;
+            let name = name.ok_or_else(|| needs_name(word))?;
+            return Ok(Command::Control {
+                options,
+                verb,
+                name,
+            });
+        }
+    }
+    if name.is_some() && !status {
+        return Err(UsageError("unexpected argument".to_string()));
+    }
     Ok(if status {
-        Command::Status(options)
+        Command::Status(options, name)
     } else if test {
         Command::Test(options)
     } else {
@@ -185,9 +277,46 @@ mod tests {
         assert_eq!(parse_words("-V"), Ok(Command::Version));
         assert!(matches!(
             parse_words("status -D /x"),
-            Ok(Command::Status(_))
+            Ok(Command::Status(_, None))
         ));
-        assert!(matches!(parse_words("-s"), Ok(Command::Status(_))));
+        assert!(matches!(parse_words("-s"), Ok(Command::Status(_, None))));
+        assert!(matches!(
+            parse_words("status BasicAgent"),
+            Ok(Command::Status(_, Some(n))) if n == "BasicAgent"
+        ));
+        assert!(matches!(
+            parse_words("restart a -D /x"),
+            Ok(Command::Control { verb: Verb::Restart, name, .. }) if name == "a"
+        ));
+        assert!(matches!(
+            parse_words("-D /x stop a"),
+            Ok(Command::Control {
+                verb: Verb::Stop,
+                ..
+            })
+        ));
+        assert!(matches!(
+            parse_words("start a"),
+            Ok(Command::Control {
+                verb: Verb::Start,
+                ..
+            })
+        ));
+        let Ok(Command::Logs { request, .. }) = parse_words("logs a -f -n 50") else {
+            panic!("expected Logs");
+        };
+        assert_eq!(
+            request,
+            LogsRequest {
+                name: "a".into(),
+                follow: true,
+                lines: 50
+            }
+        );
+        let Ok(Command::Logs { request, .. }) = parse_words("logs a") else {
+            panic!("expected Logs");
+        };
+        assert_eq!((request.follow, request.lines), (false, LINES_DEFAULT));
         assert_eq!(parse_words("-h -x"), Ok(Command::Help));
         let Ok(Command::Run(o)) = parse_words("") else {
             panic!("expected Run");
@@ -207,7 +336,15 @@ mod tests {
         check("-D", "-D needs a value");
         check("-S a:99999", "-S: bad server address");
         check("-S ,", "-S: the server list is empty");
-        check("extra", "unexpected argument");
+        check("extra", "unknown command \"extra\"");
+        check("restart", "restart needs a NAME");
+        check("logs", "logs needs a NAME");
+        check("stop a b", "unexpected argument \"b\"");
+        check("stop ../x", "is not an agent name");
+        check("logs a -n x", "-n: \"x\" is not a number");
+        check("stop a -f", "-f and -n go with logs");
+        check("-n 3", "-f and -n go with logs");
+        check("uninstall a", "unknown command \"uninstall\"");
         check(
             "-o step_jitter_pct=300",
             "-o: step_jitter_pct: 300 is outside",

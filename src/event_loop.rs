@@ -10,6 +10,7 @@
 
 use crate::agent::{Core, Effect, Outcome};
 use crate::clock::Clock;
+use crate::control::local::{self, LocalCommands};
 use crate::http::Exchange;
 use crate::jobrun::{Ctx, JobRunner, Prepared};
 use crate::logging::LogHandle;
@@ -29,6 +30,9 @@ pub enum Event {
     Exchanged(Outcome),
     /// A package downloaded, verified and unpacked (or not), from the job worker.
     JobPrepared(Prepared),
+    /// A command from the console (`bootagent restart|stop|start NAME`), from the
+    /// control socket's thread; answered on its own channel.
+    Control(crate::control::Request),
 }
 
 /// Why the loop stopped.
@@ -51,6 +55,8 @@ pub struct EventLoop<'a, C: Clock> {
     pub events: Receiver<Event>,
     pub http: SyncSender<Exchange>,
     pub log: LogHandle,
+    /// Commands from the console, waiting for the job runner or carried out by it.
+    pub local: LocalCommands,
 }
 
 impl<C: Clock> EventLoop<'_, C> {
@@ -107,6 +113,28 @@ impl<C: Clock> EventLoop<'_, C> {
                 Ok(Event::JobPrepared(prepared)) => {
                     self.run_jobs(now, wall_s, Some(prepared), &mut effects);
                 }
+                Ok(Event::Control(request)) if stopping.is_some() => {
+                    local::answer(
+                        &request,
+                        crate::control::Reply::new(
+                            crate::control::EXIT_FAILED,
+                            "bootagent is stopping",
+                        ),
+                    );
+                }
+                Ok(Event::Control(request)) => {
+                    if !self.supervisor.knows(&request.name) {
+                        local::no_such_child(&request);
+                    } else if self.jobs.busy() && !self.local.running() {
+                        // A server job (a download may take minutes): the person is
+                        // told now rather than left waiting for a command that
+                        // would run after they gave up.
+                        local::server_job_busy(&request);
+                    } else {
+                        self.local.push(request);
+                        self.run_jobs(now, wall_s, None, &mut effects);
+                    }
+                }
                 Ok(Event::Signal(libc::SIGHUP)) => {
                     if let Err(err) = self.log.reopen() {
                         error!("cannot reopen the log file: {err}");
@@ -123,8 +151,9 @@ impl<C: Clock> EventLoop<'_, C> {
                         if let Some((id, (code, message))) =
                             self.jobs.abandon("interrupted: BootAgent is stopping")
                         {
-                            self.core.job_done(now, &id, code, message, &mut effects);
+                            self.job_done(now, wall_s, &id, code, message, &mut effects);
                         }
+                        self.local.refuse_all("bootagent is stopping");
                         self.supervisor.stop_all(now, wall_s);
                     }
                     Some(_) => {
@@ -162,14 +191,19 @@ impl<C: Clock> EventLoop<'_, C> {
             None => self.jobs.poll(&mut ctx),
         };
         // Bounded: each pass either finishes a job or leaves one running.
-        for _ in 0..self.core.queued_jobs() + 1 {
+        for _ in 0..self.core.queued_jobs() + self.local.waiting() + 1 {
             if let Some((id, (code, message))) = done.take() {
-                self.core.job_done(now, &id, code, message, effects);
+                self.job_done(now, wall_s, &id, code, message, effects);
             }
             if self.jobs.busy() {
                 break;
             }
-            let Some((id, job)) = self.core.take_job(effects) else {
+            // A person at the console waits for a local command: it goes first.
+            let next = match self.local.next_job() {
+                Some(job) => Some((local::JOB_ID.to_string(), job)),
+                None => self.core.take_job(effects),
+            };
+            let Some((id, job)) = next else {
                 break;
             };
             let mut ctx = Ctx {
@@ -184,10 +218,34 @@ impl<C: Clock> EventLoop<'_, C> {
                 .map(|result| (id, result));
         }
         if let Some((id, (code, message))) = done {
-            self.core.job_done(now, &id, code, message, effects);
+            self.job_done(now, wall_s, &id, code, message, effects);
         }
         for (name, is_stopped) in stopped {
             self.core.set_stopped(&name, is_stopped, effects);
+        }
+    }
+
+    /// A job is done: a server's goes to the core (journal, result in the next
+    /// report); a local command's is answered and reported as an event.
+    fn job_done(
+        &mut self,
+        now: u64,
+        wall_s: i64,
+        id: &str,
+        code: crate::jobs::ErrCode,
+        message: String,
+        effects: &mut Vec<Effect>,
+    ) {
+        if !self.local.running() {
+            self.core.job_done(now, id, code, message, effects);
+            return;
+        }
+        let agents = self.supervisor.agents(now);
+        let name = self.local.running_name().unwrap_or_default().to_string();
+        let sv = local::sv_of(&name, &agents);
+        info!("console command: errcode {}: {message}", code as u32);
+        if let Some(event) = self.local.finish(code, &message, &sv, wall_s) {
+            self.core.push_event(now, event, effects);
         }
     }
 

@@ -8,6 +8,7 @@ pub mod child;
 pub mod childlog;
 pub mod cli;
 pub mod clock;
+pub mod control;
 pub mod download;
 pub mod event_loop;
 pub mod hostinfo;

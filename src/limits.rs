@@ -71,6 +71,20 @@ pub struct Limits {
     /// How resource limits are enforced: `auto` (cgroup v2, else v1, else /proc),
     /// or one mechanism forced (`-o limit_mechanism=proc`).
     pub limit_mechanism: Choice,
+    /// Local control (`bootagent restart|stop|start`, PROTOCOL.md section 6): how long
+    /// the command waits for the agent's answer. The agent answers once the matching job
+    /// is done, which a job bounds by the child's grace period plus 30 s.
+    pub control_timeout_ms: u64,
+    /// How long the agent gives a client of `control.sock` to send its request (and to
+    /// take the answer); a client that sends nothing is dropped after this.
+    pub control_client_timeout_ms: u64,
+    /// Connections `control.sock` takes per second (a bucket of as many); past this,
+    /// each is answered "busy" and closed at once, without reaching the loop.
+    pub control_accepts_per_s: u64,
+    /// Clients served at once; past this, "busy".
+    pub control_clients_max: usize,
+    /// Longest request line (`VERB NAME`); a longer one is refused as bad usage.
+    pub control_request_bytes_max: usize,
 }
 
 impl Default for Limits {
@@ -105,6 +119,11 @@ impl Default for Limits {
             child_log_bytes_max: 1024 * 1024,
             child_log_files_max: 2,
             limit_mechanism: Choice::Auto,
+            control_timeout_ms: 120_000,
+            control_client_timeout_ms: 2_000,
+            control_accepts_per_s: 20,
+            control_clients_max: 4,
+            control_request_bytes_max: 256,
         }
     }
 }
@@ -144,6 +163,14 @@ impl Limits {
             ("disk_reserve_bytes", self.disk_reserve_bytes),
             ("child_log_bytes_max", self.child_log_bytes_max),
             ("child_log_files_max", u64::from(self.child_log_files_max)),
+            ("control_timeout_ms", self.control_timeout_ms),
+            ("control_client_timeout_ms", self.control_client_timeout_ms),
+            ("control_accepts_per_s", self.control_accepts_per_s),
+            ("control_clients_max", self.control_clients_max as u64),
+            (
+                "control_request_bytes_max",
+                self.control_request_bytes_max as u64,
+            ),
         ]
     }
 
@@ -201,6 +228,13 @@ impl Limits {
             "disk_reserve_bytes" => self.disk_reserve_bytes = range(0, 1 << 40)?,
             "child_log_bytes_max" => self.child_log_bytes_max = range(1024, 1 << 40)?,
             "child_log_files_max" => self.child_log_files_max = range(1, 100)? as u32,
+            "control_timeout_ms" => self.control_timeout_ms = range(100, 3_600_000)?,
+            "control_client_timeout_ms" => self.control_client_timeout_ms = range(10, 60_000)?,
+            "control_accepts_per_s" => self.control_accepts_per_s = range(1, 10_000)?,
+            "control_clients_max" => self.control_clients_max = small(256)?,
+            "control_request_bytes_max" => {
+                self.control_request_bytes_max = range(80, 4096)? as usize
+            }
             _ => return Err(format!("unknown limit {name:?} (bootagent -T lists them)")),
         }
         if self.step_min_s > self.step_max_s {

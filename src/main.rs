@@ -1,8 +1,10 @@
 //! `bootagent`: parses the command line and maps the result to an exit code.
 //! Exit codes: 0 success, 1 cannot run (or `-T` found problems), 2 bad usage;
-//! `status` has its own (see `status.rs`).
+//! `status` has its own (see `status.rs`), and so have the console's commands
+//! (`restart`, `stop`, `start`, `logs`: 0 done, 1 failed or no agent, 2 bad usage,
+//! 3 no such child; see `control/`).
 
-use bootagent::{app, cli};
+use bootagent::{app, cli, control};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -30,13 +32,33 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
-        cli::Command::Status(options) => match app::status(&options, &mut std::io::stdout()) {
-            Ok(code) => ExitCode::from(code),
-            Err(err) => {
-                eprintln!("bootagent: status: {err}");
-                ExitCode::from(3)
+        cli::Command::Control {
+            options,
+            verb,
+            name,
+        } => ExitCode::from(control::client::command(
+            &options.data_dir,
+            verb,
+            &name,
+            options.limits.control_timeout_ms,
+            &mut std::io::stdout(),
+            &mut std::io::stderr(),
+        )),
+        cli::Command::Logs { options, request } => ExitCode::from(control::logs::run(
+            &options.data_dir,
+            &request,
+            &mut std::io::stdout().lock(),
+            &mut std::io::stderr(),
+        )),
+        cli::Command::Status(options, name) => {
+            match app::status(&options, name.as_deref(), &mut std::io::stdout()) {
+                Ok(code) => ExitCode::from(code),
+                Err(err) => {
+                    eprintln!("bootagent: status: {err}");
+                    ExitCode::from(3)
+                }
             }
-        },
+        }
         cli::Command::Run(options) => match app::run(&options) {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {

@@ -52,16 +52,30 @@ impl StateFile {
     }
 }
 
-/// `bootagent status`: prints the table; returns the exit code.
-pub fn print(data_dir: &Path, running: bool, now_wall: i64, out: &mut dyn Write) -> io::Result<u8> {
+/// `bootagent status [NAME]`: prints the table (of one child with `name`); returns
+/// the exit code.
+pub fn print(
+    data_dir: &Path,
+    running: bool,
+    now_wall: i64,
+    name: Option<&str>,
+    out: &mut dyn Write,
+) -> io::Result<u8> {
     let path = data_dir.join(STATE_FILE);
-    let state = match StateFile::read(&path) {
+    let mut state = match StateFile::read(&path) {
         Ok(state) => state,
         Err(err) => {
             writeln!(out, "no status: {}: {err}", path.display())?;
             return Ok(3);
         }
     };
+    if let Some(name) = name {
+        state.children.retain(|c| c.name == name);
+        if state.children.is_empty() {
+            writeln!(out, "no such child: {name}")?;
+            return Ok(3);
+        }
+    }
     if !running {
         writeln!(
             out,
@@ -167,7 +181,7 @@ mod tests {
         };
         state.write(&dir.join(STATE_FILE)).expect("write");
         let mut out = Vec::new();
-        assert_eq!(print(&dir, true, 1_125, &mut out).expect("print"), 0);
+        assert_eq!(print(&dir, true, 1_125, None, &mut out).expect("print"), 0);
         let text = String::from_utf8_lossy(&out);
         assert!(text.starts_with("NAME        VERSION  STATE"), "{text}");
         assert!(
@@ -187,10 +201,23 @@ mod tests {
         };
         state.write(&dir.join(STATE_FILE)).expect("write");
         let mut out = Vec::new();
-        assert_eq!(print(&dir, false, 1_000, &mut out).expect("print"), 1);
+        assert_eq!(print(&dir, false, 1_000, None, &mut out).expect("print"), 1);
         assert!(String::from_utf8_lossy(&out).contains("not running"));
+        let mut out = Vec::new();
+        assert_eq!(
+            print(&dir, true, 1_000, Some("a"), &mut out).expect("print"),
+            0
+        );
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.contains("a ") && !text.contains("b "), "{text}");
+        let mut out = Vec::new();
+        assert_eq!(
+            print(&dir, true, 1_000, Some("zz"), &mut out).expect("print"),
+            3
+        );
+        assert!(String::from_utf8_lossy(&out).contains("no such child: zz"));
         fs::remove_dir_all(&dir).ok();
         let mut out = Vec::new();
-        assert_eq!(print(&dir, true, 0, &mut out).expect("print"), 3);
+        assert_eq!(print(&dir, true, 0, None, &mut out).expect("print"), 3);
     }
 }

@@ -220,3 +220,32 @@ pub fn kill_marked_processes(marker: &[u8]) -> usize {
     }
     killed
 }
+
+/// The user id of the process at the other end of a connected Unix socket
+/// (`SO_PEERCRED`), as the kernel recorded it at `connect(2)`.
+pub fn peer_uid(socket: &impl AsRawFd) -> io::Result<u32> {
+    // SAFETY: ucred is plain old data; all-zero bytes are a valid value.
+    let mut cred: libc::ucred = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `cred` is a valid, writable ucred and `len` says its size; the kernel
+    // writes at most `len` bytes. A bad descriptor only makes the call fail.
+    let rc = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(cred.uid)
+}
+
+/// `geteuid(2)`: the user this process acts as.
+pub fn euid() -> u32 {
+    // SAFETY: geteuid cannot fail and has no memory effects.
+    unsafe { libc::geteuid() }
+}

@@ -18,6 +18,7 @@ use crate::agent::{Core, Facts};
 use crate::childlog::{ChildLogs, LogConfig};
 use crate::cli::Options;
 use crate::clock::{Clock, RealClock};
+use crate::control::{self, local::LocalCommands};
 use crate::download::DownloadLimits;
 use crate::event_loop::{Event, EventLoop, Exit};
 use crate::jobrun::JobRunner;
@@ -172,6 +173,12 @@ pub fn run(options: &Options) -> Result<(), AppError> {
             what: "cannot start the signal thread".to_string(),
             err,
         })?;
+    // The console's socket: a failure leaves the agent running without it.
+    let control_tx = event_tx.clone();
+    match control::listen(&data_dir, control::ListenLimits::from(&limits), control_tx) {
+        Ok(path) => info!("local control on {}", path.display()),
+        Err(err) => warn!("local control unavailable: {}: {err}", control::SOCKET_FILE),
+    }
     let (http_tx, http_rx) = mpsc::sync_channel(1);
     http::spawn(&limits, &trust, http_rx, event_tx).map_err(|err| AppError::Io {
         what: "cannot start the HTTP thread".to_string(),
@@ -222,6 +229,7 @@ pub fn run(options: &Options) -> Result<(), AppError> {
         events: event_rx,
         http: http_tx,
         log,
+        local: LocalCommands::new(limits.control_clients_max),
     }
     .run();
     child_logs.shutdown(); // the children are gone: drain what they wrote last
@@ -282,11 +290,17 @@ fn start_supervisor(
     Ok((supervisor, logs))
 }
 
-/// `bootagent status`: the table of children; returns the exit code.
-pub fn status(options: &Options, out: &mut dyn Write) -> io::Result<u8> {
+/// `bootagent status [NAME]`: the table of children (or of one); returns the exit code.
+pub fn status(options: &Options, name: Option<&str>, out: &mut dyn Write) -> io::Result<u8> {
     let running = match File::open(options.data_dir.join(LOCK_FILE)) {
         Ok(file) => !sys::try_lock_exclusive(&file)?, // got it: nobody holds it
         Err(_) => false,
     };
-    status::print(&options.data_dir, running, RealClock::new().wall_s(), out)
+    status::print(
+        &options.data_dir,
+        running,
+        RealClock::new().wall_s(),
+        name,
+        out,
+    )
 }

@@ -23,6 +23,9 @@ const EVENT_KINDS: &[&str] = &[
     "dropped",
 ];
 
+/// The values of an event's `origin` (PROTOCOL.md §6): a command at the device's console.
+const EVENT_ORIGINS: &[&str] = &["local"];
+
 /// Checks that `obj[field]` is present (when `required`) and of the right JSON type.
 fn check_field(
     obj: &Map<String, Value>,
@@ -191,6 +194,12 @@ fn check_report(obj: &Map<String, Value>) -> Result<(), String> {
         let kind = e.get("event").and_then(Value::as_str).unwrap_or_default();
         if !EVENT_KINDS.contains(&kind) {
             return Err(format!("events[{i}]: unknown event {kind:?}"));
+        }
+        // `origin` (PROTOCOL.md §6, local control): absent, or "local".
+        match e.get("origin") {
+            None => {}
+            Some(Value::String(origin)) if EVENT_ORIGINS.contains(&origin.as_str()) => {}
+            Some(other) => return Err(format!("events[{i}]: unknown origin {other}")),
         }
     }
     Ok(())
