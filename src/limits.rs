@@ -71,7 +71,7 @@ pub struct Limits {
     /// How resource limits are enforced: `auto` (cgroup v2, else v1, else /proc),
     /// or one mechanism forced (`-o limit_mechanism=proc`).
     pub limit_mechanism: Choice,
-    /// Local control (`bootagent restart|stop|start`, PROTOCOL.md section 6): how long
+    /// Local control (`bootagent restart|stop|start`, docs/protocol.md section 6): how long
     /// the command waits for the agent's answer. The agent answers once the matching job
     /// is done, which a job bounds by the child's grace period plus 30 s.
     pub control_timeout_ms: u64,

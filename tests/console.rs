@@ -1,4 +1,4 @@
-//! End to end: the console's commands (PROTOCOL.md section 6, local control) against
+//! End to end: the console's commands (docs/protocol.md section 6, local control) against
 //! the real binary and the reference server: `restart|stop|start NAME` over
 //! `control.sock`, `status NAME`, `logs NAME [-f] [-n LINES]`, their exit codes, who may
 //! use the socket, and what a flood of connections costs the agent.

@@ -1,4 +1,4 @@
-//! Local control (PROTOCOL.md section 6): `bootagent restart|stop|start NAME` asks the
+//! Local control (docs/protocol.md section 6): `bootagent restart|stop|start NAME` asks the
 //! running agent, over the Unix socket `control.sock` in the data directory, to do
 //! what the job of the same name does; `bootagent logs NAME` reads the child's log
 //! files and needs no agent.
@@ -41,7 +41,7 @@ pub const SOCKET_FILE: &str = "control.sock";
 /// Longest answer line a client reads.
 pub const REPLY_BYTES_MAX: usize = 4096;
 
-/// Exit codes of the commands (PROTOCOL.md section 6).
+/// Exit codes of the commands (docs/protocol.md section 6).
 pub const EXIT_DONE: u8 = 0;
 pub const EXIT_FAILED: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;

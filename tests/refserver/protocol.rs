@@ -23,7 +23,7 @@ const EVENT_KINDS: &[&str] = &[
     "dropped",
 ];
 
-/// The values of an event's `origin` (PROTOCOL.md §6): a command at the device's console.
+/// The values of an event's `origin` (docs/protocol.md §6): a command at the device's console.
 const EVENT_ORIGINS: &[&str] = &["local"];
 
 /// Checks that `obj[field]` is present (when `required`) and of the right JSON type.
@@ -195,7 +195,7 @@ fn check_report(obj: &Map<String, Value>) -> Result<(), String> {
         if !EVENT_KINDS.contains(&kind) {
             return Err(format!("events[{i}]: unknown event {kind:?}"));
         }
-        // `origin` (PROTOCOL.md §6, local control): absent, or "local".
+        // `origin` (docs/protocol.md §6, local control): absent, or "local".
         match e.get("origin") {
             None => {}
             Some(Value::String(origin)) if EVENT_ORIGINS.contains(&origin.as_str()) => {}
