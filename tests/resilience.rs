@@ -256,7 +256,8 @@ fn bad_command_lines_get_one_clear_line_and_exit_2() {
             "bad server address \"host:notaport\"",
         ),
         (&["-o", "nope=1"][..], "unknown limit"),
-        (&["stray"][..], "unexpected argument"),
+        (&["stray"][..], "unknown command \"stray\""),
+        (&["status", "a", "b"][..], "unexpected argument \"b\""),
     ] {
         let out = bootagent().args(args).output().expect("runs");
         let err = String::from_utf8_lossy(&out.stderr);
