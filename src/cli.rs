@@ -346,8 +346,8 @@ mod tests {
         check("-n 3", "-f and -n go with logs");
         check("uninstall a", "unknown command \"uninstall\"");
         check(
-            "-o step_jitter_pct=300",
-            "-o: step_jitter_pct: 300 is outside",
+            "-o backoff_jitter_pct=300",
+            "-o: backoff_jitter_pct: 300 is outside",
         );
     }
 }

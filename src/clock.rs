@@ -10,8 +10,13 @@ pub use crate::wheel::Millis;
 pub trait Clock {
     /// Monotonic milliseconds since the clock was made.
     fn now_ms(&self) -> Millis;
-    /// Wall-clock Unix seconds (may be wrong, may jump; never used for schedules).
-    fn wall_s(&self) -> i64;
+    /// Wall-clock Unix milliseconds (may be wrong, may jump). Schedules read it only
+    /// to place a report at the agent's phase, turned into a monotonic deadline at once.
+    fn wall_ms(&self) -> i64;
+    /// Wall-clock Unix seconds, for timestamps.
+    fn wall_s(&self) -> i64 {
+        self.wall_ms().div_euclid(1000)
+    }
 }
 
 /// The operating system's clocks.
@@ -38,10 +43,10 @@ impl Clock for RealClock {
         u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    fn wall_s(&self) -> i64 {
+    fn wall_ms(&self) -> i64 {
         match SystemTime::now().duration_since(UNIX_EPOCH) {
-            Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-            Err(before) => -i64::try_from(before.duration().as_secs()).unwrap_or(i64::MAX),
+            Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+            Err(before) => -i64::try_from(before.duration().as_millis()).unwrap_or(i64::MAX),
         }
     }
 }
@@ -50,21 +55,27 @@ impl Clock for RealClock {
 #[derive(Default)]
 pub struct ManualClock {
     now_ms: AtomicU64,
-    wall_s: AtomicI64,
+    wall_ms: AtomicI64,
 }
 
 impl ManualClock {
     pub fn new(wall_s: i64) -> Self {
         ManualClock {
             now_ms: AtomicU64::new(0),
-            wall_s: AtomicI64::new(wall_s),
+            wall_ms: AtomicI64::new(wall_s.saturating_mul(1000)),
         }
     }
 
+    /// Both clocks move on by `ms`.
     pub fn advance_ms(&self, ms: u64) {
         self.now_ms.fetch_add(ms, Ordering::SeqCst);
-        let secs = i64::try_from(ms / 1000).unwrap_or(i64::MAX);
-        self.wall_s.fetch_add(secs, Ordering::SeqCst);
+        let ms = i64::try_from(ms).unwrap_or(i64::MAX);
+        self.wall_ms.fetch_add(ms, Ordering::SeqCst);
+    }
+
+    /// The wall clock alone jumps by `ms` (NTP, an operator), forward or back.
+    pub fn jump_wall_ms(&self, ms: i64) {
+        self.wall_ms.fetch_add(ms, Ordering::SeqCst);
     }
 }
 
@@ -73,7 +84,7 @@ impl Clock for ManualClock {
         self.now_ms.load(Ordering::SeqCst)
     }
 
-    fn wall_s(&self) -> i64 {
-        self.wall_s.load(Ordering::SeqCst)
+    fn wall_ms(&self) -> i64 {
+        self.wall_ms.load(Ordering::SeqCst)
     }
 }

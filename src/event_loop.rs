@@ -72,7 +72,7 @@ impl<C: Clock> EventLoop<'_, C> {
                 self.run_jobs(now, wall_s, None, &mut effects);
             }
             self.sync_children(now, &mut effects);
-            self.core.on_time(now, wall_s, &mut effects);
+            self.core.on_time(now, self.clock.wall_ms(), &mut effects);
             self.carry_out(&mut effects);
             if let Some(signal) = stopping {
                 if self.supervisor.all_down() {

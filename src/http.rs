@@ -85,11 +85,21 @@ pub fn post(agent: &ureq::Agent, exchange: &Exchange, body_max: u64) -> Outcome 
         Err(err) => return Outcome::Failed(describe(&err)),
     };
     let status = response.status().as_u16();
-    let retry_after_s = response
-        .headers()
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    // An HTTP date is taken relative to the answer's own `Date`, else to our clock.
+    let now_wall_s = header("date")
+        .and_then(|d| httpdate::parse_http_date(d.trim()).ok())
+        .unwrap_or_else(std::time::SystemTime::now)
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let retry_after_s =
+        header("retry-after").and_then(|v| crate::agent::pacing::parse_retry_after(&v, now_wall_s));
     match response
         .body_mut()
         .with_config()

@@ -21,16 +21,27 @@ pub struct Limits {
     /// Smallest and largest report interval a server may set (section 7, `config`).
     pub step_min_s: u64,
     pub step_max_s: u64,
-    /// Each report interval is jittered by ± this percentage (section 3).
-    pub step_jitter_pct: u64,
-    /// Never two status reports closer than this (section 3).
+    /// After a start of an agent already registered, the first report waits a
+    /// random delay of 0…min(step, this), so that a site that powers up at once
+    /// does not report in the same millisecond (section 3).
+    pub first_report_delay_max_ms: u64,
+    /// Never two status reports that got an HTTP answer closer than this, whatever
+    /// asks for them (section 3).
     pub report_gap_min_ms: u64,
     /// First backoff delay after a round in which every server failed (section 4).
     pub backoff_initial_ms: u64,
     /// Backoff ceiling; the effective ceiling is min(step, this) (section 4).
     pub backoff_cap_s: u64,
-    /// Backoff delays are jittered by ± this percentage (section 4).
+    /// A backoff wait is drawn uniformly from (100 − this) % to 100 % of the capped
+    /// delay (section 4).
     pub backoff_jitter_pct: u64,
+    /// Shortest wait a server's `Retry-After` can ask for (section 4).
+    pub retry_after_min_ms: u64,
+    /// A `Retry-After` wait gets a random extra of up to this percentage of it (section 4).
+    pub retry_after_extra_pct: u64,
+    /// A failure that repeats is logged once, then at most once per this, with a
+    /// count, then once on recovery (section 4).
+    pub failure_log_interval_ms: u64,
     /// Job results kept for delivery; past this the oldest undelivered is dropped.
     pub pending_results_max: usize,
     /// Executed job ids remembered, with their results, across restarts (section 7).
@@ -96,11 +107,14 @@ impl Default for Limits {
             step_default_s: 600,
             step_min_s: 1,
             step_max_s: 86_400,
-            step_jitter_pct: 10,
+            first_report_delay_max_ms: 10_000,
             report_gap_min_ms: 1_000,
             backoff_initial_ms: 1_000,
             backoff_cap_s: 300,
             backoff_jitter_pct: 50,
+            retry_after_min_ms: 1_000,
+            retry_after_extra_pct: 50,
+            failure_log_interval_ms: 600_000,
             pending_results_max: 1024,
             job_ids_remembered: 1024,
             jobs_per_answer_max: 256,
@@ -138,11 +152,14 @@ impl Limits {
             ("step_default_s", self.step_default_s),
             ("step_min_s", self.step_min_s),
             ("step_max_s", self.step_max_s),
-            ("step_jitter_pct", self.step_jitter_pct),
+            ("first_report_delay_max_ms", self.first_report_delay_max_ms),
             ("report_gap_min_ms", self.report_gap_min_ms),
             ("backoff_initial_ms", self.backoff_initial_ms),
             ("backoff_cap_s", self.backoff_cap_s),
             ("backoff_jitter_pct", self.backoff_jitter_pct),
+            ("retry_after_min_ms", self.retry_after_min_ms),
+            ("retry_after_extra_pct", self.retry_after_extra_pct),
+            ("failure_log_interval_ms", self.failure_log_interval_ms),
             ("pending_results_max", self.pending_results_max as u64),
             ("job_ids_remembered", self.job_ids_remembered as u64),
             ("jobs_per_answer_max", self.jobs_per_answer_max as u64),
@@ -204,11 +221,14 @@ impl Limits {
             "step_default_s" => self.step_default_s = range(1, 86_400)?,
             "step_min_s" => self.step_min_s = range(1, 86_400)?,
             "step_max_s" => self.step_max_s = range(1, 86_400)?,
-            "step_jitter_pct" => self.step_jitter_pct = range(0, 100)?,
+            "first_report_delay_max_ms" => self.first_report_delay_max_ms = range(0, 3_600_000)?,
             "report_gap_min_ms" => self.report_gap_min_ms = range(0, 3_600_000)?,
             "backoff_initial_ms" => self.backoff_initial_ms = range(1, 3_600_000)?,
             "backoff_cap_s" => self.backoff_cap_s = range(1, 86_400)?,
             "backoff_jitter_pct" => self.backoff_jitter_pct = range(0, 100)?,
+            "retry_after_min_ms" => self.retry_after_min_ms = range(1, 3_600_000)?,
+            "retry_after_extra_pct" => self.retry_after_extra_pct = range(0, 100)?,
+            "failure_log_interval_ms" => self.failure_log_interval_ms = range(1_000, 86_400_000)?,
             "pending_results_max" => self.pending_results_max = small(1 << 20)?,
             "job_ids_remembered" => self.job_ids_remembered = small(1 << 20)?,
             "jobs_per_answer_max" => self.jobs_per_answer_max = small(1 << 20)?,
@@ -255,7 +275,7 @@ mod tests {
         assert_eq!(limits.exchange_timeout_ms, 1500);
         let err = |a: &str| Limits::default().set(a).expect_err(a);
         assert!(err("nope=1").contains("unknown limit"));
-        assert!(err("step_jitter_pct=101").contains("outside 0..=100"));
+        assert!(err("backoff_jitter_pct=101").contains("outside 0..=100"));
         assert!(err("connect_timeout_ms=0").contains("outside"));
         assert!(err("connect_timeout_ms=x").contains("not a whole number"));
         assert!(err("connect_timeout_ms").contains("NAME=VALUE"));

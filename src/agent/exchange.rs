@@ -1,7 +1,8 @@
 //! One exchange with a server: the register or status request, and how its answer
 //! is judged and taken (identity, credentials, step, acknowledgements, new jobs).
 
-use super::{Core, Effect, InFlight, Outcome, Phase, REGISTER_PATH, STATUS_PATH};
+use super::outage::Trouble;
+use super::{pacing, Core, Effect, InFlight, Outcome, Phase, REGISTER_PATH, STATUS_PATH};
 use crate::meta::JobState;
 use crate::wheel::Millis;
 use crate::wire::{self, JobResult, RegisterRequest, StatusRequest};
@@ -11,37 +12,51 @@ use log::{debug, info, warn};
 enum Verdict {
     Done,
     Reregister,
-    RetryAfter(u64),
-    Failed(String),
+    RetryAfter(u16, u64),
+    Failed(String, Trouble),
 }
 
 impl Core {
-    pub(super) fn start_exchange(&mut self, now: Millis, wall_s: i64, effects: &mut Vec<Effect>) {
+    pub(super) fn start_exchange(&mut self, now: Millis, wall_ms: i64, effects: &mut Vec<Effect>) {
         if self.in_flight.is_some() {
             return;
         }
-        if self.not_before.is_some_and(|at| now < at) {
-            return; // a timer at `not_before` is pending
+        match pacing::next_request_at(&self.asks(), self.limits.report_gap_min_ms) {
+            Some(at) if at <= now => {}
+            _ => return self.reschedule(), // not due (yet): the timer says when
         }
-        self.not_before = None;
         let Some(server) = self.servers.current().cloned() else {
             return; // refused at start; a config job cannot empty every list
         };
+        let wall_s = wall_ms.div_euclid(1000);
         let (path, body, carried_jobs, carried_events_seq) = match self.phase {
             Phase::Register => (REGISTER_PATH, self.register_body(), Vec::new(), 0),
             Phase::Report => {
                 let (body, carried) = self.status_body(now, wall_s);
-                self.last_report_sent_at = Some(now);
                 let events_seq = self.meta.events.last().map_or(0, |e| e.seq);
                 (STATUS_PATH, body, carried, events_seq)
             }
         };
+        // Whatever asked is answered by this request (a scheduled slot still
+        // ahead stays: a prompt report does not move the phase).
+        if self.scheduled_at.is_some_and(|at| at <= now) {
+            self.scheduled_at = None;
+        }
+        self.prompt_at = None;
+        self.retry_at = None;
+        self.not_before = None;
+        self.exempt_next = false;
         self.report_wanted = false;
+        if let Some((id, _)) = self.exchange_timer.take() {
+            self.wheel.cancel(id);
+        }
         self.in_flight = Some(InFlight {
             phase: self.phase,
             server: server.clone(),
             carried_jobs,
             carried_events_seq,
+            sent_at: now,
+            sent_wall_ms: wall_ms,
         });
         let headers = match (&self.meta.key, &self.meta.secret) {
             (Some(key), Some(secret)) => crate::sign::headers(key, secret, wall_s, path, &body),
@@ -99,8 +114,13 @@ impl Core {
             warn!("an exchange outcome arrived with no exchange in flight; ignored");
             return;
         };
+        let answered = matches!(outcome, Outcome::Answer { .. });
+        if answered && flight.phase == Phase::Report {
+            self.last_answered_at = Some(flight.sent_at);
+        }
+        let step_before = self.meta.step_s;
         let verdict = match (flight.phase, outcome) {
-            (_, Outcome::Failed(err)) => Verdict::Failed(err),
+            (_, Outcome::Failed(err)) => Verdict::Failed(err, Trouble::Failed),
             (
                 _,
                 Outcome::Answer {
@@ -112,18 +132,15 @@ impl Core {
                 _,
                 Outcome::Answer {
                     status: status @ (429 | 503),
-                    retry_after_s: Some(secs),
+                    retry_after_s,
                     ..
                 },
-            ) => {
-                debug!(
-                    "{} asks to retry after {secs} s (HTTP {status})",
-                    flight.server
-                );
-                Verdict::RetryAfter(secs)
-            }
+            ) => match retry_after_s {
+                Some(secs) => Verdict::RetryAfter(status, secs),
+                None => Verdict::Failed(format!("HTTP {status}"), Trouble::Throttled),
+            },
             (_, Outcome::Answer { status, .. }) if status != 200 => {
-                Verdict::Failed(format!("HTTP {status}"))
+                Verdict::Failed(format!("HTTP {status}"), Trouble::Failed)
             }
             (Phase::Register, Outcome::Answer { body, .. }) => self.on_registered(&body, effects),
             (Phase::Report, Outcome::Answer { body, .. }) => {
@@ -132,56 +149,75 @@ impl Core {
         };
         match verdict {
             Verdict::Done => {
-                self.recovered(&flight.server);
+                // A registration in a storm of rejected reports is no recovery.
+                if flight.phase == Phase::Report || self.reregistrations == 0 {
+                    self.recovered(now, &flight.server);
+                }
                 self.servers.succeeded();
-                let next = match flight.phase {
-                    Phase::Register => now, // the first report follows at once
-                    Phase::Report if self.report_wanted => {
-                        now.saturating_add(self.limits.report_gap_min_ms)
+                self.retry_at = None;
+                match flight.phase {
+                    Phase::Register => {
+                        // The first report follows at once, exempt from the gap.
+                        self.scheduled_at = Some(now);
+                        self.scheduled_is_slot = false;
+                        self.exempt_next = true;
                     }
-                    Phase::Report => now.saturating_add(self.step_delay_ms()),
-                };
-                self.schedule_exchange(next);
+                    Phase::Report => {
+                        // A prompt report leaves the next slot where it is.
+                        let keep = self.meta.step_s == step_before
+                            && self.scheduled_is_slot
+                            && self.scheduled_at.is_some_and(|at| at > now);
+                        if !keep {
+                            self.scheduled_at = Some(self.next_phase_slot(now, &flight));
+                            self.scheduled_is_slot = true;
+                        }
+                        if self.report_wanted {
+                            self.prompt_at = Some(now);
+                        }
+                    }
+                }
             }
             Verdict::Reregister => {
                 self.phase = Phase::Register;
                 self.reregistrations += 1;
-                info!(
-                    "{} does not accept agent {} any more: registering again",
+                self.scheduled_at = None;
+                let detail = format!(
+                    "{} does not accept agent {}: registering again",
                     flight.server, self.meta.agentsn
                 );
                 // A server that accepts the registration but keeps rejecting the
-                // reports must not spin us: after the first, back off.
+                // reports must not spin us: after the first, back off, and tell
+                // the storm as a failure that repeats.
                 let delay = if self.reregistrations > 1 {
+                    self.log_trouble(now, Trouble::Failed, &detail);
                     self.backoff_delay_ms(self.reregistrations - 1)
                 } else {
+                    info!("{detail}");
                     0
                 };
-                self.schedule_exchange(now.saturating_add(delay));
+                self.retry_at = Some(now.saturating_add(delay));
             }
-            Verdict::RetryAfter(secs) => {
-                let wait_ms = secs.min(self.meta.step_s).saturating_mul(1000);
-                let at = now.saturating_add(wait_ms);
-                self.not_before = Some(at);
-                self.schedule_exchange(at);
-            }
-            Verdict::Failed(err) => self.failed(now, &flight, err),
+            Verdict::RetryAfter(status, secs) => self.throttled(now, &flight, status, secs),
+            Verdict::Failed(err, trouble) => self.failed(now, &flight, err, trouble),
         }
+        // The next server after a connection failure is exempt from the gap.
+        self.exempt_next |= !answered;
+        self.reschedule();
     }
 
     fn on_registered(&mut self, body: &[u8], effects: &mut Vec<Effect>) -> Verdict {
         let answer = match wire::parse_register_answer(body) {
             Ok(answer) => answer,
-            Err(err) => return Verdict::Failed(err.to_string()),
+            Err(err) => return Verdict::Failed(err.to_string(), Trouble::Failed),
         };
         for field in &answer.ignored {
             warn!("register answer: ignored {field}");
         }
         if answer.status != 0 {
-            return Verdict::Failed(format!(
-                "registration rejected with status {}",
-                answer.status
-            ));
+            return Verdict::Failed(
+                format!("registration rejected with status {}", answer.status),
+                Trouble::Failed,
+            );
         }
         if let Some(sn) = answer.agentsn.filter(|sn| *sn != self.meta.agentsn) {
             info!(
@@ -201,10 +237,15 @@ impl Core {
         if let Some(step) = answer.step_s {
             self.meta.step_s = step.clamp(self.limits.step_min_s, self.limits.step_max_s);
         }
-        info!(
+        let line = format!(
             "registered as {} (step {} s)",
             self.meta.agentsn, self.meta.step_s
         );
+        if self.reregistrations > 1 {
+            debug!("{line}"); // a storm of rejected reports is told by the outage log
+        } else {
+            info!("{line}");
+        }
         self.phase = Phase::Report;
         effects.push(Effect::SaveMeta);
         Verdict::Done
@@ -218,7 +259,7 @@ impl Core {
     ) -> Verdict {
         let answer = match wire::parse_status_answer(body) {
             Ok(answer) => answer,
-            Err(err) => return Verdict::Failed(err.to_string()),
+            Err(err) => return Verdict::Failed(err.to_string(), Trouble::Failed),
         };
         self.reregistrations = 0;
         let mut changed = false;

@@ -39,8 +39,14 @@ fn config_job_sets_step_and_servers_and_its_result_is_sent_until_acknowledged() 
     let later = sim.next_request();
     assert_eq!(later.body["jobs"], json!([]), "dropped once acknowledged");
     assert!(
-        (27_000..=33_000).contains(&(later.at - retry.at)),
+        (15_000..=45_000).contains(&(later.at - retry.at)),
         "new step 30 s"
+    );
+    let phase = super::pacing::phase_ms(SN, 30_000) as i64;
+    assert_eq!(
+        (sim.wall_ms() - phase).rem_euclid(30_000),
+        0,
+        "at the phase of the new step"
     );
 }
 

@@ -7,8 +7,8 @@
 //!            start (not registered)            start (registered)
 //!                    │                                 │
 //!                    ▼         status 0                ▼
-//!              ┌──────────┐ ───────────────────► ┌──────────┐ ◄─┐ 200: next report
-//!              │ Register │                      │  Report  │ ──┘ after step ± 10 %
+//!              ┌──────────┐ ───────────────────► ┌──────────┐ ◄─┐ 200: next report at
+//!              │ Register │                      │  Report  │ ──┘ the agent's phase
 //!              └──────────┘ ◄─────────────────── └──────────┘
 //!                 │    ▲    401/403/404/410            │
 //!   failure:      └────┘                               │ failure: next server;
@@ -16,14 +16,18 @@
 //! ```
 //!
 //! One exchange is in flight at most. Every wait is a timer in the wheel; there is
-//! no polling tick, so an idle agent sleeps until its next report.
+//! no polling tick, so an idle agent sleeps until its next report. Whatever asks for
+//! a request (the schedule, a prompt report, a retry, a `Retry-After`) is recorded,
+//! and one pure rule (`pacing::next_request_at`) decides when it goes out.
 //!
 //! # Files
 //!
 //! This file: the types the event loop sees (`Core`, `Effect`, `Outcome`, `Facts`,
 //! `Timer`) and the core's life (start, timers, prompt reports). `exchange.rs` sends
-//! registrations and reports and judges their answers; `schedule.rs` is when the next
-//! exchange is due (failover, backoff, the jittered step); `job_queue.rs` holds the
+//! registrations and reports and judges their answers; `schedule.rs` records what
+//! asks for the next exchange (failover, backoff, `Retry-After`, the phase) and sets
+//! the timer; `pacing.rs` is the rule and the waits, as pure functions; `outage.rs`
+//! is the log of a failure that repeats; `job_queue.rs` holds the
 //! jobs of the answers (the `config` job, the queue for the edge, the journal);
 //! `children.rs` is what the core keeps of the children (their descriptions, their
 //! events until acknowledged, their desired states).
@@ -31,6 +35,8 @@
 mod children;
 mod exchange;
 mod job_queue;
+mod outage;
+pub mod pacing;
 mod schedule;
 
 use crate::addr::ServerAddr;
@@ -102,6 +108,20 @@ struct InFlight {
     carried_jobs: Vec<String>,
     /// Events up to this sequence number are carried, acknowledged likewise.
     carried_events_seq: u64,
+    /// When it was sent (monotonic), and what the wall clock read then.
+    sent_at: Millis,
+    sent_wall_ms: i64,
+}
+
+/// How this process came to run, for the first report (PROTOCOL.md section 3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Start {
+    /// Started by init or by hand: an agent already registered sends its first
+    /// report after a random delay of 0…min(step, `first_report_delay_max_ms`), so
+    /// that a site that powers up at once does not report in the same millisecond.
+    Boot,
+    /// The new image right after a self-upgrade's exec: it reports at once.
+    AfterExec,
 }
 
 pub struct Core {
@@ -116,18 +136,26 @@ pub struct Core {
     in_flight: Option<InFlight>,
     /// The pending exchange timer and its deadline.
     exchange_timer: Option<(TimerId, Millis)>,
-    /// A report was asked for while an exchange was in flight.
+    /// An answer asks for a prompt report (a job result to deliver).
     report_wanted: bool,
-    last_report_sent_at: Option<Millis>,
-    /// Rounds in a row in which every server failed; 0 when healthy.
-    failed_rounds: u32,
-    /// Attempts that failed since the last success, for the log.
-    failed_attempts: u64,
-    last_error: String,
-    /// Registrations in a row without an answered report in between.
-    reregistrations: u32,
+    /// What asks for the next request; the rule in `pacing` decides from these.
+    scheduled_at: Option<Millis>,
+    /// `scheduled_at` is a phase slot (not the first report after a start).
+    scheduled_is_slot: bool,
+    prompt_at: Option<Millis>,
+    retry_at: Option<Millis>,
     /// A server's `Retry-After`: no exchange before this, prompt reports included.
     not_before: Option<Millis>,
+    /// When the last status report that got an HTTP answer was sent.
+    last_answered_at: Option<Millis>,
+    /// The next report is exempt from the gap (PROTOCOL.md section 3).
+    exempt_next: bool,
+    /// Rounds in a row in which every server failed; 0 when healthy.
+    failed_rounds: u32,
+    /// The log of a failure that repeats.
+    outage: outage::OutageLog,
+    /// Registrations in a row without an answered report in between.
+    reregistrations: u32,
     /// Undelivered results the bounded journal had to drop, for the log.
     results_dropped: u64,
     /// The children as the supervisor last described them.
@@ -137,8 +165,9 @@ pub struct Core {
 }
 
 impl Core {
-    /// A core that starts with an exchange due at `now`: a registration when the
-    /// metafile has no confirmed identity, else a status report.
+    /// A core that starts with an exchange due: a registration at `now` when the
+    /// metafile has no confirmed identity, else a status report, after the
+    /// first-report delay unless `start` is `Start::AfterExec`.
     pub fn new(
         limits: Limits,
         facts: Facts,
@@ -146,6 +175,7 @@ impl Core {
         servers: Servers,
         rng: Rng,
         now: Millis,
+        start: Start,
     ) -> Self {
         let phase = if meta.registered {
             Phase::Report
@@ -164,17 +194,30 @@ impl Core {
             in_flight: None,
             exchange_timer: None,
             report_wanted: false,
-            last_report_sent_at: None,
-            failed_rounds: 0,
-            failed_attempts: 0,
-            last_error: String::new(),
-            reregistrations: 0,
+            scheduled_at: None,
+            scheduled_is_slot: false,
+            prompt_at: None,
+            retry_at: None,
             not_before: None,
+            last_answered_at: None,
+            exempt_next: false,
+            failed_rounds: 0,
+            outage: outage::OutageLog::default(),
+            reregistrations: 0,
             results_dropped: 0,
             agents: Vec::new(),
             queue: VecDeque::new(),
         };
-        core.schedule_exchange(now);
+        let delay = match (phase, start) {
+            (Phase::Report, Start::Boot) => pacing::first_report_delay_ms(
+                core.step_ms(),
+                core.limits.first_report_delay_max_ms,
+                &mut core.rng,
+            ),
+            _ => 0,
+        };
+        core.scheduled_at = Some(now.saturating_add(delay));
+        core.reschedule();
         core
     }
 
@@ -191,8 +234,9 @@ impl Core {
         self.wheel.next_deadline()
     }
 
-    /// Fires every timer due at `now`. `wall_s` stamps the reports.
-    pub fn on_time(&mut self, now: Millis, wall_s: i64, effects: &mut Vec<Effect>) {
+    /// Fires every timer due at `now`. `wall_ms` (Unix milliseconds) stamps the
+    /// reports and places the next one at the agent's phase.
+    pub fn on_time(&mut self, now: Millis, wall_ms: i64, effects: &mut Vec<Effect>) {
         while let Some((id, timer)) = self.wheel.poll(now) {
             match timer {
                 Timer::Exchange => {
@@ -202,28 +246,21 @@ impl Core {
                     {
                         self.exchange_timer = None;
                     }
-                    self.start_exchange(now, wall_s, effects);
+                    self.start_exchange(now, wall_ms, effects);
                 }
             }
         }
     }
 
     /// Asks for a status report soon: within a second, never closer than
-    /// `report_gap_min_ms` to the previous one (section 3).
+    /// `report_gap_min_ms` to the previous one answered (section 3). A failing or
+    /// throttled agent sends it with its next retry.
     pub fn request_report(&mut self, now: Millis) {
-        if self.phase != Phase::Report || self.failed_rounds > 0 {
-            return; // registering or backing off: the report follows in due course
+        if self.phase != Phase::Report {
+            return; // registering: the first report follows at once
         }
-        if self.in_flight.is_some() {
-            self.report_wanted = true;
-            return;
-        }
-        let earliest = self
-            .last_report_sent_at
-            .map_or(now, |at| at.saturating_add(self.limits.report_gap_min_ms))
-            .max(now)
-            .max(self.not_before.unwrap_or(0));
-        self.schedule_exchange_no_later_than(earliest);
+        self.prompt_at.get_or_insert(now);
+        self.reschedule();
     }
 }
 

@@ -1,81 +1,146 @@
-//! When the next exchange is due: the next server at once after a failure, backoff
-//! after a failed round, the jittered step after a success, and the exchange timer.
+//! What asks for the next exchange, and its timer: the next server at once after a
+//! failure, backoff after a failed round, a server's `Retry-After`, the agent's
+//! phase after a report answered. The rule that weighs them is `pacing`; the log
+//! of a failure that repeats is `outage`.
 
-use super::{Core, InFlight, Phase, Timer};
+use super::outage::{Line, Trouble};
+use super::{pacing, Core, InFlight, Phase, Timer};
 use crate::addr::ServerAddr;
 use crate::wheel::Millis;
 use log::{debug, info, warn};
 
 impl Core {
-    pub(super) fn failed(&mut self, now: Millis, flight: &InFlight, err: String) {
-        self.failed_attempts += 1;
+    pub(super) fn step_ms(&self) -> u64 {
+        self.meta.step_s.max(1).saturating_mul(1000)
+    }
+
+    /// Everything that asks for the next request, for the rule.
+    pub(super) fn asks(&self) -> pacing::Asks {
+        pacing::Asks {
+            scheduled: self.scheduled_at,
+            prompt: self.prompt_at,
+            retry: self.retry_at,
+            not_before: self.not_before,
+            last_answered: self.last_answered_at,
+            is_report: self.phase == Phase::Report,
+            exempt: self.exempt_next,
+        }
+    }
+
+    /// Sets the exchange timer to what the rule says (nothing while an exchange is
+    /// in flight: its outcome decides again).
+    pub(super) fn reschedule(&mut self) {
+        if self.in_flight.is_some() {
+            return;
+        }
+        match pacing::next_request_at(&self.asks(), self.limits.report_gap_min_ms) {
+            Some(at)
+                if self
+                    .exchange_timer
+                    .is_some_and(|(_, pending)| pending == at) => {}
+            Some(at) => {
+                if let Some((id, _)) = self.exchange_timer.take() {
+                    self.wheel.cancel(id);
+                }
+                self.exchange_timer = Some((self.wheel.insert(at, Timer::Exchange), at));
+            }
+            None => {
+                if let Some((id, _)) = self.exchange_timer.take() {
+                    self.wheel.cancel(id);
+                }
+            }
+        }
+    }
+
+    /// An exchange failed: the next server at once, or backoff after a round.
+    pub(super) fn failed(&mut self, now: Millis, flight: &InFlight, err: String, trouble: Trouble) {
         let what = match flight.phase {
             Phase::Register => "register",
             Phase::Report => "status",
         };
         debug!("{what} to {} failed: {err}", flight.server);
-        self.last_error = format!("{}: {err}", flight.server);
+        let detail = format!("{what} to {} failed: {err}", flight.server);
+        self.log_trouble(now, trouble, &detail);
+        self.scheduled_at = None; // the schedule starts again from the recovery
         if !self.servers.failed() {
-            self.schedule_exchange(now); // next server at once
+            self.retry_at = Some(now); // next server at once
             return;
         }
         self.failed_rounds = self.failed_rounds.saturating_add(1);
         let delay = self.backoff_delay_ms(self.failed_rounds);
-        warn!(
-            "{what}: every server failed ({} attempt(s) failed so far; last: {}); next round in {:.1} s",
-            self.failed_attempts,
-            self.last_error,
+        debug!(
+            "{what}: every server failed; next round in {:.1} s",
             delay as f64 / 1000.0
         );
-        self.schedule_exchange(now.saturating_add(delay));
+        self.retry_at = Some(now.saturating_add(delay));
     }
 
-    pub(super) fn recovered(&mut self, server: &ServerAddr) {
-        if self.failed_attempts > 0 {
-            info!(
-                "{server} answered again after {} failed attempt(s)",
-                self.failed_attempts
-            );
+    /// A server asked to come back later: that wait, capped, with a random extra.
+    pub(super) fn throttled(&mut self, now: Millis, flight: &InFlight, status: u16, secs: u64) {
+        let wait = pacing::retry_after_wait_ms(
+            secs,
+            self.step_ms(),
+            self.limits.retry_after_min_ms,
+            self.limits.retry_after_extra_pct,
+            &mut self.rng,
+        );
+        let detail = format!(
+            "{} answered HTTP {status} with Retry-After {secs} s (waiting {:.1} s)",
+            flight.server,
+            wait as f64 / 1000.0
+        );
+        debug!("{detail}");
+        self.log_trouble(now, Trouble::Throttled, &detail);
+        self.scheduled_at = None;
+        let at = now.saturating_add(wait);
+        self.not_before = Some(at);
+        self.retry_at = Some(at);
+    }
+
+    pub(super) fn log_trouble(&mut self, now: Millis, trouble: Trouble, detail: &str) {
+        let interval = self.limits.failure_log_interval_ms;
+        match self.outage.trouble(now, trouble, detail, interval) {
+            Some(Line::Warn(line)) | Some(Line::Info(line)) => warn!("{line}"),
+            None => {}
+        }
+    }
+
+    pub(super) fn recovered(&mut self, now: Millis, server: &ServerAddr) {
+        if let Some(Line::Info(line) | Line::Warn(line)) =
+            self.outage.recovered(now, &server.to_string())
+        {
+            info!("{line}");
         }
         self.failed_rounds = 0;
-        self.failed_attempts = 0;
     }
 
-    /// Backoff after `round` failed rounds: 1 s doubling, ± 50 %, capped at
-    /// min(step, 300 s) (section 4).
+    /// Backoff after `round` failed rounds: 1 s doubling, capped at min(step, 300 s),
+    /// then 50–100 % of the capped value (section 4).
     pub(super) fn backoff_delay_ms(&mut self, round: u32) -> Millis {
         let cap_ms = self
             .meta
             .step_s
             .min(self.limits.backoff_cap_s)
+            .max(1)
             .saturating_mul(1000);
-        let doublings = round.saturating_sub(1).min(40);
-        let base = self
-            .limits
-            .backoff_initial_ms
-            .saturating_mul(1u64 << doublings)
-            .min(cap_ms);
-        self.rng
-            .jitter(base, self.limits.backoff_jitter_pct)
-            .min(cap_ms)
+        pacing::backoff_wait_ms(
+            round,
+            self.limits.backoff_initial_ms,
+            cap_ms,
+            self.limits.backoff_jitter_pct,
+            &mut self.rng,
+        )
     }
 
-    pub(super) fn step_delay_ms(&mut self) -> Millis {
-        let step_ms = self.meta.step_s.saturating_mul(1000);
-        self.rng.jitter(step_ms, self.limits.step_jitter_pct)
-    }
-
-    pub(super) fn schedule_exchange(&mut self, at: Millis) {
-        if let Some((id, _)) = self.exchange_timer.take() {
-            self.wheel.cancel(id);
-        }
-        self.exchange_timer = Some((self.wheel.insert(at, Timer::Exchange), at));
-    }
-
-    pub(super) fn schedule_exchange_no_later_than(&mut self, at: Millis) {
-        match self.exchange_timer {
-            Some((_, pending_at)) if pending_at <= at => {}
-            _ => self.schedule_exchange(at),
-        }
+    /// The next scheduled report after the report of `flight`, at the agent's phase.
+    pub(super) fn next_phase_slot(&self, now: Millis, flight: &InFlight) -> Millis {
+        let step_ms = self.step_ms();
+        pacing::next_report_deadline(
+            flight.sent_at,
+            flight.sent_wall_ms,
+            now,
+            pacing::phase_ms(&self.meta.agentsn, step_ms),
+            step_ms,
+        )
     }
 }

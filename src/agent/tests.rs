@@ -11,13 +11,20 @@ use serde_json::{json, Value};
 
 #[path = "job_queue_tests.rs"]
 mod job_queue_tests;
+#[path = "rule_tests.rs"]
+mod rule_tests;
 
 const SN: &str = "bfdcc18c-b6b9-4725-9c47-37fd93dba5b6";
+
+/// The wall clock at the start of every simulation (Unix milliseconds).
+const WALL0_MS: i64 = 1_763_700_000_000;
 
 /// A core, the time, and what it sent.
 struct Sim {
     core: Core,
     now: Millis,
+    /// How far the wall clock was moved apart from the monotonic one (jumps).
+    wall_offset_ms: i64,
 }
 
 /// One request the core asked to send.
@@ -66,7 +73,11 @@ fn fail() -> Outcome {
 
 impl Sim {
     fn new(registered: bool, servers: &str) -> Sim {
-        let mut meta = Meta::new(SN.into(), String::new(), 600);
+        Sim::with(registered, servers, 600, Start::AfterExec, 1)
+    }
+
+    fn with(registered: bool, servers: &str, step_s: u64, start: Start, seed: u64) -> Sim {
+        let mut meta = Meta::new(SN.into(), String::new(), step_s);
         meta.registered = registered;
         let servers = Servers::new(parse_list(servers).expect("valid"), vec![], vec![]);
         Sim {
@@ -75,18 +86,24 @@ impl Sim {
                 facts(),
                 meta,
                 servers,
-                Rng::from_seed(1),
+                Rng::from_seed(seed),
                 0,
+                start,
             ),
             now: 0,
+            wall_offset_ms: 0,
         }
+    }
+
+    fn wall_ms(&self) -> i64 {
+        WALL0_MS + self.now as i64 + self.wall_offset_ms
     }
 
     /// Advances the clock to each deadline in turn until the core sends something.
     fn next_request(&mut self) -> Sent {
         for _ in 0..1000 {
             let mut effects = Vec::new();
-            self.core.on_time(self.now, 1_763_700_000, &mut effects);
+            self.core.on_time(self.now, self.wall_ms(), &mut effects);
             for effect in effects {
                 if let Effect::Send {
                     server, path, body, ..
@@ -129,7 +146,7 @@ impl Sim {
 }
 
 #[test]
-fn first_start_registers_then_reports_every_step_with_jitter() {
+fn first_start_registers_then_reports_every_step_at_its_phase() {
     let mut sim = Sim::new(false, "a:1");
     let reg = sim.next_request();
     assert_eq!((reg.at, reg.path), (0, REGISTER_PATH));
@@ -167,24 +184,25 @@ fn first_start_registers_then_reports_every_step_with_jitter() {
         "a report answered confirms the SN"
     );
 
+    // Then every step at the agent's own phase of it, on the wall clock.
+    let phase = pacing::phase_ms(SN, 60_000) as i64;
     let mut last = first.at;
-    let mut gaps = Vec::new();
-    for _ in 0..200 {
+    for i in 0..200 {
         let sent = sim.next_request();
         assert_eq!(sent.path, STATUS_PATH);
-        gaps.push(sent.at - last);
+        assert_eq!(
+            (sim.wall_ms() - phase).rem_euclid(60_000),
+            0,
+            "report {i} at the phase"
+        );
+        if i == 0 {
+            assert!(sent.at - last > 30_000 && sent.at - last <= 90_000);
+        } else {
+            assert_eq!(sent.at - last, 60_000, "report {i}");
+        }
         last = sent.at;
         sim.answer(ok(json!({"status": 0})));
     }
-    let (lo, hi) = (gaps.iter().min().copied(), gaps.iter().max().copied());
-    assert!(
-        lo >= Some(54_000) && hi <= Some(66_000),
-        "step 60 s ± 10 %: {lo:?}..{hi:?}"
-    );
-    assert!(
-        lo < Some(56_000) && hi > Some(64_000),
-        "jitter spreads: {lo:?}..{hi:?}"
-    );
 }
 
 #[test]
@@ -256,12 +274,17 @@ fn backoff_doubles_from_one_second_with_jitter_up_to_min_of_step_and_300_s() {
     }
     let gaps: Vec<u64> = round_starts.windows(2).map(|w| w[1] - w[0]).collect();
     for (round, gap) in gaps.iter().enumerate() {
-        let base = (1_000u64 << round.min(20)).min(300_000);
+        // Capped first, then 50–100 % of the capped value.
+        let capped = (1_000u64 << round.min(20)).min(300_000);
         assert!(
-            *gap >= base / 2 && *gap <= (base * 3 / 2).min(300_000),
+            *gap >= capped / 2 && *gap <= capped,
             "round {round}: {gap} ms, {gaps:?}"
         );
     }
+    assert!(
+        gaps.iter().filter(|g| **g == 300_000).count() <= 1,
+        "waits do not pile up on the cap: {gaps:?}"
+    );
     assert!(
         gaps.iter().rev().take(3).all(|g| *g >= 150_000),
         "capped near 300 s: {gaps:?}"
@@ -293,7 +316,8 @@ fn backoff_cap_follows_a_short_step() {
     sim.settle();
     let mut effects = Vec::new();
     sim.core.meta.step_s = 5;
-    sim.core.on_time(sim.now, 0, &mut effects);
+    let wall = sim.wall_ms();
+    sim.core.on_time(sim.now, wall, &mut effects);
     let mut at = Vec::new();
     for _ in 0..10 {
         at.push(sim.next_request().at);
@@ -313,14 +337,34 @@ fn retry_after_is_honoured_and_capped_at_step() {
         retry_after_s: Some(42),
     });
     let again = sim.next_request();
-    assert_eq!((again.host.as_str(), again.at - sent.at), ("a", 42_000));
+    assert_eq!(again.host, "a");
+    assert!(
+        (42_000..=63_000).contains(&(again.at - sent.at)),
+        "42 s plus up to 50 %: {}",
+        again.at - sent.at
+    );
     sim.answer(Outcome::Answer {
         status: 429,
         body: Vec::new(),
         retry_after_s: Some(86_400),
     });
     let capped = sim.next_request();
-    assert_eq!(capped.at - again.at, 600_000, "capped at step");
+    assert!(
+        (600_000..=900_000).contains(&(capped.at - again.at)),
+        "capped at step, plus up to 50 %: {}",
+        capped.at - again.at
+    );
+    sim.answer(Outcome::Answer {
+        status: 503,
+        body: Vec::new(),
+        retry_after_s: Some(0),
+    });
+    let zero = sim.next_request();
+    assert!(
+        (1_000..=1_500).contains(&(zero.at - capped.at)),
+        "Retry-After: 0 waits at least 1 s: {}",
+        zero.at - capped.at
+    );
 }
 
 #[test]
@@ -337,10 +381,10 @@ fn retry_after_holds_even_when_an_event_asks_for_a_prompt_report() {
     sim.core
         .push_event(sim.now, json!({"event": "exited"}), &mut effects);
     let next = sim.next_request();
-    assert_eq!(
-        next.at - sent.at,
-        50_000,
-        "no report before the server's Retry-After"
+    assert!(
+        (50_000..=75_000).contains(&(next.at - sent.at)),
+        "no report before the server's Retry-After: {}",
+        next.at - sent.at
     );
 }
 

@@ -14,7 +14,7 @@ mod config;
 mod datadir;
 
 use crate::addr::{self, ServerAddr};
-use crate::agent::{Core, Facts};
+use crate::agent::{Core, Facts, Start};
 use crate::childlog::{ChildLogs, LogConfig};
 use crate::cli::Options;
 use crate::clock::{Clock, RealClock};
@@ -199,6 +199,7 @@ pub fn run(options: &Options) -> Result<(), AppError> {
         resolved.servers,
         Rng::from_entropy(),
         clock.now_ms(),
+        Start::Boot,
     );
     let download = DownloadLimits {
         bytes_max: limits.download_bytes_max,
