@@ -113,7 +113,7 @@ struct InFlight {
     sent_wall_ms: i64,
 }
 
-/// How this process came to run, for the first report (PROTOCOL.md section 3).
+/// How this process came to run, for the first report (docs/protocol.md section 3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Start {
     /// Started by init or by hand: an agent already registered sends its first
@@ -148,7 +148,7 @@ pub struct Core {
     not_before: Option<Millis>,
     /// When the last status report that got an HTTP answer was sent.
     last_answered_at: Option<Millis>,
-    /// The next report is exempt from the gap (PROTOCOL.md section 3).
+    /// The next report is exempt from the gap (docs/protocol.md section 3).
     exempt_next: bool,
     /// Rounds in a row in which every server failed; 0 when healthy.
     failed_rounds: u32,

@@ -1,4 +1,4 @@
-//! The log of a failure that repeats (PROTOCOL.md section 4): the first failure,
+//! The log of a failure that repeats (docs/protocol.md section 4): the first failure,
 //! then at most one line per `interval_ms` with the count since the last line, then
 //! one line when a server answers again, saying how long it lasted. Throttled
 //! periods (HTTP 429 or 503) are told the same way. Pure: it returns the lines and

@@ -1,4 +1,4 @@
-//! When the next request goes out (PROTOCOL.md sections 3 and 4): the one rule that
+//! When the next request goes out (docs/protocol.md sections 3 and 4): the one rule that
 //! weighs everything that asks for a request, and the waits it is made of — the
 //! agent's phase in the step, the first-report delay after a restart, the backoff
 //! after a failed round, a server's `Retry-After`. Pure functions: the time and the
