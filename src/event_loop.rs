@@ -13,6 +13,7 @@ use crate::clock::Clock;
 use crate::control::local::{self, LocalCommands};
 use crate::http::Exchange;
 use crate::jobrun::{Ctx, JobRunner, Prepared};
+use crate::jobs::Job;
 use crate::logging::LogHandle;
 use crate::meta::MetaStore;
 use crate::supervisor::Supervisor;
@@ -57,6 +58,12 @@ pub struct EventLoop<'a, C: Clock> {
     pub log: LogHandle,
     /// Commands from the console, waiting for the job runner or carried out by it.
     pub local: LocalCommands,
+    /// After a failed write of the metafile, how long until the next try.
+    pub save_retry_ms: u64,
+    /// When to try writing the metafile again (`None` at start).
+    pub save_retry_at: Option<u64>,
+    /// Writes of the metafile that failed in a row, for the log (0 at start).
+    pub save_failures: u64,
 }
 
 impl<C: Clock> EventLoop<'_, C> {
@@ -68,15 +75,20 @@ impl<C: Clock> EventLoop<'_, C> {
             let now = self.clock.now_ms();
             let wall_s = self.clock.wall_s();
             self.supervisor.on_time(now, wall_s);
+            if self.save_retry_at.is_some_and(|at| now >= at) {
+                effects.push(Effect::SaveMeta);
+            }
             if stopping.is_none() {
                 self.run_jobs(now, wall_s, None, &mut effects);
             }
             self.sync_children(now, &mut effects);
+            // Write-ahead: what changed is on disk before a report can tell it.
+            self.carry_out(&mut effects);
             self.core.on_time(now, self.clock.wall_ms(), &mut effects);
             self.carry_out(&mut effects);
             if let Some(signal) = stopping {
                 if self.supervisor.all_down() {
-                    self.save();
+                    let _ = self.flush(&mut effects);
                     return Exit::Signalled(signal);
                 }
             }
@@ -85,6 +97,7 @@ impl<C: Clock> EventLoop<'_, C> {
                 self.core.next_deadline(),
                 self.supervisor.next_deadline(),
                 self.jobs.next_deadline(),
+                self.save_retry_at,
             ]
             .into_iter()
             .flatten()
@@ -163,7 +176,7 @@ impl<C: Clock> EventLoop<'_, C> {
                 },
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
-                    self.save();
+                    let _ = self.flush(&mut effects);
                     return Exit::ChannelsClosed;
                 }
             }
@@ -199,13 +212,24 @@ impl<C: Clock> EventLoop<'_, C> {
                 break;
             }
             // A person at the console waits for a local command: it goes first.
-            let next = match self.local.next_job() {
-                Some(job) => Some((local::JOB_ID.to_string(), job)),
-                None => self.core.take_job(effects),
+            let (next, server_job) = match self.local.next_job() {
+                Some(job) => (Some((local::JOB_ID.to_string(), job)), false),
+                None => (self.core.take_job(effects), true),
             };
             let Some((id, job)) = next else {
                 break;
             };
+            if server_job {
+                if let Job::Install(install) = &job {
+                    let upgrade = self.jobs.undo_record(&id, &install.name);
+                    self.core.begin_upgrade(upgrade, effects);
+                }
+                // Write-ahead: a server's job starts only once "running" is on
+                // disk; when that fails, the core has refused it.
+                if self.flush(effects).is_err() {
+                    continue;
+                }
+            }
             let mut ctx = Ctx {
                 supervisor: &mut self.supervisor,
                 now,
@@ -273,46 +297,80 @@ impl<C: Clock> EventLoop<'_, C> {
         }
     }
 
+    /// Writes the metafile when asked to, then starts the exchanges: a report is
+    /// built only from what is on disk.
     fn carry_out(&mut self, effects: &mut Vec<Effect>) {
-        let mut save = false;
+        if effects.contains(&Effect::SaveMeta) {
+            let _ = self.flush(effects);
+        }
+        let mut more = Vec::new();
         for effect in effects.drain(..) {
-            match effect {
-                Effect::SaveMeta => save = true,
-                Effect::Send {
-                    server,
-                    path,
-                    body,
-                    headers,
-                } => {
-                    let exchange = Exchange {
-                        url: server.url(path),
-                        body,
-                        headers,
-                    };
-                    if let Err(err) = self.http.try_send(exchange) {
-                        let why = match err {
-                            TrySendError::Full(_) => "HTTP thread busy",
-                            TrySendError::Disconnected(_) => "HTTP thread gone",
-                        };
-                        warn!("cannot start an exchange: {why}");
-                        let now = self.clock.now_ms();
-                        let mut more = Vec::new();
-                        self.core
-                            .on_outcome(now, Outcome::Failed(why.to_string()), &mut more);
-                        // A failure schedules the next try; it sends nothing itself.
-                        save |= more.contains(&Effect::SaveMeta);
-                    }
-                }
+            let Effect::Send {
+                server,
+                path,
+                body,
+                headers,
+            } = effect
+            else {
+                continue;
+            };
+            let exchange = Exchange {
+                url: server.url(path),
+                body,
+                headers,
+            };
+            if let Err(err) = self.http.try_send(exchange) {
+                let why = match err {
+                    TrySendError::Full(_) => "HTTP thread busy",
+                    TrySendError::Disconnected(_) => "HTTP thread gone",
+                };
+                warn!("cannot start an exchange: {why}");
+                let now = self.clock.now_ms();
+                // A failure schedules the next try; it sends nothing itself.
+                self.core
+                    .on_outcome(now, Outcome::Failed(why.to_string()), &mut more);
             }
         }
-        if save {
-            self.save();
+        if more.contains(&Effect::SaveMeta) {
+            let _ = self.flush(&mut more);
         }
     }
 
-    fn save(&self) {
-        if let Err(err) = self.store.save(self.core.meta()) {
-            error!("{err}; keeping the state in memory and retrying at the next change");
+    /// Writes the metafile and tells the core; a failure is retried after
+    /// `save_retry_ms` even if nothing changes. Takes every `SaveMeta` out of
+    /// `effects`: they are done.
+    fn flush(&mut self, effects: &mut Vec<Effect>) -> Result<(), ()> {
+        effects.retain(|e| *e != Effect::SaveMeta);
+        let now = self.clock.now_ms();
+        // Bounded: a write after `saved` only records the config jobs it ran.
+        for _ in 0..3 {
+            if let Err(err) = self.store.save(self.core.meta()) {
+                self.save_failures += 1;
+                if self.save_failures.is_power_of_two() {
+                    error!(
+                        "{err}; keeping the state in memory, refusing new jobs and retrying \
+                         every {} ms ({} failed write(s) in a row)",
+                        self.save_retry_ms, self.save_failures
+                    );
+                }
+                self.core.save_failed(now, &err.to_string());
+                self.save_retry_at = Some(now.saturating_add(self.save_retry_ms));
+                return Err(());
+            }
+            if self.save_failures > 0 {
+                info!(
+                    "metafile written again after {} failed write(s)",
+                    self.save_failures
+                );
+                self.save_failures = 0;
+            }
+            self.save_retry_at = None;
+            let mut more = Vec::new();
+            self.core.saved(now, &mut more);
+            if !more.contains(&Effect::SaveMeta) {
+                break;
+            }
         }
+        Ok(())
     }
 }

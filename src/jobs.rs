@@ -300,49 +300,90 @@ fn parse_config(map: &serde_json::Map<String, Value>, limits: &Limits) -> Result
     Ok(Job::Config { svrlist, step_s })
 }
 
-/// The journal entry of a job already executed, if any.
+/// The journal entry of a job already received (and not refused), if any.
 pub fn find_record<'m>(meta: &'m mut Meta, id: &str) -> Option<&'m mut JobRecord> {
-    meta.jobs.iter_mut().find(|record| record.id == id)
+    meta.jobs
+        .iter_mut()
+        .find(|record| record.id == id && !record.refused)
 }
 
-/// Enters a job in the journal in `state` (a finished one with its result), then
-/// trims the journal to `remembered` entries: delivered results go first, oldest
-/// first, then undelivered ones; a job still queued or running never goes.
-/// Returns how many undelivered results had to be dropped.
+/// Results in the journal not yet delivered, jobs still to run included.
+pub fn undelivered(meta: &Meta) -> usize {
+    meta.jobs.iter().filter(|r| !r.delivered).count()
+}
+
+/// Enters a job in the journal in `state` (a finished one with its result).
+/// A refusal of the same id that is still there gives way: the last result for
+/// an id counts. Returns false, entering nothing, when `pending_max` results are
+/// waiting for delivery already: the caller counts the result as dropped.
 pub fn record(
     meta: &mut Meta,
     id: String,
     state: JobState,
-    errcode: u32,
-    message: String,
-    remembered: usize,
-) -> usize {
+    (errcode, message): (u32, String),
+    refused: bool,
+    pending_max: usize,
+) -> bool {
+    meta.jobs.retain(|r| !(r.refused && r.id == id));
+    if undelivered(meta) >= pending_max.max(1) {
+        return false;
+    }
     meta.jobs.push(JobRecord {
         id,
         errcode,
         message: crate::wire::one_line(&message),
         delivered: false,
         state,
+        refused,
+        unsaved: true,
     });
-    let mut dropped_undelivered = 0;
-    while meta.jobs.len() > remembered.max(1) {
-        let finished = |r: &JobRecord| r.state == JobState::Finished;
-        let victim = meta
-            .jobs
-            .iter()
-            .position(|r| finished(r) && r.delivered)
-            .or_else(|| meta.jobs.iter().position(finished));
-        match victim {
-            Some(index) => {
-                if !meta.jobs[index].delivered {
-                    dropped_undelivered += 1;
-                }
-                meta.jobs.remove(index);
-            }
-            None => break, // only jobs in progress: bounded by the queue
+    true
+}
+
+/// Forgets delivered ids beyond the last `remembered`, oldest delivered first.
+/// An id whose result is undelivered is never forgotten.
+pub fn forget_delivered(meta: &mut Meta, remembered: usize) {
+    let mut excess = meta.jobs.len().saturating_sub(remembered.max(1));
+    meta.jobs.retain(|r| {
+        let forget = excess > 0 && r.delivered;
+        excess -= usize::from(forget);
+        !forget
+    });
+}
+
+/// A server acknowledged a report carrying these results (id, errcode,
+/// message): they are delivered; refusals are forgotten, and the others move
+/// behind the ones delivered earlier, so the journal stays in order of delivery
+/// for `forget_delivered`. Returns whether anything changed.
+pub fn acknowledge(meta: &mut Meta, carried: &[(String, u32, String)], remembered: usize) -> bool {
+    let mut newly = Vec::new();
+    let mut rest = Vec::with_capacity(meta.jobs.len());
+    let mut changed = false;
+    for record in meta.jobs.drain(..) {
+        let carried_now = !record.delivered
+            && record.state == JobState::Finished
+            && carried.iter().any(|(id, code, msg)| {
+                *id == record.id && *code == record.errcode && *msg == record.message
+            });
+        if !carried_now {
+            rest.push(record);
+            continue;
+        }
+        changed = true;
+        if !record.refused {
+            newly.push(JobRecord {
+                delivered: true,
+                ..record
+            });
         }
     }
-    dropped_undelivered
+    let (mut delivered, undelivered): (Vec<_>, Vec<_>) =
+        rest.into_iter().partition(|r| r.delivered);
+    delivered.extend(newly);
+    delivered.extend(undelivered);
+    meta.jobs = delivered;
+    forget_delivered(meta, remembered);
+    changed
 }
 
 /// Marks a journal entry finished with its result, to be delivered.
@@ -352,6 +393,18 @@ pub fn finish(meta: &mut Meta, id: &str, errcode: u32, message: String) {
         record.errcode = errcode;
         record.message = crate::wire::one_line(&message);
         record.delivered = false;
+        record.unsaved = true;
+    }
+}
+
+/// Marks a journal entry refused: finished, not executed, not remembered.
+pub fn refuse(meta: &mut Meta, id: &str, errcode: u32, message: String) {
+    if let Some(record) = find_record(meta, id) {
+        record.state = JobState::Finished;
+        record.errcode = errcode;
+        record.message = crate::wire::one_line(&message);
+        record.delivered = false;
+        record.refused = true;
     }
 }
 

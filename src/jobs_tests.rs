@@ -146,44 +146,92 @@ fn passwords_never_show_in_urls() {
 }
 
 #[test]
-fn journal_is_bounded_and_keeps_undelivered_results_longest() {
+fn journal_forgets_the_oldest_delivered_first_and_never_an_undelivered_one() {
     let mut meta = Meta::new("sn".into(), String::new(), 600);
+    let ok = || (0, "success".to_string());
     for i in 0..5 {
-        record(
+        assert!(record(
             &mut meta,
             format!("d{i}"),
             JobState::Finished,
-            0,
-            "success".into(),
-            4,
-        );
-        if let Some(r) = find_record(&mut meta, &format!("d{i}")) {
-            r.delivered = true;
-        }
+            ok(),
+            false,
+            8
+        ));
     }
-    assert_eq!(meta.jobs.len(), 4);
-    for i in 0..3 {
-        assert_eq!(
-            record(
-                &mut meta,
-                format!("u{i}"),
-                JobState::Finished,
-                1,
-                "x".into(),
-                4
-            ),
-            0
-        );
-    }
+    // Delivered in the order d3, d0 (two reports): d3 goes first.
+    let carried = |id: &str| vec![(id.to_string(), 0, "success".to_string())];
+    assert!(acknowledge(&mut meta, &carried("d3"), 100));
+    assert!(acknowledge(&mut meta, &carried("d0"), 100));
+    forget_delivered(&mut meta, 4);
     let ids: Vec<&str> = meta.jobs.iter().map(|r| r.id.as_str()).collect();
-    assert_eq!(ids, ["d4", "u0", "u1", "u2"]);
-    assert_eq!(
-        record(&mut meta, "u3".into(), JobState::Finished, 1, "x".into(), 4),
-        0
+    assert_eq!(ids, ["d0", "d1", "d2", "d4"]);
+    forget_delivered(&mut meta, 1);
+    assert_eq!(meta.jobs.len(), 3, "undelivered ones stay past the bound");
+    // The bound of results waiting for delivery: past it, nothing is entered.
+    for i in 0..5 {
+        record(
+            &mut meta,
+            format!("u{i}"),
+            JobState::Received,
+            ok(),
+            false,
+            8,
+        );
+    }
+    assert_eq!(undelivered(&meta), 8);
+    assert!(!record(
+        &mut meta,
+        "late".into(),
+        JobState::Finished,
+        ok(),
+        true,
+        8
+    ));
+    assert!(find_record(&mut meta, "late").is_none());
+}
+
+#[test]
+fn a_refusal_is_not_remembered_and_gives_way_to_a_later_result() {
+    let mut meta = Meta::new("sn".into(), String::new(), 600);
+    let full = (9, "queue full".to_string());
+    assert!(record(
+        &mut meta,
+        "j".into(),
+        JobState::Finished,
+        full,
+        true,
+        8
+    ));
+    assert!(
+        find_record(&mut meta, "j").is_none(),
+        "not remembered as executed"
     );
-    assert_eq!(
-        record(&mut meta, "u4".into(), JobState::Finished, 1, "x".into(), 4),
-        1
+    assert!(record(
+        &mut meta,
+        "j".into(),
+        JobState::Received,
+        (0, String::new()),
+        false,
+        8
+    ));
+    assert_eq!(meta.jobs.len(), 1, "the refusal gave way");
+    finish(&mut meta, "j", 0, "success".into());
+    assert_eq!(find_record(&mut meta, "j").map(|r| r.errcode), Some(0));
+    // A delivered refusal is forgotten at once.
+    let mut meta = Meta::new("sn".into(), String::new(), 600);
+    record(
+        &mut meta,
+        "r".into(),
+        JobState::Finished,
+        (5, "disk".into()),
+        true,
+        8,
     );
-    assert_eq!(meta.jobs[0].id, "u1");
+    assert!(acknowledge(
+        &mut meta,
+        &[("r".into(), 5, "disk".into())],
+        100
+    ));
+    assert!(meta.jobs.is_empty());
 }

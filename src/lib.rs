@@ -4,6 +4,7 @@
 pub mod addr;
 pub mod agent;
 pub mod app;
+pub mod atomic_file;
 pub mod child;
 pub mod childlog;
 pub mod cli;

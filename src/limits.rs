@@ -42,11 +42,14 @@ pub struct Limits {
     /// A failure that repeats is logged once, then at most once per this, with a
     /// count, then once on recovery (section 4).
     pub failure_log_interval_ms: u64,
-    /// Job results kept for delivery; past this the oldest undelivered is dropped.
+    /// Job results kept for delivery, jobs still to run included; past this a new
+    /// job is not run and its result is counted in a `dropped` event (section 7).
     pub pending_results_max: usize,
-    /// Executed job ids remembered, with their results, across restarts (section 7).
+    /// Executed job ids remembered, with their results, across restarts (section 7);
+    /// the oldest delivered are forgotten first, an undelivered one never.
     pub job_ids_remembered: usize,
-    /// Jobs taken from one status answer; the excess are failed with errcode 9.
+    /// Jobs taken from one status answer; the excess are refused with errcode 9
+    /// "queue full" (not remembered: sent again, they run).
     pub jobs_per_answer_max: usize,
     /// Jobs waiting to run, one at a time; past this, errcode 9 "queue full".
     pub jobs_queue_max: usize,
@@ -54,6 +57,9 @@ pub struct Limits {
     pub pending_events_max: usize,
     /// Largest metafile read at start; a bigger one counts as corrupt.
     pub meta_bytes_max: u64,
+    /// After a failed write of the metafile (a full disk), the next try comes
+    /// this much later even if nothing changes, until one succeeds.
+    pub meta_save_retry_ms: u64,
     /// Size at which the log file (`-L`) is rotated.
     pub log_file_bytes_max: u64,
     /// Log files kept: `FILE` plus `FILE.1` … `FILE.(n-1)`.
@@ -121,6 +127,7 @@ impl Default for Limits {
             jobs_queue_max: 64,
             pending_events_max: 256,
             meta_bytes_max: 8 * 1024 * 1024,
+            meta_save_retry_ms: 5_000,
             log_file_bytes_max: 1024 * 1024,
             log_files_max: 3,
             loop_channel_max: 64,
@@ -166,6 +173,7 @@ impl Limits {
             ("jobs_queue_max", self.jobs_queue_max as u64),
             ("pending_events_max", self.pending_events_max as u64),
             ("meta_bytes_max", self.meta_bytes_max),
+            ("meta_save_retry_ms", self.meta_save_retry_ms),
             ("log_file_bytes_max", self.log_file_bytes_max),
             ("log_files_max", u64::from(self.log_files_max)),
             ("loop_channel_max", self.loop_channel_max as u64),
@@ -235,6 +243,7 @@ impl Limits {
             "jobs_queue_max" => self.jobs_queue_max = small(1 << 16)?,
             "pending_events_max" => self.pending_events_max = small(1 << 20)?,
             "meta_bytes_max" => self.meta_bytes_max = range(4096, 1 << 30)?,
+            "meta_save_retry_ms" => self.meta_save_retry_ms = range(100, 3_600_000)?,
             "log_file_bytes_max" => self.log_file_bytes_max = range(1024, 1 << 40)?,
             "log_files_max" => self.log_files_max = range(1, 100)? as u32,
             "loop_channel_max" => self.loop_channel_max = small(1 << 16)?,

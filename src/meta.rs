@@ -12,12 +12,13 @@
 //! that does not parse is never a first start: the previous copy is used if it is
 //! good, else loading fails and the agent refuses to start.
 
+use crate::atomic_file;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 /// The metafile format this build writes and reads.
@@ -27,7 +28,6 @@ pub const SN_BYTES_MAX: usize = 128;
 
 const META_FILE: &str = "meta.json";
 const PREV_FILE: &str = "meta.json.prev";
-const TMP_FILE: &str = "meta.json.tmp";
 const PREV_TMP_FILE: &str = "meta.json.prev.tmp";
 
 /// What the agent keeps across restarts.
@@ -77,6 +77,57 @@ pub struct Meta {
     /// Children that must stay stopped (a `stop` job); every other child runs.
     #[serde(default)]
     pub stopped: BTreeSet<String>,
+    /// Events and results dropped past their bounds and not yet reported as such.
+    #[serde(default, skip_serializing_if = "Dropped::is_empty")]
+    pub dropped: Dropped,
+    /// The install or upgrade of a child in progress: what to restore when
+    /// BootAgent stops before its result is on disk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub child_upgrade: Option<ChildUpgrade>,
+}
+
+/// How many events and job results were dropped past their bounds since a
+/// server last acknowledged a report saying so; each count becomes one `dropped`
+/// event of the reports (section 3), at the time of the latest drop.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dropped {
+    #[serde(default)]
+    pub events: u64,
+    #[serde(default)]
+    pub events_time: i64,
+    #[serde(default)]
+    pub results: u64,
+    #[serde(default)]
+    pub results_time: i64,
+}
+
+impl Dropped {
+    pub fn is_empty(&self) -> bool {
+        self.events == 0 && self.results == 0
+    }
+
+    /// How many `dropped` events the reports carry: 0, 1 or 2.
+    pub fn markers(&self) -> usize {
+        usize::from(self.events > 0) + usize::from(self.results > 0)
+    }
+}
+
+/// An install or upgrade of a child between the moment it touches
+/// `agents/NAME` and its result (PROTOCOL.md section 7: an interrupted upgrade
+/// ends confirmed or rolled back, never in between). Written to the metafile
+/// before the job starts and removed in the same write as the job's result, so
+/// a start that finds one knows the job was interrupted, and restores the
+/// version and settings it names before any child starts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChildUpgrade {
+    /// The job.
+    pub id: String,
+    /// The child.
+    pub name: String,
+    /// The version `current` pointed to; `None` for a first install.
+    pub old_version: Option<String>,
+    /// `agent.json` as it was; `None` when there was none.
+    pub old_settings: Option<String>,
 }
 
 /// One queued event: its sequence number and its wire form.
@@ -98,6 +149,19 @@ pub struct JobRecord {
     /// Where the job is; only a finished job has a result to deliver.
     #[serde(default)]
     pub state: JobState,
+    /// Not executed: refused before it ran (the metafile could not be written,
+    /// the queue was full). Such an id is not remembered: sent again, it runs.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub refused: bool,
+    /// Changed since the metafile was last written. A result is reported only
+    /// once it is on disk (a refusal aside), so that what a server was told
+    /// survives a crash.
+    #[serde(skip)]
+    pub unsaved: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// The journal's states of a job (section 7, exactly once).
@@ -132,6 +196,8 @@ impl Meta {
             events: Vec::new(),
             event_seq: 0,
             stopped: BTreeSet::new(),
+            dropped: Dropped::default(),
+            child_upgrade: None,
         }
     }
 
@@ -280,26 +346,13 @@ impl MetaStore {
 
     fn write_atomically(&self, bytes: &[u8]) -> Result<(), MetaError> {
         let main = self.dir.join(META_FILE);
-        let tmp = self.dir.join(TMP_FILE);
         let io_at = |path: &Path| {
             let path = path.to_path_buf();
             move |err| MetaError::Io { path, err }
         };
-
-        remove_if_exists(&tmp).map_err(io_at(&tmp))?;
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io_at(&tmp))?;
-        file.write_all(bytes).map_err(io_at(&tmp))?;
-        file.sync_all().map_err(io_at(&tmp))?;
-        drop(file);
-
+        let staged = atomic_file::stage(&main, bytes, 0o600).map_err(io_at(&main))?;
         self.keep_previous_copy()?;
-        fs::rename(&tmp, &main).map_err(io_at(&main))?;
-        sync_dir(&self.dir).map_err(io_at(&self.dir))
+        staged.commit().map_err(io_at(&main))
     }
 
     /// Replaces `meta.json.prev` with a hard link to the current `meta.json`, itself
@@ -327,10 +380,6 @@ fn remove_if_exists(path: &Path) -> io::Result<()> {
         Err(err) if err.kind() != io::ErrorKind::NotFound => Err(err),
         _ => Ok(()),
     }
-}
-
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]

@@ -7,9 +7,8 @@
 
 use crate::supervisor::ChildView;
 use serde::{Deserialize, Serialize};
-use std::fs::{self, File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 pub const STATE_FILE: &str = "state.json";
@@ -26,22 +25,12 @@ pub struct StateFile {
 }
 
 impl StateFile {
-    /// Replaces the file atomically (a view: no fsync, it is rewritten on change);
-    /// mode 0600, as it shows the children's envs.
+    /// Replaces the file atomically and durably; mode 0600, as it shows the
+    /// children's envs.
     pub fn write(&self, path: &Path) -> io::Result<()> {
-        let tmp = path.with_extension("json.tmp");
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600) // children's envs may carry secrets
-            .open(&tmp)?;
-        let mut out = io::BufWriter::new(file);
-        serde_json::to_writer_pretty(&mut out, self).map_err(io::Error::other)?;
-        out.write_all(b"\n")?;
-        out.flush()?;
-        drop(out);
-        fs::rename(&tmp, path)
+        let mut bytes = serde_json::to_vec_pretty(self).map_err(io::Error::other)?;
+        bytes.push(b'\n');
+        crate::atomic_file::replace(path, &bytes, 0o600) // envs may carry secrets
     }
 
     pub fn read(path: &Path) -> io::Result<StateFile> {
@@ -155,6 +144,7 @@ fn duration(secs: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     fn view(name: &str, status: &str) -> ChildView {
         ChildView {

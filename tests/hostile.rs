@@ -611,9 +611,9 @@ fn a_journal_of_rejected_jobs_still_loads() {
             &mut meta,
             format!("j{index}"),
             JobState::Finished,
-            jobs::ErrCode::Invalid as u32,
-            message.clone(),
-            limits.job_ids_remembered,
+            (jobs::ErrCode::Invalid as u32, message.clone()),
+            false,
+            limits.pending_results_max,
         );
         if index + 2 >= count {
             store.save(&meta).expect("save"); // the last two saves: meta.json and .prev

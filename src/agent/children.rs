@@ -14,51 +14,75 @@ impl Core {
     }
 
     /// Queues a child event for delivery (kept until acknowledged, persisted) and
-    /// asks for a prompt report. Bounded at `pending_events_max`: past that, newer
-    /// events are counted in one trailing `dropped` event.
+    /// asks for a prompt report. Bounded at `pending_events_max` exactly, the
+    /// `dropped` events included: past that, the event is dropped and counted in
+    /// the one `dropped` event of kind `"events"`.
     pub fn push_event(&mut self, now: Millis, event: serde_json::Value, effects: &mut Vec<Effect>) {
         let max = self.limits.pending_events_max.max(2);
-        // A marker already on its way to the server must not change under it.
-        let in_flight_seq = self.in_flight.as_ref().map_or(0, |f| f.carried_events_seq);
-        let events = &mut self.meta.events;
-        if events.len() + 1 >= max {
-            let dropped = match events.last_mut() {
-                Some(last)
-                    if last.seq > in_flight_seq
-                        && last.event.get("event").and_then(|e| e.as_str()) == Some("dropped") =>
-                {
-                    last
-                }
-                _ => {
-                    self.meta.event_seq += 1;
-                    events.push(StoredEvent {
-                        seq: self.meta.event_seq,
-                        event: serde_json::json!({"time": event.get("time"), "name": "", "event": "dropped", "count": 0}),
-                    });
-                    match events.last_mut() {
-                        Some(last) => last,
-                        None => return, // just pushed
-                    }
-                }
-            };
-            let count = dropped
-                .event
-                .get("count")
-                .and_then(|c| c.as_u64())
-                .unwrap_or(0)
-                + 1;
-            dropped.event["count"] = count.into();
-            dropped.event["message"] =
-                format!("{count} event(s) dropped: the queue holds {max}").into();
+        let dropped = &mut self.meta.dropped;
+        if self.meta.events.len() + 1 + dropped.markers() > max {
+            dropped.events = dropped.events.saturating_add(1);
+            dropped.events_time = event
+                .get("time")
+                .and_then(|t| t.as_i64())
+                .unwrap_or(self.wall_s);
+            self.keep_events_bound();
         } else {
             self.meta.event_seq += 1;
-            events.push(StoredEvent {
+            self.meta.events.push(StoredEvent {
                 seq: self.meta.event_seq,
                 event,
             });
         }
         effects.push(Effect::SaveMeta);
         self.request_report(now);
+    }
+
+    /// Counts `count` job results dropped past `pending_results_max`, reported
+    /// in one `dropped` event of kind `"results"`.
+    pub(super) fn drop_results(&mut self, count: u64) {
+        self.meta.dropped.results = self.meta.dropped.results.saturating_add(count);
+        self.meta.dropped.results_time = self.wall_s;
+        self.keep_events_bound();
+    }
+
+    /// A new `dropped` event takes the place of the newest queued event when the
+    /// queue is full, so that the bound holds exactly.
+    fn keep_events_bound(&mut self) {
+        let max = self.limits.pending_events_max.max(2);
+        while self.meta.events.len() + self.meta.dropped.markers() > max {
+            if self.meta.events.pop().is_none() {
+                break; // max >= 2 >= markers: cannot happen
+            }
+            let dropped = &mut self.meta.dropped;
+            dropped.events = dropped.events.saturating_add(1);
+            if dropped.events_time == 0 {
+                dropped.events_time = self.wall_s;
+            }
+        }
+    }
+
+    /// The `dropped` events of the next report: one per kind, with its count.
+    pub(super) fn dropped_events(&self) -> Vec<serde_json::Value> {
+        let max = self.limits.pending_events_max.max(2);
+        let d = &self.meta.dropped;
+        let mut out = Vec::new();
+        if d.events > 0 {
+            out.push(
+                serde_json::json!({"time": d.events_time, "event": "dropped",
+                "what": "events", "count": d.events,
+                "message": format!("{} event(s) dropped: the queue holds {max}", d.events)}),
+            );
+        }
+        if d.results > 0 {
+            out.push(
+                serde_json::json!({"time": d.results_time, "event": "dropped",
+                "what": "results", "count": d.results,
+                "message": format!("{} job result(s) dropped: at most {} wait for delivery",
+                    d.results, self.limits.pending_results_max)}),
+            );
+        }
+        out
     }
 
     /// Desired states of the children, kept in the metafile.

@@ -3,6 +3,7 @@
 
 use super::outage::Trouble;
 use super::{pacing, Core, Effect, InFlight, Outcome, Phase, REGISTER_PATH, STATUS_PATH};
+use crate::jobs;
 use crate::meta::JobState;
 use crate::wheel::Millis;
 use crate::wire::{self, JobResult, RegisterRequest, StatusRequest};
@@ -29,12 +30,13 @@ impl Core {
             return; // refused at start; a config job cannot empty every list
         };
         let wall_s = wall_ms.div_euclid(1000);
-        let (path, body, carried_jobs, carried_events_seq) = match self.phase {
-            Phase::Register => (REGISTER_PATH, self.register_body(), Vec::new(), 0),
+        let (path, body, carried_jobs, carried_events_seq, carried_dropped) = match self.phase {
+            Phase::Register => (REGISTER_PATH, self.register_body(), Vec::new(), 0, (0, 0)),
             Phase::Report => {
                 let (body, carried) = self.status_body(now, wall_s);
                 let events_seq = self.meta.events.last().map_or(0, |e| e.seq);
-                (STATUS_PATH, body, carried, events_seq)
+                let dropped = (self.meta.dropped.events, self.meta.dropped.results);
+                (STATUS_PATH, body, carried, events_seq, dropped)
             }
         };
         // Whatever asked is answered by this request (a scheduled slot still
@@ -57,6 +59,7 @@ impl Core {
             carried_events_seq,
             sent_at: now,
             sent_wall_ms: wall_ms,
+            carried_dropped,
         });
         let headers = match (&self.meta.key, &self.meta.secret) {
             (Some(key), Some(secret)) => crate::sign::headers(key, secret, wall_s, path, &body),
@@ -80,19 +83,29 @@ impl Core {
         serde_json::to_vec(&request).unwrap_or_default()
     }
 
-    fn status_body(&self, now: Millis, wall_s: i64) -> (Vec<u8>, Vec<String>) {
+    /// The report, and the results it carries. A result goes out only once it is
+    /// on disk (write-ahead); a refusal, which changed nothing, at once.
+    fn status_body(&self, now: Millis, wall_s: i64) -> (Vec<u8>, Vec<(String, u32, String)>) {
         let pending: Vec<JobResult<'_>> = self
             .meta
             .jobs
             .iter()
-            .filter(|record| !record.delivered && record.state == JobState::Finished)
+            .filter(|record| {
+                !record.delivered
+                    && record.state == JobState::Finished
+                    && (!record.unsaved || record.refused)
+            })
             .map(|record| JobResult {
                 id: &record.id,
                 errcode: record.errcode,
                 message: &record.message,
             })
             .collect();
-        let carried = pending.iter().map(|r| r.id.to_string()).collect();
+        let carried = pending
+            .iter()
+            .map(|r| (r.id.to_string(), r.errcode, r.message.to_string()))
+            .collect();
+        let dropped = self.dropped_events();
         let request = StatusRequest {
             hostname: &self.facts.hostname,
             agentsn: &self.meta.agentsn,
@@ -102,7 +115,13 @@ impl Core {
             step: self.meta.step_s,
             agents: self.agents.clone(),
             jobs: pending,
-            events: self.meta.events.iter().map(|e| &e.event).collect(),
+            events: self
+                .meta
+                .events
+                .iter()
+                .map(|e| &e.event)
+                .chain(dropped.iter())
+                .collect(),
         };
         // Serialising plain strings and integers cannot fail.
         (serde_json::to_vec(&request).unwrap_or_default(), carried)
@@ -267,17 +286,22 @@ impl Core {
             self.meta.registered = true;
             changed = true;
         }
-        for record in self.meta.jobs.iter_mut() {
-            if !record.delivered && flight.carried_jobs.contains(&record.id) {
-                record.delivered = true;
-                changed = true;
-            }
-        }
+        changed |= jobs::acknowledge(
+            &mut self.meta,
+            &flight.carried_jobs,
+            self.limits.job_ids_remembered,
+        );
         let events_before = self.meta.events.len();
         self.meta
             .events
             .retain(|e| e.seq > flight.carried_events_seq);
         changed |= self.meta.events.len() != events_before;
+        // Drops counted while the report was on its way stay, for the next one.
+        let dropped = &mut self.meta.dropped;
+        let (events, results) = flight.carried_dropped;
+        changed |= events > 0 || results > 0;
+        dropped.events = dropped.events.saturating_sub(events);
+        dropped.results = dropped.results.saturating_sub(results);
         if !answer.jobs.is_empty() {
             self.run_jobs(answer.jobs);
             changed = true;

@@ -70,7 +70,7 @@ fn a_repeated_job_id_is_not_run_again_but_its_result_is_reported_again() {
 }
 
 #[test]
-fn a_flood_of_jobs_is_bounded_the_excess_answered_queue_full() {
+fn a_flood_of_jobs_gets_a_result_for_each_or_one_dropped_event_counting_the_rest() {
     let mut sim = Sim::new(true, "a:1");
     sim.next_request();
     let jobs: Vec<Value> = (0..10_000)
@@ -79,30 +79,103 @@ fn a_flood_of_jobs_is_bounded_the_excess_answered_queue_full() {
     sim.answer(ok(json!({"jobs": jobs})));
     let limits = Limits::default();
     assert_eq!(sim.core.queued_jobs(), limits.jobs_queue_max);
-    assert!(
-        sim.core.meta().jobs.len() <= limits.job_ids_remembered,
-        "the journal stays bounded"
+    assert_eq!(
+        crate::jobs::undelivered(sim.core.meta()),
+        limits.pending_results_max,
+        "results kept are bounded by pending_results_max"
     );
-    let full: Vec<_> = sim
-        .core
-        .meta()
-        .jobs
-        .iter()
-        .filter(|r| r.errcode == ErrCode::Internal as u32)
-        .collect();
-    assert!(!full.is_empty() && full.iter().all(|r| r.message == "queue full"));
     let report = sim.next_request();
-    let results = report.body["jobs"].as_array().map(Vec::len).unwrap_or(0);
-    assert!(
-        results > 0 && results <= limits.job_ids_remembered,
-        "{results} results sent"
+    let results = report.body["jobs"].as_array().cloned().unwrap_or_default();
+    assert!(results
+        .iter()
+        .all(|r| r["errcode"] == 9 && r["message"] == "queue full"));
+    let dropped: Vec<&Value> = report.body["events"]
+        .as_array()
+        .map(|e| e.iter().filter(|e| e["event"] == "dropped").collect())
+        .unwrap_or_default();
+    assert_eq!(dropped.len(), 1, "{dropped:?}");
+    assert_eq!(dropped[0]["what"], "results");
+    assert!(dropped[0].get("name").is_none());
+    let count = dropped[0]["count"].as_u64().unwrap_or(0) as usize;
+    assert_eq!(
+        results.len() + limits.jobs_queue_max + count,
+        10_000,
+        "every job is answered, queued or counted"
     );
+    sim.answer(ok(json!({})));
+    let next = sim.next_request();
+    assert_eq!(next.body["events"], json!([]), "acknowledged once");
+    assert_eq!(next.body["jobs"], json!([]));
+    // A refused id sent again is not taken for a repeat: it is queued behind.
     let mut effects = Vec::new();
     let (id, job) = sim
         .core
         .take_job(&mut effects)
         .expect("the first queued job");
     assert_eq!((id.as_str(), job), ("j0", Job::Stop { name: "svc".into() }));
+    sim.answer(ok(
+        json!({"jobs": [{"id": "j9999", "action": "stop", "name": "svc"}]}),
+    ));
+    assert!(sim.core.queue.iter().any(|(id, _)| id == "j9999"));
+}
+
+#[test]
+fn a_job_whose_receipt_cannot_be_written_is_refused_with_errcode_5_and_may_run_later() {
+    let mut sim = Sim::new(true, "a:1");
+    sim.next_request();
+    let jobs = json!({"jobs": [
+        {"id": "s1", "action": "stop", "name": "svc"},
+        {"id": "c1", "action": "config", "step": 30},
+    ]});
+    let mut effects = Vec::new();
+    sim.core.on_outcome(sim.now, ok(jobs.clone()), &mut effects);
+    assert!(effects.contains(&Effect::SaveMeta));
+    assert!(
+        sim.core.take_job(&mut effects).is_none(),
+        "not before its receipt is on disk"
+    );
+    sim.core
+        .save_failed(sim.now, "No space left on device (os error 28)");
+    assert_eq!(sim.core.meta().step_s, 600, "the config job did not run");
+    assert_eq!(sim.core.queued_jobs(), 0);
+    let report = sim.next_request();
+    let results = report.body["jobs"].as_array().cloned().unwrap_or_default();
+    assert_eq!(results.len(), 2, "{results:?}");
+    for r in &results {
+        assert_eq!(r["errcode"], 5);
+        assert!(r["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("No space left")));
+    }
+    sim.answer(ok(jobs));
+    assert_eq!(sim.core.meta().step_s, 30, "sent again, it runs");
+    assert!(sim.core.take_job(&mut Vec::new()).is_some());
+}
+
+#[test]
+fn a_result_is_reported_only_once_it_is_on_disk() {
+    let mut sim = Sim::new(true, "a:1");
+    sim.next_request();
+    sim.answer(ok(
+        json!({"jobs": [{"id": "s1", "action": "stop", "name": "svc"}]}),
+    ));
+    let mut effects = Vec::new();
+    sim.core.take_job(&mut effects).expect("the job");
+    sim.core.job_done(
+        sim.now,
+        "s1",
+        ErrCode::Success,
+        "svc stopped".into(),
+        &mut effects,
+    );
+    sim.core.save_failed(sim.now, "disk full");
+    sim.answer(ok(json!({})));
+    let report = sim.next_request();
+    assert_eq!(report.body["jobs"], json!([]), "not on disk: not told");
+    sim.answer(ok(json!({})));
+    sim.saved(&[Effect::SaveMeta]);
+    let report = sim.next_request();
+    assert_eq!(report.body["jobs"][0]["id"], "s1");
 }
 
 #[test]
@@ -127,4 +200,50 @@ fn a_repeated_id_past_the_per_answer_limit_keeps_its_one_result() {
         .collect();
     assert_eq!(dup.len(), 1, "one result per id: {dup:?}");
     assert_eq!(dup[0].errcode, 0);
+}
+
+#[test]
+fn the_event_bound_holds_exactly_with_one_dropped_event_while_another_is_in_flight() {
+    let mut sim = Sim::new(true, "a:1");
+    sim.settle();
+    let max = Limits::default().pending_events_max;
+    let event = |i: usize| json!({"time": 1, "name": "svc", "event": "exited", "code": i});
+    let mut effects = Vec::new();
+    for i in 0..max + 10 {
+        sim.core.push_event(sim.now, event(i), &mut effects);
+    }
+    let first = sim.next_request(); // in flight, carrying a `dropped` event
+    let events = first.body["events"].as_array().cloned().unwrap_or_default();
+    assert_eq!(events.len(), max, "the bound, exactly");
+    let count = |events: &[Value]| -> Vec<u64> {
+        events
+            .iter()
+            .filter(|e| e["event"] == "dropped")
+            .map(|e| {
+                assert_eq!(e["what"], "events");
+                assert!(e.get("name").is_none(), "{e}");
+                e["count"].as_u64().unwrap_or(0)
+            })
+            .collect()
+    };
+    let first_dropped = count(&events);
+    assert_eq!(first_dropped.len(), 1);
+    assert_eq!(first_dropped[0] as usize + max - 1, max + 10);
+    for i in 0..20 {
+        sim.core.push_event(sim.now, event(i), &mut effects);
+    }
+    assert!(sim.core.meta().events.len() + sim.core.meta().dropped.markers() <= max);
+    sim.answer(http(500));
+    let second = sim.next_request();
+    let events = second.body["events"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(events.len(), max, "still the bound, never one more");
+    let dropped = count(&events);
+    assert_eq!(dropped.len(), 1, "one `dropped` event counting all");
+    assert_eq!(dropped[0], first_dropped[0] + 20);
+    sim.answer(ok(json!({})));
+    let third = sim.next_request();
+    assert_eq!(third.body["events"], json!([]));
 }

@@ -104,13 +104,16 @@ pub enum Timer {
 struct InFlight {
     phase: Phase,
     server: ServerAddr,
-    /// Job ids whose results this report carries, acknowledged by a 200 answer.
-    carried_jobs: Vec<String>,
+    /// The results this report carries (id, errcode, message), acknowledged by a
+    /// 200 answer.
+    carried_jobs: Vec<(String, u32, String)>,
     /// Events up to this sequence number are carried, acknowledged likewise.
     carried_events_seq: u64,
     /// When it was sent (monotonic), and what the wall clock read then.
     sent_at: Millis,
     sent_wall_ms: i64,
+    /// The counts of the `dropped` events carried, acknowledged likewise.
+    carried_dropped: (u64, u64),
 }
 
 /// How this process came to run, for the first report (docs/protocol.md section 3).
@@ -162,6 +165,11 @@ pub struct Core {
     agents: Vec<AgentStatus>,
     /// Jobs waiting for the edge, in order of arrival (bounded by `jobs_queue_max`).
     queue: VecDeque<(String, Job)>,
+    /// `config` jobs waiting for their receipt to be on disk (bounded by
+    /// `jobs_per_answer_max`: they run at the next write).
+    configs: VecDeque<(String, Job)>,
+    /// The wall clock at the last `on_time`, for the time of a `dropped` event.
+    wall_s: i64,
 }
 
 impl Core {
@@ -207,6 +215,8 @@ impl Core {
             results_dropped: 0,
             agents: Vec::new(),
             queue: VecDeque::new(),
+            configs: VecDeque::new(),
+            wall_s: 0,
         };
         let delay = match (phase, start) {
             (Phase::Report, Start::Boot) => pacing::first_report_delay_ms(
@@ -237,6 +247,7 @@ impl Core {
     /// Fires every timer due at `now`. `wall_ms` (Unix milliseconds) stamps the
     /// reports and places the next one at the agent's phase.
     pub fn on_time(&mut self, now: Millis, wall_ms: i64, effects: &mut Vec<Effect>) {
+        self.wall_s = wall_ms.div_euclid(1000);
         while let Some((id, timer)) = self.wheel.poll(now) {
             match timer {
                 Timer::Exchange => {

@@ -128,10 +128,25 @@ impl Sim {
         panic!("nothing sent in 1000 deadlines");
     }
 
+    /// The server's answer; a metafile write asked for succeeds at once.
     fn answer(&mut self, outcome: Outcome) -> Vec<Effect> {
         let mut effects = Vec::new();
         self.core.on_outcome(self.now, outcome, &mut effects);
+        self.saved(&effects);
         effects
+    }
+
+    /// The edge wrote the metafile, as often as the core asks (bounded).
+    fn saved(&mut self, effects: &[Effect]) {
+        let mut wanted = effects.contains(&Effect::SaveMeta);
+        for _ in 0..3 {
+            if !wanted {
+                return;
+            }
+            let mut more = Vec::new();
+            self.core.saved(self.now, &mut more);
+            wanted = more.contains(&Effect::SaveMeta);
+        }
     }
 
     /// Registers and answers the first report, leaving the agent healthy.

@@ -8,7 +8,7 @@ use crate::limits::Limits;
 use crate::meta::{Loaded, Meta, MetaStore};
 use crate::rng;
 use crate::servers::Servers;
-use crate::{jobs, tls};
+use crate::{jobrun, jobs, tls};
 use log::{info, warn};
 use std::path::PathBuf;
 
@@ -72,6 +72,13 @@ pub(super) fn first_or_later_start(
                 info!("-C/--client-cert ignored: the TLS files of the first start are persisted");
             }
             let mut meta = (**meta).clone();
+            // Before any child starts: an interrupted install or upgrade is rolled back.
+            if let Some(upgrade) = meta.child_upgrade.take() {
+                let (code, message) = jobrun::roll_back_interrupted(&options.data_dir, &upgrade);
+                warn!("job {}: {message}", upgrade.id);
+                jobs::finish(&mut meta, &upgrade.id, code as u32, message);
+                resolved.store.save(&meta)?;
+            }
             let interrupted = jobs::fail_interrupted(&mut meta);
             if interrupted > 0 {
                 warn!(

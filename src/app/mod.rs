@@ -231,6 +231,9 @@ pub fn run(options: &Options) -> Result<(), AppError> {
         http: http_tx,
         log,
         local: LocalCommands::new(limits.control_clients_max),
+        save_retry_ms: limits.meta_save_retry_ms,
+        save_retry_at: None,
+        save_failures: 0,
     }
     .run();
     child_logs.shutdown(); // the children are gone: drain what they wrote last

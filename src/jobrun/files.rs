@@ -90,18 +90,7 @@ pub(super) fn remove_old_versions(agent_dir: &Path, keep: &[Option<String>]) {
     }
 }
 
-/// Replaces `path` atomically; mode 0600, since envs may carry secrets.
+/// Replaces `path` atomically and durably; mode 0600, since envs may carry secrets.
 pub(super) fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("json.tmp");
-    let _ = fs::remove_file(&tmp);
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    fs::rename(&tmp, path)
+    crate::atomic_file::replace(path, bytes, 0o600)
 }

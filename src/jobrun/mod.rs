@@ -18,14 +18,18 @@
 //!
 //! Crash safety: packages are unpacked under `tmp/` (wiped at every start) and
 //! renamed into `agents/NAME/VERSION` whole; `current` is switched by renaming a
-//! new symlink over it. A `kill -9` at any point leaves the old version current, or
-//! the new one complete and current; the journal reports the job as interrupted.
+//! new symlink over it. Before an install or upgrade starts, what it must restore
+//! is in the metafile (`recover.rs`): a `kill -9`, a power cut or a stop at any
+//! point before its result is on disk is rolled back at the next start, before any
+//! child starts, and reported with errcode 6; a confirmed one is errcode 0.
 
 mod files;
 mod prepare;
 mod probation;
+mod recover;
 
 pub use files::current_version;
+pub use recover::roll_back_interrupted;
 
 use crate::download::DownloadLimits;
 use crate::event_loop::Event;
@@ -163,9 +167,13 @@ impl JobRunner {
 
     /// Ends the job in progress without waiting for it (BootAgent's shutdown): its
     /// result is errcode 9 with `why`. A package still being prepared is left
-    /// where it is, not switched to.
+    /// where it is, not switched to. An install or upgrade gets no result here:
+    /// its record in the metafile makes the next start roll it back (errcode 6).
     pub fn abandon(&mut self, why: &str) -> Option<(String, JobResult)> {
         let current = self.current.take()?;
+        if matches!(current.job, Job::Install(_)) {
+            return None;
+        }
         Some((current.id, (ErrCode::Internal, why.to_string())))
     }
 

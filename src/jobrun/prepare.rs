@@ -93,8 +93,10 @@ fn prepare(
                 _ => Ok(()),
             })
             .and_then(|()| fs::rename(&staging, &target))
-            .and_then(|()| fs::write(agent_dir.join(format!("{version}{SHA256_SUFFIX}")), &sha))
-            .and_then(|()| fs::File::open(&agent_dir)?.sync_all())
+            .and_then(|()| {
+                let sha_file = agent_dir.join(format!("{version}{SHA256_SUFFIX}"));
+                crate::atomic_file::replace(&sha_file, sha.as_bytes(), 0o644)
+            })
             .map_err(|err| {
                 let _ = fs::remove_dir_all(&staging);
                 (

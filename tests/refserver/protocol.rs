@@ -187,11 +187,16 @@ fn check_report(obj: &Map<String, Value>) -> Result<(), String> {
         let Some(e) = e.as_object() else {
             return Err(format!("events[{i}] must be an object"));
         };
-        check_field(e, "time", true, "an integer", number)
-            .and_then(|_| check_field(e, "name", true, "a string", Value::is_string))
-            .and_then(|_| check_field(e, "event", true, "a string", Value::is_string))
-            .map_err(|e| format!("events[{i}]: {e}"))?;
         let kind = e.get("event").and_then(Value::as_str).unwrap_or_default();
+        // A `dropped` event counts what was dropped, and names no agent.
+        let dropped = kind == "dropped";
+        let is_what = |v: &Value| matches!(v.as_str(), Some("events" | "results"));
+        check_field(e, "time", true, "an integer", number)
+            .and_then(|_| check_field(e, "name", !dropped, "a string", Value::is_string))
+            .and_then(|_| check_field(e, "event", true, "a string", Value::is_string))
+            .and_then(|_| check_field(e, "count", dropped, "an integer", Value::is_u64))
+            .and_then(|_| check_field(e, "what", dropped, "\"events\" or \"results\"", is_what))
+            .map_err(|e| format!("events[{i}]: {e}"))?;
         if !EVENT_KINDS.contains(&kind) {
             return Err(format!("events[{i}]: unknown event {kind:?}"));
         }
