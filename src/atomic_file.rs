@@ -1,6 +1,6 @@
 //! Replacing a file of the data directory so that a crash or a power cut leaves
 //! either the old content or the new, never a mix, an empty file or no file
-//! (PROTOCOL.md section 8): the new content goes to a temporary file in the same
+//! (docs/protocol.md section 8): the new content goes to a temporary file in the same
 //! directory, is fsync'd, renamed over the file, and the directory is fsync'd so
 //! that the rename itself is on disk.
 //!

@@ -113,7 +113,7 @@ impl Dropped {
 }
 
 /// An install or upgrade of a child between the moment it touches
-/// `agents/NAME` and its result (PROTOCOL.md section 7: an interrupted upgrade
+/// `agents/NAME` and its result (docs/protocol.md section 7: an interrupted upgrade
 /// ends confirmed or rolled back, never in between). Written to the metafile
 /// before the job starts and removed in the same write as the job's result, so
 /// a start that finds one knows the job was interrupted, and restores the

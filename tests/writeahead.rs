@@ -1,4 +1,4 @@
-//! End to end: write-ahead jobs (PROTOCOL.md section 7). A job runs only once
+//! End to end: write-ahead jobs (docs/protocol.md section 7). A job runs only once
 //! its receipt is on disk: on a full disk it is refused with errcode 5 and runs
 //! when sent again once there is room; the metafile is written again when space
 //! returns, without anything else changing. A flood of jobs in one answer gets a

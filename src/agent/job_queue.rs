@@ -1,7 +1,7 @@
 //! The jobs of the server's answers: validation, the `config` job run at once, the
 //! queue of the others for the edge, and their results in the bounded journal.
 //!
-//! Write-ahead (PROTOCOL.md section 7): a job is entered in the journal as
+//! Write-ahead (docs/protocol.md section 7): a job is entered in the journal as
 //! received, and runs only once that receipt is on disk: the edge tells the core
 //! with `saved` after every successful write of the metafile, and with
 //! `save_failed` after a failed one, which refuses (errcode 5, not remembered) every

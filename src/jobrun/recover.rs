@@ -1,5 +1,5 @@
 //! An install or upgrade interrupted by a crash, a `kill -9`, a power cut or a
-//! stop of BootAgent ends rolled back, never in between (PROTOCOL.md section 7).
+//! stop of BootAgent ends rolled back, never in between (docs/protocol.md section 7).
 //!
 //! Before an install or upgrade touches `agents/NAME`, the loop writes a
 //! `ChildUpgrade` record to the metafile with what to restore (`undo_record`);
