@@ -342,35 +342,28 @@ impl<C: Clock> EventLoop<'_, C> {
     fn flush(&mut self, effects: &mut Vec<Effect>) -> Result<(), ()> {
         effects.retain(|e| *e != Effect::SaveMeta);
         let now = self.clock.now_ms();
-        // Bounded: a write after `saved` only records the config jobs it ran.
-        for _ in 0..3 {
-            if let Err(err) = self.store.save(self.core.meta()) {
-                self.save_failures += 1;
-                if self.save_failures.is_power_of_two() {
-                    error!(
-                        "{err}; keeping the state in memory, refusing new jobs and retrying \
-                         every {} ms ({} failed write(s) in a row)",
-                        self.save_retry_ms, self.save_failures
-                    );
-                }
-                self.core.save_failed(now, &err.to_string());
-                self.save_retry_at = Some(now.saturating_add(self.save_retry_ms));
-                return Err(());
-            }
-            if self.save_failures > 0 {
-                info!(
-                    "metafile written again after {} failed write(s)",
-                    self.save_failures
+        if let Err(err) = self.store.save(self.core.meta()) {
+            self.save_failures += 1;
+            if self.save_failures.is_power_of_two() {
+                error!(
+                    "{err}; keeping the state in memory, refusing new jobs and retrying \
+                     every {} ms ({} failed write(s) in a row)",
+                    self.save_retry_ms, self.save_failures
                 );
-                self.save_failures = 0;
             }
-            self.save_retry_at = None;
-            let mut more = Vec::new();
-            self.core.saved(now, &mut more);
-            if !more.contains(&Effect::SaveMeta) {
-                break;
-            }
+            self.core.save_failed(now, &err.to_string());
+            self.save_retry_at = Some(now.saturating_add(self.save_retry_ms));
+            return Err(());
         }
+        if self.save_failures > 0 {
+            info!(
+                "metafile written again after {} failed write(s)",
+                self.save_failures
+            );
+            self.save_failures = 0;
+        }
+        self.save_retry_at = None;
+        self.core.saved();
         Ok(())
     }
 }

@@ -67,15 +67,10 @@ impl Core {
                 continue;
             }
             match jobs::parse_job(&value, &self.limits, self.facts.host.cpus) {
-                Ok((id, job @ Job::Config { .. })) => {
-                    if self.record(
-                        id.clone(),
-                        JobState::Received,
-                        (ErrCode::Success, ""),
-                        false,
-                    ) {
-                        self.configs.push_back((id, job));
-                        self.report_wanted = true; // its result, once it ran
+                Ok((id, Job::Config { svrlist, step_s })) => {
+                    let received = (ErrCode::Success, "");
+                    if self.record(id.clone(), JobState::Received, received, false) {
+                        self.run_config(id, svrlist, step_s);
                     }
                 }
                 Ok((id, job)) if self.queue.len() < self.limits.jobs_queue_max => {
@@ -140,20 +135,26 @@ impl Core {
         self.queue.pop_front()
     }
 
-    /// The edge wrote the metafile: everything in it is on disk. Received
-    /// `config` jobs run now; their results are written next.
-    pub fn saved(&mut self, now: Millis, effects: &mut Vec<Effect>) {
+    /// The edge wrote the metafile: everything in it is on disk.
+    pub fn saved(&mut self) {
         for record in self.meta.jobs.iter_mut() {
             record.unsaved = false;
         }
-        while let Some((id, job)) = self.configs.pop_front() {
-            if let Job::Config { svrlist, step_s } = job {
-                let message = self.configure(svrlist, step_s);
-                jobs::finish(&mut self.meta, &id, ErrCode::Success as u32, message);
-                effects.push(Effect::SaveMeta);
-                self.request_report(now);
-            }
-        }
+        self.config_undo = None;
+    }
+
+    /// Runs a `config` job at once, so that the next report is scheduled with
+    /// it; `save_failed` undoes it if its receipt cannot be written. Nothing of it
+    /// leaves the core before the metafile is written.
+    fn run_config(&mut self, id: String, svrlist: Option<Vec<ServerAddr>>, step_s: Option<u64>) {
+        let before = (self.meta.servers_server.clone(), self.meta.step_s);
+        self.config_undo
+            .get_or_insert_with(|| (before, Vec::new()))
+            .1
+            .push(id.clone());
+        let message = self.configure(svrlist, step_s);
+        jobs::finish(&mut self.meta, &id, ErrCode::Success as u32, message);
+        self.report_wanted = true;
     }
 
     /// The edge could not write the metafile (`why`): every job whose receipt is
@@ -167,11 +168,19 @@ impl Core {
                 refused.push(record.id.clone());
             }
         }
+        if let Some(((servers, step_s), ids)) = self.config_undo.take() {
+            info!("config job(s) undone: their receipt could not be written");
+            self.meta.step_s = step_s;
+            // Persisted lists were written by us, from validated lists.
+            self.servers
+                .set_server_given(crate::addr::parse_list(&servers).unwrap_or_default());
+            self.meta.servers_server = servers;
+            refused.extend(ids);
+        }
         if refused.is_empty() {
             return;
         }
         self.queue.retain(|(id, _)| !refused.contains(id));
-        self.configs.retain(|(id, _)| !refused.contains(id));
         for id in &refused {
             jobs::refuse(
                 &mut self.meta,

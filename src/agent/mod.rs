@@ -127,6 +127,9 @@ pub enum Start {
     AfterExec,
 }
 
+/// The server list and step before `config` jobs not yet on disk, and their ids.
+type ConfigUndo = ((String, u64), Vec<String>);
+
 pub struct Core {
     limits: Limits,
     facts: Facts,
@@ -165,9 +168,9 @@ pub struct Core {
     agents: Vec<AgentStatus>,
     /// Jobs waiting for the edge, in order of arrival (bounded by `jobs_queue_max`).
     queue: VecDeque<(String, Job)>,
-    /// `config` jobs waiting for their receipt to be on disk (bounded by
-    /// `jobs_per_answer_max`: they run at the next write).
-    configs: VecDeque<(String, Job)>,
+    /// The server list and step before the `config` jobs not yet on disk, and
+    /// their ids: what `save_failed` restores and refuses.
+    config_undo: Option<ConfigUndo>,
     /// The wall clock at the last `on_time`, for the time of a `dropped` event.
     wall_s: i64,
 }
@@ -215,7 +218,7 @@ impl Core {
             results_dropped: 0,
             agents: Vec::new(),
             queue: VecDeque::new(),
-            configs: VecDeque::new(),
+            config_undo: None,
             wall_s: 0,
         };
         let delay = match (phase, start) {

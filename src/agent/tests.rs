@@ -136,16 +136,10 @@ impl Sim {
         effects
     }
 
-    /// The edge wrote the metafile, as often as the core asks (bounded).
+    /// The edge wrote the metafile when asked to.
     fn saved(&mut self, effects: &[Effect]) {
-        let mut wanted = effects.contains(&Effect::SaveMeta);
-        for _ in 0..3 {
-            if !wanted {
-                return;
-            }
-            let mut more = Vec::new();
-            self.core.saved(self.now, &mut more);
-            wanted = more.contains(&Effect::SaveMeta);
+        if effects.contains(&Effect::SaveMeta) {
+            self.core.saved();
         }
     }
 
