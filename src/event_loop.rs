@@ -88,6 +88,7 @@ impl<C: Clock> EventLoop<'_, C> {
             self.carry_out(&mut effects);
             if let Some(signal) = stopping {
                 if self.supervisor.all_down() {
+                    self.supervisor.end_strays();
                     let _ = self.flush(&mut effects);
                     return Exit::Signalled(signal);
                 }

@@ -86,7 +86,9 @@ pub struct Limits {
     /// Log files kept per child: `NAME.log` plus `NAME.log.1` … (section 6).
     pub child_log_files_max: u32,
     /// How resource limits are enforced: `auto` (cgroup v2, else v1, else /proc),
-    /// or one mechanism forced (`-o limit_mechanism=proc`).
+    /// or one mechanism forced (`-o limit_mechanism=proc`). Except with `proc`, a child
+    /// whose mechanism makes no cgroup still gets one without controllers, to track its
+    /// processes; `proc` makes no cgroup at all (subreaper and environment marker).
     pub limit_mechanism: Choice,
     /// Local control (`bootagent restart|stop|start`, docs/protocol.md section 6): how long
     /// the command waits for the agent's answer. The agent answers once the matching job

@@ -187,15 +187,77 @@ pub fn reap(pid: i32) -> Option<Reaped> {
     }
 }
 
-/// Kills every process whose environment holds `marker` (an exact `NAME=value`
-/// prefix): children of a BootAgent that was killed with `kill -9`, and their
-/// own children, found by the environment they inherited. Returns how many.
-pub fn kill_marked_processes(marker: &[u8]) -> usize {
+/// `PR_SET_CHILD_SUBREAPER`: orphans of this process's descendants (a daemon that
+/// left its parent) are reparented to it rather than to init, so that it can find them.
+pub fn become_subreaper() -> io::Result<()> {
+    // SAFETY: prctl with an integer option; no memory effects.
+    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The pid of a child of this process that has exited, without reaping it
+/// (`waitid(P_ALL, WEXITED | WNOHANG | WNOWAIT)`): the caller decides whose it is and
+/// reaps it by pid, so that no child's status is ever taken from its owner.
+pub fn peek_exited_child() -> Option<i32> {
+    // SAFETY: siginfo_t is plain old data; all-zero bytes are a valid value.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `info` is a valid out-pointer for the duration of the call.
+    let rc = unsafe {
+        libc::waitid(
+            libc::P_ALL,
+            0,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        )
+    };
+    if rc != 0 {
+        return None; // ECHILD: no child at all
+    }
+    // SAFETY: waitid filled `info` for a child event (si_pid is 0 when none is waiting).
+    let pid = unsafe { info.si_pid() };
+    (pid > 0).then_some(pid)
+}
+
+/// The pids of the processes whose parent is `parent`, from `/proc/PID/stat`.
+pub fn children_of(parent: u32) -> Vec<i32> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
-        return 0;
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid …`: comm may hold anything, so read after its last ')'.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|ppid| ppid.parse::<u32>().ok());
+        if ppid == Some(parent) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// The processes (other than this one) whose environment holds a variable starting
+/// with each of `markers` (`NAME=value` prefixes, all of them required).
+pub fn marked_processes(markers: &[&[u8]]) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
     };
     let me = std::process::id();
-    let mut killed = 0;
+    let mut found = Vec::new();
     for entry in entries.flatten() {
         let Some(pid) = entry
             .file_name()
@@ -210,15 +272,26 @@ pub fn kill_marked_processes(marker: &[u8]) -> usize {
         let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
             continue; // gone, or not ours to read
         };
-        if environ
-            .split(|&b| b == 0)
-            .any(|var| var.starts_with(marker))
-            && signal_process(pid as i32, libc::SIGKILL).is_ok()
-        {
-            killed += 1;
+        let marked = markers.iter().all(|marker| {
+            environ
+                .split(|&b| b == 0)
+                .any(|var| var.starts_with(marker))
+        });
+        if marked {
+            found.extend(i32::try_from(pid).ok());
         }
     }
-    killed
+    found
+}
+
+/// Kills every process whose environment holds `marker` (an exact `NAME=value`
+/// prefix): children of a BootAgent that was killed with `kill -9`, and their
+/// own children, found by the environment they inherited. Returns how many.
+pub fn kill_marked_processes(marker: &[u8]) -> usize {
+    marked_processes(&[marker])
+        .into_iter()
+        .filter(|&pid| signal_process(pid, libc::SIGKILL).is_ok())
+        .count()
 }
 
 /// The user id of the process at the other end of a connected Unix socket

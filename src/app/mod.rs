@@ -25,7 +25,7 @@ use crate::jobrun::JobRunner;
 use crate::limits::Limits;
 use crate::meta::{Meta, MetaError};
 use crate::rng::Rng;
-use crate::supervisor::Supervisor;
+use crate::supervisor::{AtStart, Supervisor};
 use crate::unpack::UnpackLimits;
 use crate::{hostinfo, http, logging, reslimit, status, sys, tls};
 use log::{info, warn};
@@ -249,18 +249,14 @@ pub fn run(options: &Options) -> Result<(), AppError> {
     }
 }
 
-/// Clears what a killed predecessor left running, then finds the children on
-/// disk and starts those that should run.
+/// Ends what a killed predecessor's children left running (or adopts them, after an
+/// exec hand-over), then finds the children on disk and starts those that should run.
 fn start_supervisor(
     data_dir: &Path,
     limits: &Limits,
     meta: &Meta,
     clock: &RealClock,
 ) -> Result<(Supervisor, ChildLogs), AppError> {
-    let leftovers = sys::kill_marked_processes(&Supervisor::marker(data_dir));
-    if leftovers > 0 {
-        warn!("killed {leftovers} process(es) left running by a previous BootAgent");
-    }
     let logs_dir = data_dir.join("logs");
     fs::DirBuilder::new()
         .recursive(true)
@@ -280,14 +276,43 @@ fn start_supervisor(
         err,
     })?;
     let mechanism = reslimit::detect(limits.limit_mechanism); // logs what it chose, and why
+                                                              // A cgroup per child even without limits, unless the operator chose no cgroups.
+    let track = match limits.limit_mechanism {
+        reslimit::Choice::Proc => None,
+        _ => match reslimit::detect_tracking(&mechanism) {
+            Ok(track) => track,
+            Err(reasons) => {
+                info!("no tracking cgroup for children: {reasons}");
+                None
+            }
+        },
+    };
+    if let Some(track) = &track {
+        info!(
+            "children's processes tracked in cgroups under {}",
+            track.dir.display()
+        );
+    }
     let cpus = hostinfo::host_info().cpus;
     let mut supervisor = Supervisor::new(
         data_dir,
         mechanism,
+        track,
         Some(logs.clone()),
         cpus,
         clock.now_ms(),
     );
+    // The exec hand-over of a self-upgrade (PROTOCOL.md section 10) is the one start
+    // that passes `true` here, and then adopts the children instead.
+    match AtStart::decide(false) {
+        AtStart::EndLeftovers => {
+            let leftovers = supervisor.end_leftovers();
+            if leftovers > 0 {
+                warn!("killed {leftovers} process(es) left running by a previous BootAgent");
+            }
+        }
+        AtStart::Adopt => info!("adopting the children of the previous BootAgent"),
+    }
     for skipped in supervisor.discover(&meta.stopped, clock.now_ms(), clock.wall_s()) {
         warn!("{skipped}");
     }

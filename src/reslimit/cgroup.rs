@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::detect::{make_dir_with, make_v2_parent};
 use super::{context, quoted, read_text, with_path, write_file};
-use super::{Mechanism, ResourceLimits, CPU_PCT_PER_CPU, PROCS_FILE};
+use super::{Mechanism, ResourceLimits, TrackParent, CPU_PCT_PER_CPU, PROCS_FILE};
 use crate::sys;
 
 /// What a process writes into `cgroup.procs` to move itself.
@@ -110,6 +110,38 @@ impl Cgroup {
                 Ok(cgroup)
             }
         }
+    }
+
+    /// A cgroup only to gather the child's processes (no controller, no limit), below
+    /// `parent` (see `track.rs`); a leftover of the same name is cleared as by `create`.
+    pub fn create_tracking(parent: &TrackParent, name: &str) -> io::Result<Cgroup> {
+        check_name(name)?;
+        let version = if parent.v2 { Version::V2 } else { Version::V1 };
+        let mut cgroup = Cgroup::new(version);
+        cgroup.make_leaf(&parent.dir, name)?;
+        Ok(cgroup)
+    }
+
+    /// The processes in the cgroup and its sub-cgroups (of every hierarchy it is in).
+    pub fn pids(&self) -> Vec<i32> {
+        let mut pids = Vec::new();
+        for dir in &self.dirs {
+            let _ = collect_pids(dir, 0, &mut pids); // a failed read: what was read
+        }
+        pids.sort_unstable();
+        pids.dedup();
+        pids
+    }
+
+    /// Sends `signal` to every process in the cgroup, however it left its process group
+    /// or session; `SIGKILL` through `cgroup.kill` where v2 has it. Returns how many.
+    pub fn signal(&self, signal: libc::c_int) -> usize {
+        let pids = self.pids();
+        match (signal, self.dirs.first()) {
+            (libc::SIGKILL, Some(dir)) => kill_all(dir, self.version, &pids),
+            _ => signal_pids(&pids, signal),
+        }
+        pids.len()
     }
 
     /// Descriptors of the `cgroup.procs` files, opened in advance (write-only,
@@ -300,15 +332,28 @@ fn kill_all(dir: &Path, version: Version, pids: &[i32]) {
     let killed = version == Version::V2
         && dir.join("cgroup.kill").is_file()
         && write_file(dir, "cgroup.kill", "1").is_ok();
-    if killed {
-        return;
+    if !killed {
+        signal_pids(pids, libc::SIGKILL);
     }
+}
+
+fn signal_pids(pids: &[i32], signal: libc::c_int) {
     let me = i32::try_from(std::process::id()).unwrap_or(i32::MAX);
     for &pid in pids.iter().filter(|&&pid| pid != me) {
         // A pid that exited meanwhile is no error; one reused since the read could be
         // hit, a window of microseconds that only a freezer would close.
-        let _ = sys::signal_process(pid, libc::SIGKILL);
+        let _ = sys::signal_process(pid, signal);
     }
+}
+
+/// Kills what is in a leftover cgroup `dir` of a previous run (and its sub-cgroups),
+/// then removes it; bounded by about a second. Returns how many processes it found.
+pub fn clear_leftover(dir: &Path, v2: bool) -> io::Result<usize> {
+    let mut pids = Vec::new();
+    let _ = collect_pids(dir, 0, &mut pids);
+    let version = if v2 { Version::V2 } else { Version::V1 };
+    let deadline = Instant::now() + Duration::from_millis(CGROUP_EMPTY_WAIT_MS);
+    clear(dir, version, deadline).map(|()| pids.len())
 }
 
 /// Removes `dir` and its sub-cgroups, deepest first (cgroupfs removes the interface

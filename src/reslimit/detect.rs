@@ -12,10 +12,10 @@ use super::{quoted, read_text, text, with_path, write_file, ResourceLimits, PROC
 use crate::sys;
 
 /// BootAgent's parent cgroup in v2 and in v1.
-const V2_PARENT_NAME: &str = "bootagent-children";
+pub(super) const V2_PARENT_NAME: &str = "bootagent-children";
 /// The v2 leaf BootAgent moves into when its own cgroup is delegated to it.
-const V2_SUPERVISOR_NAME: &str = "bootagent-supervisor";
-const V1_PARENT_NAME: &str = "bootagent";
+pub(super) const V2_SUPERVISOR_NAME: &str = "bootagent-supervisor";
+pub(super) const V1_PARENT_NAME: &str = "bootagent";
 /// The v2 controllers BootAgent needs, as written to `cgroup.subtree_control`.
 const V2_CONTROLLERS: [&str; 2] = ["memory", "cpu"];
 

@@ -31,6 +31,15 @@
 //!   other: [`Mechanism::fallback_limits`] says which limit is then left to `/proc`.
 //! - **`/proc` sampling**, where no cgroup can be made (no cgroupfs, not root, read-only).
 //!
+//! # Tracking
+//!
+//! Every child gets a cgroup, with or without limits, so that a process that leaves its
+//! process group is still found: the mechanism's, or where that is `/proc` (found, not
+//! chosen), a tracking cgroup without controllers from [`detect_tracking`] (`track.rs`):
+//! any v2 cgroup below BootAgent's own, else a v1 hierarchy (`pids`, a named one, any).
+//! [`Cgroup::signal`] reaches every member; [`leftover_cgroups`] and [`clear_leftover`]
+//! end what a killed predecessor's children left in theirs.
+//!
 //! # Joining a cgroup
 //!
 //! A child must be in its cgroup before its first instruction, so that nothing it forks
@@ -70,8 +79,8 @@
 //!
 //! `parse.rs` reads the `limits` object; `detect.rs` chooses the mechanism and makes
 //! BootAgent's parent cgroups, from what `facts.rs` reads of `/proc/self/mountinfo` and
-//! `/proc/self/cgroup`; `cgroup.rs` is the cgroup of one child; `proc.rs` is the `/proc`
-//! fallback. The raw system calls (`write`, `kill`, `access`, `sysconf`) are in `sys.rs`.
+//! `/proc/self/cgroup`; `cgroup.rs` is the cgroup of one child; `track.rs` the tracking
+//! cgroups and leftovers; `proc.rs` is the `/proc` fallback. The raw system calls (`write`, `kill`, `access`, `sysconf`) are in `sys.rs`.
 
 mod cgroup;
 mod detect;
@@ -80,6 +89,7 @@ mod parse;
 mod proc;
 #[cfg(test)]
 mod testing;
+mod track;
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
@@ -87,12 +97,13 @@ use std::io::{self, Read, Write};
 use std::path::Path;
 
 pub use crate::wheel::Millis;
-pub use cgroup::{join_in_child, Cgroup};
+pub use cgroup::{clear_leftover, join_in_child, Cgroup};
 pub use detect::{describe, detect, release, Choice, Mechanism};
 pub use parse::{
     parse_limits, ResourceLimits, CPU_PCT_MIN, CPU_PCT_PER_CPU, MEMORY_BYTES_MAX, MEMORY_BYTES_MIN,
 };
 pub use proc::{group_usage, GroupUsage, Throttle, Verdict};
+pub use track::{detect_tracking, leftover_cgroups, parent_dirs, TrackParent};
 
 /// Longest piece of a bad value quoted in an error message.
 const QUOTED_CHARS_MAX: usize = 32;

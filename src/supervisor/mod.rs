@@ -13,13 +13,15 @@ mod limits;
 mod report;
 mod settings;
 mod spawn;
+mod tracking;
 
 pub use report::ChildView;
 pub use settings::{parse_envs, valid_name, Settings};
+pub use tracking::AtStart;
 
 use crate::child::{Action, Child, Exit, Input, RestartPolicy};
 use crate::childlog::ChildLogs;
-use crate::reslimit::{Cgroup, Mechanism, Throttle};
+use crate::reslimit::{Cgroup, Mechanism, Throttle, TrackParent};
 use crate::sys::{self, Reaped};
 use crate::wheel::{Millis, TimerId, Wheel};
 use crate::wire::ChildEvent;
@@ -70,6 +72,11 @@ pub struct Supervisor {
     slots: BTreeMap<String, Slot>,
     wheel: Wheel<(String, Timer)>,
     mechanism: Mechanism,
+    /// Where tracking cgroups go when `mechanism` makes none (see `tracking.rs`).
+    track: Option<TrackParent>,
+    /// Some child runs without a cgroup: BootAgent is a child subreaper and finds that
+    /// child's escaped processes by their environment (see `tracking.rs`).
+    subreaper: bool,
     logs: Option<ChildLogs>,
     cpus: u32,
     events: Vec<ChildEvent>,
@@ -82,21 +89,28 @@ impl Supervisor {
     pub fn new(
         data_dir: &Path,
         mechanism: Mechanism,
+        track: Option<TrackParent>,
         logs: Option<ChildLogs>,
         cpus: u32,
         now: Millis,
     ) -> Self {
-        Supervisor {
+        let mut supervisor = Supervisor {
             data_dir: data_dir.to_path_buf(),
             cgroup_tag: path_tag(data_dir),
             slots: BTreeMap::new(),
             wheel: Wheel::new(now),
             mechanism,
+            track,
+            subreaper: false,
             logs,
             cpus,
             events: Vec::new(),
             changed: false,
+        };
+        if supervisor.mechanism == Mechanism::Proc && supervisor.track.is_none() {
+            supervisor.without_cgroups("no cgroup can be made on this host");
         }
+        supervisor
     }
 
     pub fn mechanism(&self) -> &Mechanism {
@@ -152,6 +166,18 @@ impl Supervisor {
         if let Some(pid) = slot.child.pid() {
             if let Err(err) = sys::signal_group(pid, signal) {
                 warn!("{name}: signal {signal} to process group {pid}: {err}");
+            }
+            // Those that left the group (`setsid`, daemons) too.
+            match &slot.cgroup {
+                Some(cgroup) => {
+                    cgroup.signal(signal);
+                }
+                None if self.subreaper => {
+                    for stray in sys::marked_processes(&[&child_marker(&self.data_dir, name)]) {
+                        let _ = sys::signal_process(stray, signal);
+                    }
+                }
+                None => {}
             }
             // A group paused by the CPU throttle must run to handle SIGTERM.
             if let Some(id) = slot.resume_timer.take() {
@@ -209,7 +235,8 @@ impl Supervisor {
         }
     }
 
-    /// Reaps every child that has exited (after `SIGCHLD`; several may have).
+    /// Reaps every child that has exited (after `SIGCHLD`; several may have), each by
+    /// its pid; as a subreaper, also the orphans reparented to BootAgent.
     pub fn on_sigchld(&mut self, now: Millis, wall_s: i64) {
         let running: Vec<(String, i32)> = self
             .slots
@@ -217,16 +244,25 @@ impl Supervisor {
             .filter_map(|(name, slot)| slot.child.pid().map(|pid| (name.clone(), pid)))
             .collect();
         for (name, pid) in running {
-            let Some(reaped) = sys::reap(pid) else {
-                continue;
-            };
-            let exit = match reaped {
-                Reaped::Code(code) => Exit::Code(code),
-                Reaped::Signal(signal) => Exit::Signal(signal),
-            };
-            let limit = self.after_exit(&name, pid);
-            self.input(&name, Input::Exited { exit, limit }, now, wall_s);
+            self.reap_child(&name, pid, now, wall_s);
         }
+        if self.subreaper {
+            self.reap_strays(now, wall_s);
+        }
+    }
+
+    /// Reaps the child `name` if its process `pid` has exited. False if it has not.
+    fn reap_child(&mut self, name: &str, pid: i32, now: Millis, wall_s: i64) -> bool {
+        let Some(reaped) = sys::reap(pid) else {
+            return false;
+        };
+        let exit = match reaped {
+            Reaped::Code(code) => Exit::Code(code),
+            Reaped::Signal(signal) => Exit::Signal(signal),
+        };
+        let limit = self.after_exit(name, pid);
+        self.input(name, Input::Exited { exit, limit }, now, wall_s);
+        true
     }
 
     /// Asks every child to stop (BootAgent's own shutdown).
@@ -342,6 +378,21 @@ impl Supervisor {
     pub fn all_down(&self) -> bool {
         self.slots.values().all(|slot| slot.child.pid().is_none())
     }
+
+    /// The pid of the child `name`'s main process, and its name, for a pid.
+    fn owner_of(&self, pid: i32) -> Option<String> {
+        (self.slots.iter())
+            .find(|(_, slot)| slot.child.pid() == Some(pid))
+            .map(|(name, _)| name.clone())
+    }
+}
+
+/// `BOOT_AGENT_DIR=<data>/agents/NAME/`: the mark of every process of the child `name`.
+fn child_marker(data_dir: &Path, name: &str) -> Vec<u8> {
+    let mut marker = Supervisor::marker(data_dir);
+    marker.extend_from_slice(name.as_bytes());
+    marker.push(b'/');
+    marker
 }
 
 /// Eight hex digits of FNV-1a over a path: short, stable, distinct enough.

@@ -4,7 +4,7 @@
 use super::{Slot, Supervisor, Timer, CHILD_PATH};
 use crate::child::Input;
 use crate::childlog::ChildLogs;
-use crate::reslimit::{Cgroup, Mechanism, Throttle};
+use crate::reslimit::{Cgroup, Mechanism, Throttle, TrackParent};
 use crate::sys::{self, SpawnSpec};
 use crate::wheel::Millis;
 use log::warn;
@@ -21,14 +21,25 @@ impl Supervisor {
             };
         };
         let cgroup_name = format!("agent-{name}-{}", self.cgroup_tag);
-        match spawn_slot(
+        let mut no_cgroup = None;
+        let spawned = spawn_slot(
             name,
             &cgroup_name,
             slot,
-            &self.mechanism,
+            (&self.mechanism, self.track.as_ref()),
             self.logs.as_ref(),
             &log_path,
-        ) {
+            &mut no_cgroup,
+        );
+        if let Some(why) = no_cgroup {
+            self.without_cgroups(&why);
+        }
+        let Some(slot) = self.slots.get_mut(name) else {
+            return Input::SpawnFailed {
+                error: "no such agent".into(),
+            };
+        };
+        match spawned {
             Ok(pid) => {
                 slot.started_wall = Some(wall_s);
                 slot.killed_for = None;
@@ -61,13 +72,15 @@ impl Supervisor {
 }
 
 /// Everything a spawn needs, carried out: the cgroup, the log pipe, the process.
+/// `no_cgroup` gets the reason when the child runs without a cgroup of its own.
 fn spawn_slot(
     name: &str,
     cgroup_name: &str,
     slot: &mut Slot,
-    mechanism: &Mechanism,
+    (mechanism, track): (&Mechanism, Option<&TrackParent>),
     logs: Option<&ChildLogs>,
     log_path: &Path,
+    no_cgroup: &mut Option<String>,
 ) -> io::Result<i32> {
     let run = slot.dir.join("run");
     let meta = fs::metadata(&run)?;
@@ -94,17 +107,30 @@ fn spawn_slot(
         env.push((key.clone(), value.clone()));
     }
 
-    if !slot.settings.limits.is_empty() && *mechanism != Mechanism::Proc {
-        // Prefixed, so that no agent name can clash with a cgroup interface file.
-        match Cgroup::create(mechanism, cgroup_name, &slot.settings.limits) {
-            Ok(cgroup) => {
-                slot.oom_kills_at_start = cgroup.oom_kills();
-                slot.cgroup = Some(cgroup);
-            }
-            Err(err) => warn!(
-                "{name}: cannot create its cgroup ({err}); enforcing its limits by sampling /proc"
-            ),
+    // A cgroup of its own, with or without limits, so that every process of the child
+    // is tracked. Prefixed, so that no agent name can clash with a cgroup interface file.
+    let limited = !slot.settings.limits.is_empty();
+    let made = match (mechanism, track) {
+        (Mechanism::Proc, None) => None,
+        (Mechanism::Proc, Some(track)) => Some(Cgroup::create_tracking(track, cgroup_name)),
+        _ => Some(Cgroup::create(
+            mechanism,
+            cgroup_name,
+            &slot.settings.limits,
+        )),
+    };
+    match made {
+        Some(Ok(cgroup)) => {
+            slot.oom_kills_at_start = cgroup.oom_kills();
+            slot.cgroup = Some(cgroup);
         }
+        Some(Err(err)) => {
+            if limited {
+                warn!("{name}: cannot create its cgroup ({err}); enforcing its limits by sampling /proc");
+            }
+            *no_cgroup = Some(format!("{name}: cannot create its cgroup ({err})"));
+        }
+        None => {}
     }
     let (reader, writer) = io::pipe()?;
     let output: std::os::fd::OwnedFd = match logs {

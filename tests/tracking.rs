@@ -1,0 +1,284 @@
+//! End to end: every process of a child is tracked (PROTOCOL.md section 6), including
+//! one that calls `setsid` and wipes its environment (as nginx's workers do when they
+//! set their process title): a stop job, BootAgent's shutdown and the next start after
+//! a `kill -9` of BootAgent all end it. With cgroups (this host's kind), and without
+//! (`limit_mechanism=proc`: child subreaper and the environment marker).
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+/// Installs `agents/NAME/1.0/run` with `script` and `current` pointing at it.
+fn preinstall(data: &Path, name: &str, script: &str) -> PathBuf {
+    let dir = data.join("agents").join(name);
+    let version = dir.join("1.0");
+    fs::create_dir_all(&version).expect("agent dir");
+    let run = version.join("run");
+    fs::write(&run, format!("#!/bin/sh\n{script}\n")).expect("run");
+    fs::set_permissions(&run, fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::os::unix::fs::symlink("1.0", dir.join("current")).expect("current link");
+    version
+}
+
+/// A child whose `run` starts a daemon in a new session, with an empty environment
+/// (no marker to find it by), which writes its pid to `daemon.N`; then the main
+/// process records its own pid in `starts` and sleeps.
+const DAEMONIZER: &str = "n=$(($(cat starts 2>/dev/null | wc -l) + 1))\n\
+    setsid -f env -i /bin/sh -c \"echo \\$\\$ > daemon.$n.tmp; mv daemon.$n.tmp daemon.$n; exec sleep 1000\"\n\
+    echo $$ >> starts\n\
+    exec sleep 1000";
+
+/// A child whose daemon keeps its environment (the marker), for the fallback.
+const MARKED_DAEMONIZER: &str = "n=$(($(cat starts 2>/dev/null | wc -l) + 1))\n\
+    setsid -f /bin/sh -c \"echo \\$\\$ > daemon.$n.tmp; mv daemon.$n.tmp daemon.$n; exec sleep 1000\"\n\
+    echo $$ >> starts\n\
+    exec sleep 1000";
+
+fn daemon(version: &Path, n: usize) -> Option<i32> {
+    fs::read_to_string(version.join(format!("daemon.{n}")))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn wait_daemon(version: &Path, n: usize) -> i32 {
+    let mut pid = None;
+    assert!(
+        wait_until(DEADLINE, || {
+            pid = daemon(version, n);
+            pid.is_some()
+        }),
+        "daemon {n} started"
+    );
+    pid.unwrap_or(0)
+}
+
+fn alive(pid: i32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+fn kill(pid: i32) {
+    if pid > 1 {
+        // SAFETY: kill(2) on a pid this test started (through the agent).
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+        }
+    }
+}
+
+/// Kills the daemons a failed test left behind.
+struct Daemons(PathBuf);
+
+impl Drop for Daemons {
+    fn drop(&mut self) {
+        for n in 1..10 {
+            if let Some(pid) = daemon(&self.0, n) {
+                kill(pid);
+            }
+        }
+    }
+}
+
+/// Whether this host lets BootAgent make cgroups: root and a cgroup file system. When
+/// not, the cgroup tests say so and pass, except in CI (`CI=true`), which runs as root
+/// on a host with cgroups: there a missing precondition fails loudly.
+fn cgroups_usable(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let mounted = fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.contains(" - cgroup"));
+    if root && mounted {
+        return true;
+    }
+    let why = format!(
+        "{test}: needs root and a mounted cgroup file system (root: {root}, mounted: {mounted})"
+    );
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{why}: CI must have them"
+    );
+    eprintln!("skipped: {why}");
+    false
+}
+
+struct Host {
+    server: RefServer,
+    scratch: Scratch,
+    agent: Agent,
+    sn: String,
+}
+
+impl Host {
+    fn start(name: &str, script: &str, extra: &[&str]) -> (Host, PathBuf) {
+        let server = start_server(Some(1));
+        let scratch = Scratch::new(name);
+        let version = preinstall(&scratch.data(), "daemonizer", script);
+        let mut args = vec!["-S".to_string(), server.addr()];
+        args.extend(extra.iter().map(ToString::to_string));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let agent = Agent::start(&scratch, &args);
+        wait_registered(&scratch.data());
+        let sn = read_meta(&scratch.data())["agentsn"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let host = Host {
+            server,
+            scratch,
+            agent,
+            sn,
+        };
+        (host, version)
+    }
+
+    fn job(&self, job: Value) -> Value {
+        let id = job["id"].as_str().unwrap_or_default().to_string();
+        self.server.queue_job(&self.sn, job);
+        let mut found = Value::Null;
+        wait_until(DEADLINE, || {
+            found = (self.server.agent(&self.sn))
+                .and_then(|a| a.job_results.get(&id).cloned())
+                .unwrap_or(Value::Null);
+            !found.is_null()
+        });
+        found
+    }
+}
+
+#[test]
+fn a_daemon_that_left_its_session_is_ended_by_stop_by_shutdown_and_after_kill_9() {
+    if !cgroups_usable("tracking with cgroups") {
+        return;
+    }
+    let (mut host, version) = Host::start("track-cgroup", DAEMONIZER, &[]);
+    let _daemons = Daemons(version.clone());
+    let first = wait_daemon(&version, 1);
+
+    // A stop job ends the daemon too.
+    let result = host.job(json!({"id": "stop1", "action": "stop", "name": "daemonizer"}));
+    assert_eq!(result["errcode"], 0, "{result}");
+    assert!(
+        wait_until(DEADLINE, || !alive(first)),
+        "the daemon outlived a stop job"
+    );
+
+    // So does BootAgent's shutdown.
+    let result = host.job(json!({"id": "start1", "action": "start", "name": "daemonizer"}));
+    assert_eq!(result["errcode"], 0, "{result}");
+    let second = wait_daemon(&version, 2);
+    host.agent.stop();
+    assert!(
+        wait_until(DEADLINE, || !alive(second)),
+        "the daemon outlived BootAgent's shutdown"
+    );
+
+    // After a kill -9 of BootAgent, the next start ends it before starting afresh.
+    host.agent = Agent::start(&host.scratch, &[]);
+    let third = wait_daemon(&version, 3);
+    host.agent.kill9();
+    assert!(
+        alive(third),
+        "precondition: the daemon survives BootAgent's kill -9"
+    );
+    host.agent = Agent::start(&host.scratch, &[]);
+    let fourth = wait_daemon(&version, 4);
+    assert!(
+        wait_until(DEADLINE, || !alive(third)),
+        "the previous run's daemon still runs beside the new one"
+    );
+    assert!(alive(fourth), "the new instance runs");
+    host.agent.stop();
+    assert!(wait_until(DEADLINE, || !alive(fourth)));
+}
+
+#[test]
+fn without_cgroups_a_marked_daemon_is_ended_by_stop_and_an_unmarked_one_at_shutdown() {
+    let (mut host, version) = Host::start(
+        "track-subreaper",
+        MARKED_DAEMONIZER,
+        &["-o", "limit_mechanism=proc"],
+    );
+    let _daemons = Daemons(version.clone());
+    let first = wait_daemon(&version, 1);
+    let result = host.job(json!({"id": "stop1", "action": "stop", "name": "daemonizer"}));
+    assert_eq!(result["errcode"], 0, "{result}");
+    assert!(
+        wait_until(DEADLINE, || !alive(first)),
+        "the marked daemon outlived a stop job"
+    );
+    assert!(
+        host.agent.log_text().contains("subreaper"),
+        "the fallback is said in the log:\n{}",
+        host.agent.log_text()
+    );
+
+    // A daemon without the marker, reparented to BootAgent, ends with BootAgent.
+    fs::write(version.join("run"), format!("#!/bin/sh\n{DAEMONIZER}\n")).expect("run");
+    let result = host.job(json!({"id": "start1", "action": "start", "name": "daemonizer"}));
+    assert_eq!(result["errcode"], 0, "{result}");
+    let second = wait_daemon(&version, 2);
+    let ppid_is_agent = || {
+        fs::read_to_string(format!("/proc/{second}/stat"))
+            .ok()
+            .and_then(|s| {
+                let rest = s.rsplit_once(')')?.1.to_string();
+                rest.split_whitespace().nth(1)?.parse::<i32>().ok()
+            })
+            == Some(host.agent.pid())
+    };
+    assert!(
+        wait_until(DEADLINE, ppid_is_agent),
+        "the orphaned daemon is reparented to BootAgent, its subreaper"
+    );
+    host.agent.stop();
+    assert!(
+        wait_until(DEADLINE, || !alive(second)),
+        "the unmarked daemon outlived BootAgent's shutdown"
+    );
+}
+
+/// Where cgroup v2 has no controllers (this host's kind), limits fall back to `/proc`
+/// and the child still gets a v2 cgroup of its own, to track it.
+#[test]
+fn a_v2_cgroup_without_controllers_still_tracks_a_daemon() {
+    if !cgroups_usable("tracking with cgroup v2") {
+        return;
+    }
+    let v2 = fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.contains(" - cgroup2 "));
+    if !v2 {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI has cgroup v2 mounted"
+        );
+        eprintln!("skipped: no cgroup2 file system is mounted");
+        return;
+    }
+    let (mut host, version) =
+        Host::start("track-v2", DAEMONIZER, &["-o", "limit_mechanism=cgroup2"]);
+    let _daemons = Daemons(version.clone());
+    let first = wait_daemon(&version, 1);
+    let result = host.job(json!({"id": "stop1", "action": "stop", "name": "daemonizer"}));
+    assert_eq!(result["errcode"], 0, "{result}");
+    assert!(
+        wait_until(DEADLINE, || !alive(first)),
+        "the daemon outlived a stop job:\n{}",
+        host.agent.log_text()
+    );
+    host.agent.stop();
+}
