@@ -162,6 +162,13 @@ pub fn signal_process(pid: i32, signal: i32) -> io::Result<()> {
     }
 }
 
+/// `getpgid(2)`: the process group of `pid`; `None` if it is gone.
+pub fn process_group(pid: i32) -> Option<i32> {
+    // SAFETY: getpgid reads a kernel value; no memory effects.
+    let pgid = unsafe { libc::getpgid(pid) };
+    (pgid >= 0).then_some(pgid)
+}
+
 /// How a reaped child ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reaped {

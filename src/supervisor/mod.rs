@@ -167,17 +167,23 @@ impl Supervisor {
             if let Err(err) = sys::signal_group(pid, signal) {
                 warn!("{name}: signal {signal} to process group {pid}: {err}");
             }
-            // Those that left the group (`setsid`, daemons) too.
-            match &slot.cgroup {
-                Some(cgroup) => {
+            // Those that left the group (`setsid`, daemons) too, each once: a second
+            // SIGTERM may mean "now" to a process already stopping gracefully.
+            let strays = match &slot.cgroup {
+                Some(cgroup) if signal == libc::SIGKILL => {
                     cgroup.signal(signal);
+                    Vec::new()
                 }
+                Some(cgroup) => cgroup.pids(),
                 None if self.subreaper => {
-                    for stray in sys::marked_processes(&[&child_marker(&self.data_dir, name)]) {
-                        let _ = sys::signal_process(stray, signal);
-                    }
+                    sys::marked_processes(&[&child_marker(&self.data_dir, name)])
                 }
-                None => {}
+                None => Vec::new(),
+            };
+            for stray in strays {
+                if sys::process_group(stray) != Some(pid) {
+                    let _ = sys::signal_process(stray, signal);
+                }
             }
             // A group paused by the CPU throttle must run to handle SIGTERM.
             if let Some(id) = slot.resume_timer.take() {
