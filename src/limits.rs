@@ -85,6 +85,10 @@ pub struct Limits {
     pub child_log_bytes_max: u64,
     /// Log files kept per child: `NAME.log` plus `NAME.log.1` … (section 6).
     pub child_log_files_max: u32,
+    /// Most bytes of a child's output written to its log per second; the rest is
+    /// dropped (a line says how much), so that relaying costs BootAgent less than the
+    /// child spends writing. 0: no limit.
+    pub child_log_bytes_per_s_max: u64,
     /// How resource limits are enforced: `auto` (cgroup v2, else v1, else /proc),
     /// or one mechanism forced (`-o limit_mechanism=proc`). Except with `proc`, a child
     /// whose mechanism makes no cgroup still gets one without controllers, to track its
@@ -141,6 +145,7 @@ impl Default for Limits {
             disk_reserve_bytes: crate::unpack::RESERVE_BYTES_DEFAULT,
             child_log_bytes_max: 1024 * 1024,
             child_log_files_max: 2,
+            child_log_bytes_per_s_max: 1024 * 1024,
             limit_mechanism: Choice::Auto,
             control_timeout_ms: 120_000,
             control_client_timeout_ms: 2_000,
@@ -198,6 +203,7 @@ impl Limits {
                 "control_request_bytes_max",
                 self.control_request_bytes_max as u64,
             ),
+            ("child_log_bytes_per_s_max", self.child_log_bytes_per_s_max),
         ]
     }
 
@@ -266,6 +272,7 @@ impl Limits {
             "control_request_bytes_max" => {
                 self.control_request_bytes_max = range(80, 4096)? as usize
             }
+            "child_log_bytes_per_s_max" => self.child_log_bytes_per_s_max = range(0, 1 << 40)?,
             _ => return Err(format!("unknown limit {name:?} (bootagent -T lists them)")),
         }
         if self.step_min_s > self.step_max_s {

@@ -269,6 +269,7 @@ fn start_supervisor(
     let logs = ChildLogs::start(LogConfig {
         file_bytes_max: limits.child_log_bytes_max,
         files_max: limits.child_log_files_max,
+        bytes_per_s_max: limits.child_log_bytes_per_s_max,
         ..LogConfig::default()
     })
     .map_err(|err| AppError::Io {

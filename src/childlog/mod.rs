@@ -14,10 +14,28 @@
 //! bounded channel and writes one byte to the wake-up pipe, `shutdown` sets a flag and
 //! does the same. An idle agent has an idle log thread: there is no tick.
 //!
+//! Cost: relaying a child's output costs BootAgent less CPU than the child spends
+//! writing it (tests/bench_relay.sh prints both):
+//! - output goes from the pipe into the file with `splice(2)`, without a copy through
+//!   BootAgent, except for the chunk that crosses the file's limit or the allowance
+//!   below, which is read, to cut it at a line end;
+//! - each pipe gets a larger buffer (`pipe_bytes`, 1 MiB), and after a round that found
+//!   output the thread pauses (at most `BATCH_PAUSE_MS_MAX`, 5 ms) for about the time the
+//!   fastest writer takes to fill half its pipe, so that a child writing a line per
+//!   `write(2)` is read in large pieces, not a wake-up per line; never while a pipe may
+//!   hold more than the round took, so a writer does not wait on a full pipe for it;
+//! - past `bytes_per_s_max` (1 MiB/s) per file, output is dropped, spliced into
+//!   `/dev/null` without a copy: a log that keeps `files_max × file_bytes_max` gains
+//!   nothing from more. The file holds whole lines (the line in progress when the
+//!   allowance runs out is finished; after a drop, output resumes at the next line
+//!   start), and at the start of the next second that has output, a line
+//!   `[bootagent: N bytes of output dropped, over R bytes/s]` says how much went.
+//!
 //! Bounds:
 //! - Each round reads at most `read_chunk_bytes` from each ready pipe (read ends are
-//!   non-blocking), so a chatty child cannot starve the others, and the thread holds
-//!   one chunk of memory.
+//!   non-blocking), or splices at most what keeps that chunk's room before the limit,
+//!   so a chatty child cannot starve the others, and the thread holds one chunk of
+//!   memory.
 //! - A file is rotated when it reaches `file_bytes_max`: `NAME.log` → `NAME.log.1` → …
 //!   → `NAME.log.(files_max-1)`, the oldest one replaced. The cut is at a line end when
 //!   the chunk being written has one: the last one that fits, else the first one past
@@ -72,6 +90,13 @@ const FILES_MAX_CEILING: u32 = 100;
 /// Bounds of `read_chunk_bytes`: a few lines at least, bounded memory at most.
 const READ_CHUNK_BYTES_FLOOR: usize = 512;
 const READ_CHUNK_BYTES_CEILING: usize = 1024 * 1024;
+/// Longest pause between two rounds that found output (see `Worker::batch_pause`): the
+/// most a line waits before it reaches its file, when its child writes little.
+const BATCH_PAUSE_MS_MAX: u64 = 5;
+/// The kernel's default pipe buffer (16 pages).
+const PIPE_BYTES_DEFAULT: u64 = 64 * 1024;
+/// Largest pipe buffer asked for: each one is kernel memory.
+const PIPE_BYTES_CEILING: usize = 1024 * 1024;
 /// Longest `shutdown` spends reading what the children wrote before it.
 const SHUTDOWN_DRAIN_MS: u64 = 100;
 /// Pause after a failed `poll(2)`, so that a lasting failure cannot spin the thread.
@@ -90,6 +115,14 @@ pub struct LogConfig {
     pub files_max: u32,
     /// Largest read from one pipe in one round; also the thread's buffer.
     pub read_chunk_bytes: usize,
+    /// Most bytes of a child's output written per second (per log file); the rest is
+    /// dropped without being copied, and a line in the file says how much. 0: no limit.
+    /// A child that writes faster than this gains nothing from a log that keeps
+    /// `files_max × file_bytes_max`, and would cost BootAgent more than itself.
+    pub bytes_per_s_max: u64,
+    /// Buffer asked for each child's pipe (`F_SETPIPE_SZ`; the kernel's default is
+    /// 64 KiB, and an unprivileged BootAgent gets at most `/proc/sys/fs/pipe-max-size`).
+    pub pipe_bytes: usize,
 }
 
 impl Default for LogConfig {
@@ -98,6 +131,8 @@ impl Default for LogConfig {
             file_bytes_max: 1024 * 1024,
             files_max: 2,
             read_chunk_bytes: 64 * 1024,
+            bytes_per_s_max: 1024 * 1024,
+            pipe_bytes: 1024 * 1024,
         }
     }
 }
@@ -111,6 +146,8 @@ impl LogConfig {
             read_chunk_bytes: self
                 .read_chunk_bytes
                 .clamp(READ_CHUNK_BYTES_FLOOR, READ_CHUNK_BYTES_CEILING),
+            bytes_per_s_max: self.bytes_per_s_max,
+            pipe_bytes: self.pipe_bytes.min(PIPE_BYTES_CEILING),
         }
     }
 }
@@ -131,6 +168,8 @@ pub struct ChildLogs {
 
 struct Inner {
     attachments: SyncSender<Attachment>,
+    /// `LogConfig::pipe_bytes`.
+    pipe_bytes: usize,
     /// Write end of the wake-up pipe. Its closing (the last handle dropped) ends the thread.
     wake: File,
     shared: Arc<Shared>,
@@ -151,6 +190,8 @@ struct Shared {
     stopping: AtomicBool,
     read_bytes: AtomicU64,
     dropped_bytes: AtomicU64,
+    /// Bytes dropped for being over `bytes_per_s_max`.
+    shed_bytes: AtomicU64,
     /// Write failure streaks, each warned about once.
     failure_streaks: AtomicU64,
     /// The log thread's kernel thread id and its rounds, for the idle test.
@@ -168,6 +209,7 @@ impl Shared {
             stopping: AtomicBool::new(false),
             read_bytes: AtomicU64::new(0),
             dropped_bytes: AtomicU64::new(0),
+            shed_bytes: AtomicU64::new(0),
             failure_streaks: AtomicU64::new(0),
             #[cfg(test)]
             tid: std::sync::atomic::AtomicI32::new(0),
@@ -207,6 +249,10 @@ impl ChildLogs {
             files: HashMap::new(),
             fds: Vec::new(),
             buf: vec![0; config.read_chunk_bytes],
+            null: std::fs::OpenOptions::new()
+                .write(true)
+                .open("/dev/null")
+                .ok(),
         };
         let thread = thread::Builder::new()
             .name("childlog".to_string())
@@ -214,6 +260,7 @@ impl ChildLogs {
         Ok(ChildLogs {
             inner: Arc::new(Inner {
                 attachments: sender,
+                pipe_bytes: config.pipe_bytes,
                 wake: File::from(wake_write),
                 shared,
                 thread: Mutex::new(Some(thread)),
@@ -244,6 +291,7 @@ impl ChildLogs {
             shared.release();
             return Err(refuse(&format!("cannot make the pipe non-blocking: {err}")));
         }
+        set_pipe_size(&read_end, self.inner.pipe_bytes);
         let sent = self.inner.attachments.try_send(Attachment {
             path: path.clone(),
             read_end: File::from(read_end),
@@ -298,6 +346,12 @@ struct Pipe {
     path: PathBuf,
     /// False from end of file (or a read error) on; forgotten at the end of the round.
     open: bool,
+    /// The pipe's buffer (`F_GETPIPE_SZ`).
+    capacity_bytes: u64,
+    /// Bytes taken from it in the last round.
+    moved_bytes: u64,
+    /// The last round took all it asked for: the pipe may hold more.
+    more: bool,
 }
 
 /// The log thread's state. Only the thread touches it.
@@ -312,6 +366,9 @@ struct Worker {
     /// `poll(2)`'s set: the wake-up pipe, then `pipes` in order.
     fds: Vec<libc::pollfd>,
     buf: Vec<u8>,
+    /// `/dev/null`, where output over `bytes_per_s_max` is spliced; `None` if it
+    /// cannot be opened (then it is read and dropped).
+    null: Option<File>,
 }
 
 impl Worker {
@@ -325,6 +382,7 @@ impl Worker {
             .store(unsafe { libc::gettid() }, Ordering::SeqCst);
         let mut drain_until: Option<Instant> = None;
         let mut poll_failing = false;
+        let mut last_round = Instant::now();
         loop {
             let timeout_ms = if drain_until.is_some() { 0 } else { -1 };
             let polled = self.poll(timeout_ms);
@@ -346,7 +404,15 @@ impl Worker {
                 self.shared.stopping.store(true, Ordering::SeqCst);
             }
             self.take_attachments();
+            let round_start = Instant::now();
             let readable = self.read_round();
+            if drain_until.is_none() {
+                let pause = self.batch_pause(round_start.duration_since(last_round));
+                if !pause.is_zero() {
+                    thread::sleep(pause);
+                }
+            }
+            last_round = round_start;
             match drain_until {
                 None if self.shared.stopping.load(Ordering::SeqCst) => {
                     drain_until = Some(Instant::now() + Duration::from_millis(SHUTDOWN_DRAIN_MS));
@@ -356,6 +422,29 @@ impl Worker {
             }
         }
         self.shared.attached.store(0, Ordering::SeqCst);
+    }
+
+    /// How long to let the pipes fill before the next round, so that a chatty child's
+    /// output is taken in large pieces, not a line per wake-up: long enough for the
+    /// fastest writer of the last round (`moved_bytes` over `cycle`, the time since the
+    /// round before) to fill half its pipe, at most `BATCH_PAUSE_MS_MAX`. Zero when no
+    /// pipe had data, or one may hold more than the round took.
+    fn batch_pause(&self, cycle: Duration) -> Duration {
+        if self.pipes.iter().any(|pipe| pipe.more) {
+            return Duration::ZERO; // a pipe was not emptied: go on at once
+        }
+        let cycle_ns = cycle.as_nanos().max(1);
+        (self.pipes.iter())
+            .filter(|pipe| pipe.moved_bytes > 0)
+            .map(|pipe| {
+                let half_ns =
+                    u128::from(pipe.capacity_bytes / 2) * cycle_ns / u128::from(pipe.moved_bytes);
+                Duration::from_nanos(u64::try_from(half_ns).unwrap_or(u64::MAX))
+            })
+            .min()
+            .map_or(Duration::ZERO, |pause| {
+                pause.min(Duration::from_millis(BATCH_PAUSE_MS_MAX))
+            })
     }
 
     /// Waits in `poll(2)` for the wake-up pipe or a child's pipe; -1 waits for ever.
@@ -395,10 +484,14 @@ impl Worker {
                 .entry(path.clone())
                 .or_insert_with(|| LogFile::new(path.clone()));
             file.users += 1;
+            let capacity_bytes = pipe_size(&read_end);
             self.pipes.push(Pipe {
                 read_end,
                 path,
                 open: true,
+                capacity_bytes,
+                moved_bytes: 0,
+                more: false,
             });
         }
     }
@@ -407,29 +500,63 @@ impl Worker {
     /// end of file. True when some pipe was ready.
     fn read_round(&mut self) -> bool {
         let mut readable = false;
+        let now = Instant::now();
         // `fds[1..]` follows `pipes`; pipes attached after the poll are not in it yet.
         for (pipe, fd) in self.pipes.iter_mut().zip(self.fds.iter().skip(1)) {
+            pipe.moved_bytes = 0;
+            pipe.more = false;
             if fd.revents == 0 {
                 continue;
             }
             readable = true;
+            let Some(file) = self.files.get_mut(&pipe.path) else {
+                pipe.open = false; // not expected: every attached pipe has its file
+                continue;
+            };
+            let shared = &self.shared;
+            let allowed = file.allowance(now, &self.config, shared);
+            if allowed == 0 && !file.finishing_line() {
+                match discard(&pipe.read_end, self.null.as_ref(), &mut self.buf) {
+                    Ok(0) => pipe.open = false,
+                    Ok(shed) => {
+                        file.shed(shed as u64, shared);
+                        pipe.moved_bytes = shed as u64;
+                        pipe.more = shed >= self.buf.len().min(rotate::SPLICE_BYTES_MAX);
+                    }
+                    Err(err) if is_transient(&err) => {}
+                    Err(err) => {
+                        warn!("child log {}: closing its pipe: {err}", pipe.path.display());
+                        pipe.open = false;
+                    }
+                }
+                continue;
+            }
+            match file.splice_from(&pipe.read_end, &self.config, allowed) {
+                Some(Ok((0, _))) => {
+                    pipe.open = false;
+                    continue;
+                }
+                Some(Ok((moved, full))) => {
+                    pipe.more = full;
+                    file.spend(moved as u64);
+                    pipe.moved_bytes = moved as u64;
+                    shared.read_bytes.fetch_add(moved as u64, Ordering::Relaxed);
+                    continue;
+                }
+                Some(Err(_)) => continue, // empty for now
+                None => {}
+            }
             match (&pipe.read_end).read(&mut self.buf) {
                 Ok(0) => pipe.open = false,
                 Ok(n) => {
-                    self.shared
-                        .read_bytes
-                        .fetch_add(n as u64, Ordering::Relaxed);
-                    if let (Some(file), Some(data)) =
-                        (self.files.get_mut(&pipe.path), self.buf.get(..n))
-                    {
-                        file.append(data, &self.config, &self.shared);
+                    pipe.moved_bytes = n as u64;
+                    pipe.more = n == self.buf.len();
+                    if let Some(data) = self.buf.get(..n) {
+                        let written = file.take(data, allowed, &self.config, shared);
+                        shared.read_bytes.fetch_add(written, Ordering::Relaxed);
                     }
                 }
-                Err(err)
-                    if matches!(
-                        err.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                    ) => {}
+                Err(err) if is_transient(&err) => {}
                 Err(err) => {
                     warn!("child log {}: closing its pipe: {err}", pipe.path.display());
                     pipe.open = false;
@@ -452,6 +579,74 @@ impl Worker {
         });
         readable
     }
+}
+
+/// Would-block or interrupted: nothing now, try at the next round.
+fn is_transient(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+    )
+}
+
+/// Drops what `pipe` holds: spliced into `/dev/null` (no copy), else read into `buf`.
+fn discard(pipe: &File, null: Option<&File>, buf: &mut [u8]) -> io::Result<usize> {
+    if let Some(null) = null {
+        match splice_into(pipe, null, None, rotate::SPLICE_BYTES_MAX) {
+            Err(err) if err.raw_os_error() == Some(libc::EINVAL) => {}
+            other => return other,
+        }
+    }
+    (&*pipe).read(buf)
+}
+
+/// `splice(2)` of up to `len` bytes from the non-blocking `pipe` into `file` at
+/// `offset`: the bytes moved (0 at end of file), or the error (`WouldBlock` when the
+/// pipe is empty).
+fn splice_into(pipe: &File, file: &File, offset: Option<u64>, len: usize) -> io::Result<usize> {
+    let mut off_out = match offset {
+        Some(offset) => {
+            libc::loff_t::try_from(offset).map_err(|_| io::Error::other("file too large"))?
+        }
+        None => 0,
+    };
+    let off_out_ptr: *mut libc::loff_t = match offset {
+        Some(_) => &mut off_out,
+        None => std::ptr::null_mut(),
+    };
+    // SAFETY: both descriptors are open while borrowed; `off_out_ptr` is null or points
+    // to `off_out`, a valid loff_t the call may update; no other memory is touched.
+    let moved = unsafe {
+        libc::splice(
+            pipe.as_raw_fd(),
+            std::ptr::null_mut(),
+            file.as_raw_fd(),
+            off_out_ptr,
+            len,
+            libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
+        )
+    };
+    usize::try_from(moved).map_err(|_| io::Error::last_os_error())
+}
+
+/// The buffer of the pipe `fd` (`F_GETPIPE_SZ`); the kernel's default if unknown.
+fn pipe_size(fd: &File) -> u64 {
+    // SAFETY: `fd` is open while borrowed; F_GETPIPE_SZ only reads the pipe's size.
+    let bytes = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETPIPE_SZ) };
+    u64::try_from(bytes)
+        .ok()
+        .filter(|&b| b > 0)
+        .unwrap_or(PIPE_BYTES_DEFAULT)
+}
+
+/// Asks for a pipe of `bytes` (`F_SETPIPE_SZ`), so that a chatty child fills it in
+/// fewer rounds of the log thread. Best effort: the kernel may refuse or round it.
+fn set_pipe_size(fd: &OwnedFd, bytes: usize) {
+    let Ok(bytes) = c_int::try_from(bytes) else {
+        return;
+    };
+    // SAFETY: `fd` is open while borrowed; F_SETPIPE_SZ only resizes the pipe's buffer.
+    let _ = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, bytes) };
 }
 
 /// A close-on-exec pipe with `flags` (`O_NONBLOCK`) added, as `(read end, write end)`.

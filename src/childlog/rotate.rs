@@ -7,13 +7,16 @@ use super::{LogConfig, Shared};
 use log::{info, warn};
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 /// Mode of a log file, and of the logs directory when it has to be created (section 8).
 const FILE_MODE: u32 = 0o640;
 const DIR_MODE: u32 = 0o750;
+/// Most bytes one `splice(2)` moves (a pipe holds less; this only bounds the request).
+pub(super) const SPLICE_BYTES_MAX: usize = 1024 * 1024;
 
 /// One log file and its rotation, shared by every pipe attached to its path.
 pub(super) struct LogFile {
@@ -28,6 +31,20 @@ pub(super) struct LogFile {
     pub(super) users: usize,
     /// Bytes dropped in the current failure streak; `None` while writes succeed.
     pub(super) failing: Option<u64>,
+    /// False once `splice(2)` was refused for this file (a file system without it).
+    splices: bool,
+    /// Start of the current one-second window of `bytes_per_s_max`.
+    window_start: Option<Instant>,
+    /// Bytes that may still be written in the current window.
+    allowance_bytes: u64,
+    /// Bytes dropped in the current window for being over `bytes_per_s_max`.
+    shed_bytes: u64,
+    /// Output was dropped and may have ended mid-line (a drop through `splice(2)` is
+    /// never looked at): what comes next, up to its first line end, is dropped too, so
+    /// that the file holds whole lines.
+    skip_to_line: bool,
+    /// The allowance ran out mid-line: the next chunk writes through its first line end.
+    finish_line: bool,
 }
 
 impl LogFile {
@@ -39,6 +56,169 @@ impl LogFile {
             rotates: true,
             users: 0,
             failing: None,
+            splices: true,
+            window_start: None,
+            allowance_bytes: 0,
+            shed_bytes: 0,
+            skip_to_line: false,
+            finish_line: false,
+        }
+    }
+
+    /// Takes a chunk read from a pipe under the allowance `allowed_bytes`: drops the end
+    /// of a line whose start was dropped, writes through the first line end at or past
+    /// the allowance (a line in progress when it runs out is finished, within one more
+    /// chunk), and drops the rest. Returns the bytes written.
+    pub(super) fn take(
+        &mut self,
+        data: &[u8],
+        allowed_bytes: u64,
+        config: &LogConfig,
+        shared: &Shared,
+    ) -> u64 {
+        let mut data = data;
+        if self.skip_to_line {
+            let Some(end) = data.iter().position(|&b| b == b'\n') else {
+                self.shed(data.len() as u64, shared);
+                return 0;
+            };
+            let (partial, rest) = data.split_at(end + 1);
+            self.shed(partial.len() as u64, shared);
+            self.skip_to_line = false;
+            data = rest;
+        }
+        let allowed = match usize::try_from(allowed_bytes) {
+            Ok(0) if self.finish_line => 1, // through the end of the line in progress
+            Ok(allowed) => allowed,
+            Err(_) => usize::MAX,
+        };
+        let keep = match data.get(allowed.saturating_sub(1)..) {
+            Some(past) if data.len() >= allowed => (past.iter().position(|&b| b == b'\n'))
+                .map_or(data.len(), |i| allowed.saturating_sub(1) + i + 1),
+            _ => data.len(),
+        };
+        let (kept, dropped) = data.split_at(keep);
+        self.append(kept, config, shared);
+        let was_finishing = std::mem::take(&mut self.finish_line);
+        self.spend(kept.len() as u64);
+        if !dropped.is_empty() {
+            self.shed(dropped.len() as u64, shared);
+            self.skip_to_line = dropped.last() != Some(&b'\n');
+        } else if self.allowance_bytes == 0 && kept.last().is_some_and(|&b| b != b'\n') {
+            // Out of allowance mid-line: the next chunk finishes it, once.
+            self.finish_line = !was_finishing;
+        }
+        kept.len() as u64
+    }
+
+    /// Whether a line cut by the end of the allowance is to be finished before
+    /// dropping (see `take`).
+    pub(super) fn finishing_line(&self) -> bool {
+        self.finish_line
+    }
+
+    /// Bytes that may be written now under `bytes_per_s_max` (`u64::MAX` without it).
+    /// Each second starts a new window; one that dropped output leaves a line in the
+    /// file saying how much, before the next output.
+    pub(super) fn allowance(&mut self, now: Instant, config: &LogConfig, shared: &Shared) -> u64 {
+        if config.bytes_per_s_max == 0 {
+            return u64::MAX;
+        }
+        let due = self
+            .window_start
+            .is_none_or(|start| now.duration_since(start) >= Duration::from_secs(1));
+        if due {
+            if self.shed_bytes > 0 {
+                // On a line of its own, after output that the limit cut mid-line.
+                let newline = if self.ends_line() { "" } else { "\n" };
+                let note = format!(
+                    "{newline}[bootagent: {} bytes of output dropped, over {} bytes/s]\n",
+                    self.shed_bytes, config.bytes_per_s_max
+                );
+                self.append(note.as_bytes(), config, shared);
+            }
+            self.window_start = Some(now);
+            self.allowance_bytes = config.bytes_per_s_max;
+            self.shed_bytes = 0;
+        }
+        self.allowance_bytes
+    }
+
+    /// Whether the file is empty or ends with a line end (one `pread(2)` of its last
+    /// byte; true when that cannot be read).
+    fn ends_line(&self) -> bool {
+        let (Some(file), Some(last)) = (&self.file, self.size_bytes.checked_sub(1)) else {
+            return true;
+        };
+        let mut byte = [b'\n'];
+        let _ = file.read_at(&mut byte, last);
+        byte[0] == b'\n'
+    }
+
+    /// Counts `bytes` written against the current window.
+    pub(super) fn spend(&mut self, bytes: u64) {
+        self.allowance_bytes = self.allowance_bytes.saturating_sub(bytes);
+    }
+
+    /// Counts `bytes` dropped for being over `bytes_per_s_max`.
+    pub(super) fn shed(&mut self, bytes: u64, shared: &Shared) {
+        self.skip_to_line = true;
+        self.shed_bytes = self.shed_bytes.saturating_add(bytes);
+        shared.shed_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Moves what `pipe` holds straight into the file with `splice(2)` (no copy through
+    /// BootAgent), as long as the file is more than a chunk away from its limit; the
+    /// chunk that crosses the limit goes through [`LogFile::append`], which cuts it at a
+    /// line end. `None`: use `append` this time (near the limit, not a regular file,
+    /// no splice here, a failure streak, or an error for `append` to meet and report).
+    /// `Some(Ok((moved, full)))`: `full` when it moved all it asked for (the pipe may
+    /// hold more); `moved` 0 is end of file. `Some(Err(WouldBlock))`: nothing to read.
+    pub(super) fn splice_from(
+        &mut self,
+        pipe: &File,
+        config: &LogConfig,
+        allowed_bytes: u64,
+    ) -> Option<io::Result<(usize, bool)>> {
+        let chunk = config.read_chunk_bytes as u64;
+        // Near the end of the allowance, or after a drop, lines are cut by `take`.
+        if self.failing.is_some() || !self.splices || self.skip_to_line || allowed_bytes <= chunk {
+            return None;
+        }
+        let file = match self.file.take() {
+            Some(file) => file,
+            None => self.open().ok()?,
+        };
+        let room = config.file_bytes_max.saturating_sub(self.size_bytes);
+        if !self.rotates || room <= chunk {
+            self.file = Some(file);
+            return None;
+        }
+        let len = usize::try_from((room - chunk).min(allowed_bytes - chunk))
+            .unwrap_or(usize::MAX)
+            .min(SPLICE_BYTES_MAX);
+        match super::splice_into(pipe, &file, Some(self.size_bytes), len) {
+            Ok(moved) => {
+                self.size_bytes = self.size_bytes.saturating_add(moved as u64);
+                self.file = Some(file);
+                Some(Ok((moved, moved == len)))
+            }
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) =>
+            {
+                self.file = Some(file);
+                Some(Err(err))
+            }
+            Err(err) if err.raw_os_error() == Some(libc::EINVAL) => {
+                self.splices = false;
+                self.file = Some(file);
+                None
+            }
+            // Closed: `append` reopens it (reading its size again) and meets the error.
+            Err(_) => None,
         }
     }
 
@@ -91,8 +271,11 @@ impl LogFile {
             } else {
                 u64::MAX
             };
-            if rest.len() as u64 <= room {
-                (&file).write_all(rest)?;
+            // A chunk that fills the file to its limit exactly goes in whole only if it
+            // ends a line; else it is cut at its last line end, like one that overflows.
+            let len = rest.len() as u64;
+            if len < room || (len == room && rest.last() == Some(&b'\n')) {
+                self.put(&file, rest)?;
                 self.size_bytes = self.size_bytes.saturating_add(rest.len() as u64);
                 *rest = &[];
                 self.file = Some(file);
@@ -100,19 +283,30 @@ impl LogFile {
             }
             // `room` is less than `rest.len()`, a usize.
             let (now, later) = rest.split_at(cut_len(rest, room as usize));
-            (&file).write_all(now)?;
+            self.put(&file, now)?;
             *rest = later;
             drop(file);
             file = self.rotate(config)?;
         }
     }
 
-    /// Opens (creating) the file for appending, and reads its size and kind.
+    /// Writes `data` at the end: at `size_bytes` in a regular file (not `O_APPEND`, which
+    /// `splice(2)` refuses; BootAgent is its only writer), else where the device takes it.
+    fn put(&self, file: &File, data: &[u8]) -> io::Result<()> {
+        if self.rotates {
+            file.write_all_at(data, self.size_bytes)
+        } else {
+            (&*file).write_all(data)
+        }
+    }
+
+    /// Opens (creating) the file for writing at its end, and reads its size and kind.
     fn open(&mut self) -> io::Result<File> {
         let open = || {
             OpenOptions::new()
                 .create(true)
-                .append(true)
+                .read(true)
+                .write(true)
                 .mode(FILE_MODE)
                 .open(&self.path)
         };

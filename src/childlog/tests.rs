@@ -133,7 +133,10 @@ fn five_megabytes_leave_two_files_within_the_limit() {
     const LINE: &[u8] = b"0123456789abcdef\n";
     const TOTAL_BYTES: usize = 5_000_000;
     let dir = Scratch::new("rotation");
-    let config = LogConfig::default();
+    let config = LogConfig {
+        bytes_per_s_max: 0, // every byte, to check the rotation's cuts
+        ..LogConfig::default()
+    };
     let logs = ChildLogs::start(config).expect("start");
     let path = dir.path("agent.log");
     let child = spawn(&logs, &path, "yes 0123456789abcdef | head -c 5000000");
@@ -159,7 +162,10 @@ fn a_child_writing_without_pause_is_never_blocked() {
     let _spawning = spawning();
     const TOTAL_BYTES: u64 = 50_000_000;
     let dir = Scratch::new("flood");
-    let config = LogConfig::default();
+    let config = LogConfig {
+        bytes_per_s_max: 0, // every byte to the file: the most work there is
+        ..LogConfig::default()
+    };
     let logs = ChildLogs::start(config).expect("start");
     let path = dir.path("agent.log");
     let started = Instant::now();
@@ -194,6 +200,53 @@ fn a_child_writing_without_pause_is_never_blocked() {
         let len = fs::metadata(dir.path(&name)).expect("stat").len();
         assert!(len <= bound(&config), "{name} is {len} bytes");
     }
+}
+
+#[test]
+fn output_over_the_rate_is_dropped_and_the_log_says_how_much() {
+    let _spawning = spawning();
+    let dir = Scratch::new("rate");
+    let config = LogConfig {
+        bytes_per_s_max: 64 * 1024,
+        ..LogConfig::default()
+    };
+    let logs = ChildLogs::start(config).expect("start");
+    let path = dir.path("agent.log");
+    let child = spawn(
+        &logs,
+        &path,
+        // The empty line is the end of a line that may have been dropped in part.
+        "yes 0123456789abcdef | head -c 1000000; sleep 1.2; echo; echo after",
+    );
+    finish(&logs, vec![child]);
+    let text = read(&path);
+    let shed = logs.inner.shared.shed_bytes.load(Ordering::SeqCst);
+    assert_eq!(
+        logs.read_bytes() + shed,
+        1_000_000 + b"\nafter\n".len() as u64
+    );
+    // The allowance, and the end of the line in progress when it ran out.
+    assert!(shed >= 1_000_000 - 64 * 1024 - 64, "{shed} bytes dropped");
+    let tail = &text[text.len().saturating_sub(200)..];
+    let (before, note) = (tail.trim_end_matches("after\n").trim_end_matches('\n'))
+        .rsplit_once('\n')
+        .unwrap_or_default();
+    assert!(text.ends_with("]\nafter\n"), "{tail:?}");
+    assert!(
+        note.starts_with("[bootagent: ")
+            && note.ends_with(" bytes of output dropped, over 65536 bytes/s]"),
+        "{note:?}"
+    );
+    let before = before.split_once('\n').map_or("", |(_, whole)| whole); // the tail's cut
+    assert!(
+        before.lines().all(|l| l == "0123456789abcdef"),
+        "whole lines: {before:?}"
+    );
+    assert!(
+        text.len() < 64 * 1024 + 200,
+        "{} bytes in the file",
+        text.len()
+    );
 }
 
 #[test]
@@ -404,6 +457,7 @@ fn files_rotate_in_order_and_stay_bounded() {
             file_bytes_max: 1024,
             files_max,
             read_chunk_bytes: 512,
+            ..LogConfig::default()
         };
         let path = dir.path("agent.log");
         // A file over the limit from an earlier run is rotated before the first write.
