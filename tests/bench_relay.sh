@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # tests/bench_relay.sh: what relaying a noisy child's output costs BootAgent, beside what
-# the child spends writing it (PROTOCOL.md section 6: less than the child).
+# the child spends writing it (docs/protocol.md section 6: less than the child).
 #
 #   bash tests/bench_relay.sh      (from anywhere; about a minute with defaults)
 #

@@ -1,4 +1,4 @@
-//! End to end: a child that writes as fast as it can (PROTOCOL.md section 6). Its log
+//! End to end: a child that writes as fast as it can (docs/protocol.md section 6). Its log
 //! stays bounded, BootAgent keeps reporting, and what is over the output rate
 //! (`child_log_bytes_per_s_max`) is dropped without a copy, the log saying how much, so
 //! that relaying costs BootAgent less CPU than the child spends writing

@@ -1,4 +1,4 @@
-//! End to end: every process of a child is tracked (PROTOCOL.md section 6), including
+//! End to end: every process of a child is tracked (docs/protocol.md section 6), including
 //! one that calls `setsid` and wipes its environment (as nginx's workers do when they
 //! set their process title): a stop job, BootAgent's shutdown and the next start after
 //! a `kill -9` of BootAgent all end it. With cgroups (this host's kind), and without

@@ -303,7 +303,7 @@ fn start_supervisor(
         cpus,
         clock.now_ms(),
     );
-    // The exec hand-over of a self-upgrade (PROTOCOL.md section 10) is the one start
+    // The exec hand-over of a self-upgrade (docs/protocol.md section 10) is the one start
     // that passes `true` here, and then adopts the children instead.
     match AtStart::decide(false) {
         AtStart::EndLeftovers => {

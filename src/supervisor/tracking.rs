@@ -1,4 +1,4 @@
-//! Every process of a child, tracked (PROTOCOL.md section 6): a process that calls
+//! Every process of a child, tracked (docs/protocol.md section 6): a process that calls
 //! `setsid` or daemonizes leaves the child's process group, but not its cgroup.
 //!
 //! - **A cgroup per child, always**, with or without limits, as systemd gives every
@@ -23,7 +23,7 @@
 //! cut it is [`AtStart::EndLeftovers`]: [`Supervisor::end_leftovers`] kills what is in
 //! this data directory's child cgroups (`agent-NAME-TAG`) and every process carrying this
 //! data directory's marker, before any child starts, so no child ever runs twice. The
-//! exec hand-over of a self-upgrade (PROTOCOL.md section 10) is the one start that
+//! exec hand-over of a self-upgrade (docs/protocol.md section 10) is the one start that
 //! adopts them instead: it passes `handover = true`.
 
 use super::{path_tag, Supervisor};
