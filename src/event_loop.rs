@@ -278,6 +278,9 @@ impl<C: Clock> EventLoop<'_, C> {
     /// report, new events (persisted until acknowledged), and a prompt report and
     /// a fresh status view after any change.
     fn sync_children(&mut self, now: u64, effects: &mut Vec<Effect>) {
+        // Piggybacks on this wake-up (at most once a second): a worker's OOM kill is
+        // in the report this wake-up may send.
+        self.supervisor.check_oom(now, self.clock.wall_s());
         self.core.set_agents(self.supervisor.agents(now));
         for event in self.supervisor.take_events() {
             match serde_json::to_value(&event) {

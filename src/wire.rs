@@ -64,7 +64,30 @@ pub struct ChildEvent {
     pub code: Option<i32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub signal: Option<i32>,
+    /// Kills of worker processes coalesced into this event (section 3).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
     pub message: String,
+}
+
+/// `message` with how many times it happened: `"… (3 times)"`, replacing a count it
+/// already ends with; unchanged for once.
+pub fn counted(message: &str, count: u64) -> String {
+    let base = match message.rsplit_once(" (") {
+        Some((base, tail))
+            if tail
+                .strip_suffix(" times)")
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())) =>
+        {
+            base
+        }
+        _ => message,
+    };
+    if count > 1 {
+        format!("{base} ({count} times)")
+    } else {
+        base.to_string()
+    }
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]

@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// Installs `agents/NAME/1.0/run` with `script` and `current` pointing at it.
 fn preinstall(data: &Path, name: &str, script: &str) -> PathBuf {
@@ -281,4 +282,93 @@ fn a_v2_cgroup_without_controllers_still_tracks_a_daemon() {
         host.agent.log_text()
     );
     host.agent.stop();
+}
+
+/// Every report's events.
+fn reports_events(server: &RefServer) -> Vec<Vec<Value>> {
+    server
+        .requests_to("/agent/status")
+        .into_iter()
+        .filter_map(|r| r.json)
+        .map(|report| report["events"].as_array().cloned().unwrap_or_default())
+        .collect()
+}
+
+/// A master/worker child whose worker (a forked process) goes over the memory limit
+/// again and again while the main process lives: each kill is reported as `killed`,
+/// naming the limit and the process, coalesced to one event per report with a `count`,
+/// and the child stays `running` with the same main process.
+#[test]
+fn a_worker_killed_for_the_memory_limit_is_reported_and_the_child_runs_on() {
+    if !cgroups_usable("worker OOM kills") {
+        return;
+    }
+    let server = start_server(Some(2));
+    let scratch = Scratch::new("track-oom");
+    let version = preinstall(
+        &scratch.data(),
+        "master",
+        // The worker doubles a string to 128 MiB, far over the limit; the main process
+        // starts another one after each is killed.
+        "echo $$ >> starts\n\
+         while :; do awk 'BEGIN { s = \"x\"; for (i = 0; i < 27; i++) s = s s }'; sleep 0.3; done",
+    );
+    fs::write(
+        scratch.data().join("agents/master/agent.json"),
+        json!({"limits": {"memory": "20M"}}).to_string(),
+    )
+    .expect("agent.json");
+    let mut agent = Agent::start(&scratch, &["-S", &server.addr()]);
+    let killed = |server: &RefServer| -> Vec<Value> {
+        reports_events(server)
+            .into_iter()
+            .flatten()
+            .filter(|e| e["event"] == "killed" && e["name"] == "master")
+            .collect()
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || killed(&server)
+            .iter()
+            .map(|e| e["count"].as_u64().unwrap_or(0))
+            .sum::<u64>()
+            >= 3),
+        "worker kills reported: {:?}\n{}",
+        killed(&server),
+        agent.log_text()
+    );
+    for event in killed(&server) {
+        let message = event["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("memory 20M") && message.contains("worker"),
+            "names the limit and the process: {event}"
+        );
+        assert!(event["count"].as_u64().is_some_and(|c| c >= 1), "{event}");
+    }
+    for events in reports_events(&server) {
+        let per_report = events
+            .iter()
+            .filter(|e| e["event"] == "killed" && e["name"] == "master")
+            .count();
+        assert!(per_report <= 1, "coalesced, one per report: {events:?}");
+    }
+    let starts: Vec<String> = fs::read_to_string(version.join("starts"))
+        .unwrap_or_default()
+        .lines()
+        .map(String::from)
+        .collect();
+    assert_eq!(starts.len(), 1, "the main process was never restarted");
+    let status = server
+        .requests_to("/agent/status")
+        .into_iter()
+        .filter_map(|r| r.json)
+        .next_back()
+        .and_then(|r| r["agents"].as_array().cloned())
+        .unwrap_or_default();
+    assert!(
+        status.iter().any(|a| a["name"] == "master"
+            && a["status"] == "running"
+            && a["pid"].as_u64().map(|p| p.to_string()).as_deref() == Some(starts[0].as_str())),
+        "still running: {status:?}"
+    );
+    agent.stop();
 }

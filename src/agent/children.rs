@@ -19,6 +19,13 @@ impl Core {
     /// the one `dropped` event of kind `"events"`.
     pub fn push_event(&mut self, now: Millis, event: serde_json::Value, effects: &mut Vec<Effect>) {
         let max = self.limits.pending_events_max.max(2);
+        // An event already on its way to the server must not change under it.
+        let in_flight_seq = self.in_flight.as_ref().map_or(0, |f| f.carried_events_seq);
+        if coalesce(&mut self.meta.events, in_flight_seq, &event) {
+            effects.push(Effect::SaveMeta);
+            self.request_report(now);
+            return;
+        }
         let dropped = &mut self.meta.dropped;
         if self.meta.events.len() + 1 + dropped.markers() > max {
             dropped.events = dropped.events.saturating_add(1);
@@ -95,5 +102,82 @@ impl Core {
         if changed {
             effects.push(Effect::SaveMeta);
         }
+    }
+}
+
+/// Repeated kills of a child's worker processes are one event per child per report
+/// (docs/protocol.md section 3): a `killed` event with a `count` is added to one of the
+/// same child still waiting to be sent (not carried by the report in flight), which
+/// takes the newer time and message and the sum of the counts. True if it was.
+fn coalesce(events: &mut [StoredEvent], in_flight_seq: u64, event: &serde_json::Value) -> bool {
+    let field = |e: &serde_json::Value, key: &str| e.get(key).cloned();
+    let Some(count) = event.get("count").and_then(|c| c.as_u64()) else {
+        return false;
+    };
+    if event.get("event").and_then(|e| e.as_str()) != Some("killed") {
+        return false;
+    }
+    let waiting = events.iter_mut().rev().find(|stored| {
+        stored.seq > in_flight_seq
+            && field(&stored.event, "event") == field(event, "event")
+            && field(&stored.event, "name") == field(event, "name")
+            && stored.event.get("count").is_some_and(|c| c.is_u64())
+    });
+    let Some(waiting) = waiting else {
+        return false;
+    };
+    let total = (waiting.event["count"].as_u64().unwrap_or(0)).saturating_add(count);
+    let message = event.get("message").and_then(|m| m.as_str()).unwrap_or("");
+    waiting.event["time"] = field(event, "time").unwrap_or_default();
+    waiting.event["count"] = total.into();
+    waiting.event["message"] = crate::wire::counted(message, total).into();
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn stored(seq: u64, event: serde_json::Value) -> StoredEvent {
+        StoredEvent { seq, event }
+    }
+
+    #[test]
+    fn worker_kills_of_one_child_are_one_event_per_report() {
+        let kill = |time: i64, name: &str, count: u64| {
+            json!({"time": time, "name": name, "event": "killed", "signal": 9, "count": count,
+                   "message": crate::wire::counted("worker 7 (awk) killed by the kernel: over the child's memory 20M limit", count)})
+        };
+        let mut events = vec![
+            stored(1, kill(100, "a", 1)),
+            stored(
+                2,
+                json!({"time": 101, "name": "a", "event": "killed", "message": "killed for exceeding its memory 20M limit"}),
+            ),
+        ];
+        // Carried by the report in flight: not changed under it.
+        assert!(!coalesce(&mut events, 2, &kill(102, "a", 2)));
+        // Waiting: added up, the newer time and message.
+        assert!(coalesce(&mut events, 0, &kill(103, "a", 2)));
+        assert_eq!(events[0].event["count"], 3);
+        assert_eq!(events[0].event["time"], 103);
+        assert_eq!(
+            events[0].event["message"],
+            "worker 7 (awk) killed by the kernel: over the child's memory 20M limit (3 times)"
+        );
+        // Another child, or a kill of the whole child (no count): an event of its own.
+        assert!(!coalesce(&mut events, 0, &kill(104, "b", 1)));
+        let whole = events[1].event.clone();
+        assert!(!coalesce(&mut events, 0, &whole));
+    }
+
+    #[test]
+    fn counted_replaces_a_count_it_ends_with() {
+        use crate::wire::counted;
+        assert_eq!(counted("x", 1), "x");
+        assert_eq!(counted("x", 2), "x (2 times)");
+        assert_eq!(counted("x (2 times)", 5), "x (5 times)");
+        assert_eq!(counted("x (many times)", 3), "x (many times) (3 times)");
     }
 }

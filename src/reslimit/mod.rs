@@ -54,8 +54,9 @@
 //! in v2 (`memory.oom.group`), only the largest process in v1. Both count it (`oom_kill`
 //! in `memory.events` or `memory.oom_control`). The caller reads [`Cgroup::oom_kills`]
 //! when the child exits: killed by `SIGKILL` with the count risen means killed for memory.
-//! In v1 a child's main process can outlive a killed helper, so the caller should also
-//! read the count at each report, and kill the group itself when it has risen.
+//! A child's main process can outlive a killed worker (always in v1, in v2 without
+//! `memory.oom.group`): the caller also reads the count while the child runs, and reports
+//! such a kill without ending the child (`supervisor/oom.rs`).
 //!
 //! # The `/proc` fallback and its duty cycle
 //!

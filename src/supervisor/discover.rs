@@ -101,7 +101,7 @@ impl Supervisor {
                 sample_timer: None,
                 resume_timer: None,
                 cgroup: None,
-                oom_kills_at_start: 0,
+                oom_kills_seen: 0,
                 throttle: None,
                 killed_for: None,
                 started_wall: None,

@@ -1,8 +1,9 @@
 //! Enforcing a child's resource limits: the `/proc` samples that throttle or kill
 //! it, and after it exits, the cgroup's OOM kills that name the limit it hit.
 
+use super::oom::memory_limit;
 use super::{Supervisor, Timer};
-use crate::reslimit::{self, ResourceLimits, Verdict};
+use crate::reslimit::{self, Verdict};
 use crate::sys;
 use crate::wheel::Millis;
 use log::{debug, info};
@@ -67,20 +68,11 @@ impl Supervisor {
         if let Some(cgroup) = slot.cgroup.take() {
             // The kernel's OOM killer may have hit the leader or a process under it
             // (a shell's child): either way the child was killed for its limit.
-            if cgroup.oom_kills() > slot.oom_kills_at_start {
+            if cgroup.oom_kills() > slot.oom_kills_seen {
                 limit = slot.settings.limits.memory_bytes.map(memory_limit);
             }
             cgroup.remove();
         }
         limit
     }
-}
-
-/// A memory limit named as the `limits` object spells it: "memory 20M".
-fn memory_limit(bytes: u64) -> String {
-    ResourceLimits {
-        cpu_pct: None,
-        memory_bytes: Some(bytes),
-    }
-    .to_string()
 }

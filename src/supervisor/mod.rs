@@ -10,6 +10,7 @@
 
 mod discover;
 mod limits;
+mod oom;
 mod report;
 mod settings;
 mod spawn;
@@ -56,7 +57,9 @@ struct Slot {
     sample_timer: Option<TimerId>,
     resume_timer: Option<TimerId>,
     cgroup: Option<Cgroup>,
-    oom_kills_at_start: u64,
+    /// OOM kills in the child's cgroup already accounted for (at its start, or
+    /// reported as a worker's).
+    oom_kills_seen: u64,
     throttle: Option<Throttle>,
     /// Limit the `/proc` sampler killed the child for.
     killed_for: Option<String>,
@@ -82,6 +85,10 @@ pub struct Supervisor {
     events: Vec<ChildEvent>,
     /// Something a report or the status view shows has changed.
     changed: bool,
+    /// When the OOM-kill counts were last read (see `oom.rs`).
+    oom_checked_at: Option<Millis>,
+    /// The kernel's log, to name a worker the OOM killer took (see `oom.rs`).
+    kmsg: Option<std::fs::File>,
 }
 
 impl Supervisor {
@@ -106,7 +113,10 @@ impl Supervisor {
             cpus,
             events: Vec::new(),
             changed: false,
+            oom_checked_at: None,
+            kmsg: None,
         };
+        supervisor.kmsg = oom::open_kmsg(&supervisor.mechanism);
         if supervisor.mechanism == Mechanism::Proc && supervisor.track.is_none() {
             supervisor.without_cgroups("no cgroup can be made on this host");
         }
@@ -343,7 +353,7 @@ impl Supervisor {
                 self.wheel.cancel(id);
             }
             slot.cgroup = old.cgroup;
-            slot.oom_kills_at_start = old.oom_kills_at_start;
+            slot.oom_kills_seen = old.oom_kills_seen;
             slot.throttle = old.throttle;
             slot.sample_timer = old.sample_timer;
             slot.resume_timer = old.resume_timer;

@@ -51,6 +51,30 @@ impl Supervisor {
             event: kind.as_str(),
             code,
             signal,
+            count: None,
+            message,
+        });
+        self.changed = true;
+    }
+
+    /// A worker process of a running child killed by the kernel for the child's memory
+    /// limit, `count` times since the last look; the child stays `running`.
+    pub(super) fn push_worker_kills(
+        &mut self,
+        name: &str,
+        message: String,
+        count: u64,
+        wall_s: i64,
+    ) {
+        let message = crate::wire::counted(&message, count);
+        warn!("{name}: {message}");
+        self.events.push(ChildEvent {
+            time: wall_s,
+            name: name.to_string(),
+            event: EventKind::Killed.as_str(),
+            code: None,
+            signal: Some(libc::SIGKILL),
+            count: Some(count),
             message,
         });
         self.changed = true;

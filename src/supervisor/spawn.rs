@@ -121,7 +121,7 @@ fn spawn_slot(
     };
     match made {
         Some(Ok(cgroup)) => {
-            slot.oom_kills_at_start = cgroup.oom_kills();
+            slot.oom_kills_seen = cgroup.oom_kills();
             slot.cgroup = Some(cgroup);
         }
         Some(Err(err)) => {
