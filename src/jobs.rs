@@ -43,6 +43,8 @@ pub struct Install {
     pub version: Option<String>,
     pub settings: Settings,
     pub probation_s: u64,
+    /// `exec` *(ext)*: the program inside the package that `run` points to.
+    pub exec: Option<String>,
 }
 
 /// The `envs`, `limits` and `restart` a job sets, validated, in their JSON form
@@ -255,6 +257,11 @@ fn parse_install(map: &Map<String, Value>, cpus: u32) -> Result<Job, String> {
         },
         Some(other) => return Err(format!("probation is {}", crate::wire::kind(other))),
     };
+    let exec = match map.get("exec") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(path)) => Some(exec_path(path)?),
+        Some(other) => return Err(format!("exec is {}", crate::wire::kind(other))),
+    };
     Ok(Job::Install(Box::new(Install {
         name,
         url,
@@ -262,7 +269,25 @@ fn parse_install(map: &Map<String, Value>, cpus: u32) -> Result<Job, String> {
         version,
         settings: settings(map, cpus)?,
         probation_s,
+        exec,
     })))
+}
+
+/// A job's `exec`: a relative path of plain names inside the package (the
+/// unpacker checks it again against what the package holds).
+fn exec_path(path: &str) -> Result<String, String> {
+    let plain = !path.is_empty()
+        && path.len() <= crate::unpack::PATH_BYTES_MAX_DEFAULT
+        && !path.starts_with('/')
+        && !path.chars().any(char::is_control)
+        && path.split('/').all(|name| name != "..");
+    if !plain {
+        return Err(format!(
+            "bad exec {:?}: a relative path inside the package",
+            path.chars().take(80).collect::<String>()
+        ));
+    }
+    Ok(path.to_string())
 }
 
 fn parse_config(map: &serde_json::Map<String, Value>, limits: &Limits) -> Result<Job, String> {

@@ -72,6 +72,9 @@ pub struct Prepare {
 pub struct Prepared {
     pub id: String,
     pub result: Result<String, JobResult>,
+    /// Said at the end of the job's message when it succeeds (maintainer scripts
+    /// of an rpm or a deb that were not run).
+    pub note: Option<String>,
 }
 
 enum Phase {
@@ -105,6 +108,8 @@ struct Current {
     id: String,
     job: Job,
     phase: Phase,
+    /// Appended to a successful result's message.
+    note: Option<String>,
 }
 
 pub struct JobRunner {
@@ -249,7 +254,12 @@ impl JobRunner {
                 }
             }
         };
-        self.current = Some(Current { id, job, phase });
+        self.current = Some(Current {
+            id,
+            job,
+            phase,
+            note: None,
+        });
         self.poll(ctx).map(|(_, result)| result)
     }
 
@@ -271,6 +281,7 @@ impl JobRunner {
             return None;
         };
         let install = (**install).clone();
+        current.note = prepared.note;
         let version = match prepared.result {
             Ok(version) => version,
             Err(result) => return self.finish(result),
@@ -366,6 +377,10 @@ impl JobRunner {
 
     fn finish(&mut self, result: JobResult) -> Option<(String, JobResult)> {
         let current = self.current.take()?;
-        Some((current.id, result))
+        let (code, mut message) = result;
+        if let (ErrCode::Success, Some(note)) = (code, &current.note) {
+            message = format!("{message}; {note}");
+        }
+        Some((current.id, (code, message)))
     }
 }

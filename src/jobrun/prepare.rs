@@ -22,10 +22,19 @@ pub(super) fn work(
     cancel: &AtomicBool,
 ) {
     for request in requests {
-        let result = prepare(data_dir, &request.install, download, unpack, cancel);
+        let mut note = None;
+        let result = prepare(
+            data_dir,
+            &request.install,
+            download,
+            unpack,
+            cancel,
+            &mut note,
+        );
         let prepared = Prepared {
             id: request.id,
             result,
+            note,
         };
         if events.send(Event::JobPrepared(prepared)).is_err() {
             return;
@@ -39,6 +48,7 @@ fn prepare(
     download_limits: &DownloadLimits,
     unpack_limits: &UnpackLimits,
     cancel: &AtomicBool,
+    note: &mut Option<String>,
 ) -> Result<String, JobResult> {
     let tmp = data_dir.join(TMP_DIR);
     let code = |errcode: u32| match errcode {
@@ -64,12 +74,23 @@ fn prepare(
         }
         let staging = tmp.join(format!("unpack-{}", install.name));
         let _ = fs::remove_dir_all(&staging);
-        let unpacked = unpack::unpack(&file.path, &staging, unpack_limits)
+        let program = unpack::Program {
+            name: &install.name,
+            exec: install.exec.as_deref(),
+        };
+        let unpacked = unpack::unpack_package(&file.path, &staging, unpack_limits, &program)
             .map_err(|err| (code(err.errcode), err.message))?;
+        if !unpacked.scripts.is_empty() {
+            *note = Some(format!(
+                "maintainer scripts not run: {}",
+                unpacked.scripts.join(", ")
+            ));
+        }
         let mut version = install
             .version
             .clone()
             .or(unpacked.version_file)
+            .or(unpacked.package_version)
             .or_else(|| unpack::version_from_url(&install.url, &install.name))
             .unwrap_or_else(|| "0".to_string());
         let agent_dir = data_dir.join("agents").join(&install.name);

@@ -1,16 +1,12 @@
-//! The tar.gz format: the gzip stream, capped at what the bounds allow; the walk over
+//! The tar format: the decompressed stream, capped at what the bounds allow; the walk over
 //! the entries in raw mode, with GNU long names and links and pax headers read here,
 //! bounded; each entry counted against the bounds and dispatched by its type (the
 //! creation itself is in `entry.rs`); then the checks of the whole tree.
 
-use super::budget::{Budget, StreamBound};
-use super::tree::{check_run, find_root, read_version_file};
+use super::budget::{Budget, CappedReader, StreamBound};
 use super::{
-    bad, failed, quote, UnpackError, UnpackLimits, Unpacked, COPY_BUFFER_BYTES,
-    PAX_HEADER_BYTES_MAX,
+    bad, failed, quote, UnpackError, UnpackLimits, COPY_BUFFER_BYTES, PAX_HEADER_BYTES_MAX,
 };
-use flate2::read::GzDecoder;
-use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
@@ -19,15 +15,14 @@ const PAX_PATH: &[u8] = b"path";
 const PAX_LINKPATH: &[u8] = b"linkpath";
 const PAX_SIZE: &[u8] = b"size";
 
-/// The tar.gz format: extract, drain the gzip stream, find the root, check `run`.
-pub(super) fn unpack_tar_gz(
-    file: File,
-    dest: &Path,
-    limits: &UnpackLimits,
-    budget: &mut Budget,
-) -> Result<Unpacked, UnpackError> {
-    let mut archive = tar::Archive::new(budget.capped(GzDecoder::new(file)));
-    let mut extractor = Extractor::new(dest, limits, budget);
+/// Walks a tar stream (already decompressed and capped) into the extractor, then
+/// reads the rest of the stream (end blocks, padding, a compressed stream's
+/// trailer) so that its checksum is checked.
+pub(super) fn extract_tar<R: Read>(
+    stream: R,
+    extractor: &mut Extractor<'_>,
+) -> Result<(), UnpackError> {
+    let mut archive = tar::Archive::new(stream);
     for entry in archive.entries().map_err(read_error)?.raw(true) {
         extractor.entry(entry.map_err(read_error)?)?;
     }
@@ -36,23 +31,15 @@ pub(super) fn unpack_tar_gz(
             "archive ends with an extension header and no entry".to_string()
         ));
     }
-    // Read the rest (end blocks, padding, gzip trailer) so that the CRC is checked.
     let mut rest = archive.into_inner();
     loop {
         match rest.read(&mut extractor.buf) {
-            Ok(0) => break,
+            Ok(0) => return Ok(()),
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(read_error(e)),
         }
     }
-    find_root(dest)?;
-    check_run(dest)?;
-    Ok(Unpacked {
-        version_file: read_version_file(dest)?,
-        bytes: extractor.file_bytes,
-        entries: extractor.budget.entries(),
-    })
 }
 
 /// Long names, long links and pax records waiting for the entry they describe.
@@ -78,22 +65,42 @@ pub(super) struct Extractor<'a> {
     pending: Pending,
     /// File content written so far.
     pub(super) file_bytes: u64,
+    /// rpm and deb payloads: an absolute symlink target is taken relative to the
+    /// version root (`/usr/lib/x` from `usr/bin/l` becomes `../lib/x`).
+    pub(super) relocate_links: bool,
     /// The last parent directory found to be a real directory (relative to dest).
     pub(super) checked_dir: PathBuf,
     pub(super) buf: Vec<u8>,
 }
 
 impl<'a> Extractor<'a> {
-    fn new(dest: &'a Path, limits: &'a UnpackLimits, budget: &'a mut Budget) -> Self {
+    pub(super) fn new(dest: &'a Path, limits: &'a UnpackLimits, budget: &'a mut Budget) -> Self {
         Extractor {
             dest,
             limits,
             budget,
             pending: Pending::default(),
             file_bytes: 0,
+            relocate_links: false,
             checked_dir: PathBuf::new(),
             buf: vec![0u8; COPY_BUFFER_BYTES],
         }
+    }
+
+    /// Entries extracted, extension headers excluded.
+    pub(super) fn entries(&self) -> u64 {
+        self.budget.entries()
+    }
+
+    /// The decompressed stream of an archive, capped by the budget.
+    pub(super) fn capped<R: Read>(&self, inner: R) -> CappedReader<R> {
+        self.budget.capped(inner)
+    }
+
+    /// Counts one entry of another format (cpio) and its declared data.
+    pub(super) fn count_entry(&mut self, size: u64) -> Result<(), UnpackError> {
+        self.budget.data(size)?;
+        self.budget.entry()
     }
 
     fn entry<R: Read>(&mut self, mut entry: tar::Entry<'_, R>) -> Result<(), UnpackError> {
@@ -272,6 +279,6 @@ pub(super) fn read_error(e: io::Error) -> UnpackError {
         .and_then(|inner| inner.downcast_ref::<StreamBound>())
     {
         Some(bound) => bad(bound.to_string()),
-        None => bad(format!("not a valid tar.gz: {e}")),
+        None => bad(format!("not a valid package: {e}")),
     }
 }

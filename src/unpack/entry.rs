@@ -87,9 +87,9 @@ impl Extractor<'_> {
         Ok(())
     }
 
-    pub(super) fn write_file<R: Read>(
+    pub(super) fn write_file(
         &mut self,
-        entry: &mut tar::Entry<'_, R>,
+        entry: &mut impl Read,
         rel: &Path,
         mode: u32,
         size: u64,
@@ -166,7 +166,14 @@ impl Extractor<'_> {
         if target.len() > self.limits.path_bytes_max || target.contains(&0) {
             return Err(bad(format!("symlink {shown} has a bad or too long target")));
         }
-        let target = Path::new(OsStr::from_bytes(target));
+        let relocated;
+        let target = match target.strip_prefix(b"/") {
+            Some(inside) if self.relocate_links => {
+                relocated = relocate(inside, link_depth(rel));
+                relocated.as_path()
+            }
+            _ => Path::new(OsStr::from_bytes(target)),
+        };
         check_link_target(target, link_depth(rel))
             .map_err(|why| bad(format!("symlink {shown} {why}")))?;
         self.ensure_parent(rel, shown)?;
@@ -197,6 +204,17 @@ impl Extractor<'_> {
         let full = self.dest.join(rel);
         fs::hard_link(self.dest.join(&target_rel), &full).map_err(|e| create_error(shown, &full, e))
     }
+}
+
+/// An absolute link target, `inside` the version root, seen from a link `depth`
+/// directories down: `../` that many times, then the path.
+fn relocate(inside: &[u8], depth: usize) -> PathBuf {
+    let mut target = PathBuf::new();
+    for _ in 0..depth {
+        target.push("..");
+    }
+    target.push(OsStr::from_bytes(inside.trim_ascii_start()));
+    target
 }
 
 /// Number of directories above a link, relative to the root (`a/b/l` → 2).

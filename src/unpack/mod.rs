@@ -45,15 +45,18 @@
 //!
 //! # Bounds ([`UnpackLimits`], errcode 4 when exceeded)
 //!
-//! All bounds are kept by `budget.rs`, which every format goes through. The data
+//! All bounds are kept by `budget.rs`, which every format goes through (tar, the
+//! cpio payload of an rpm, the data.tar of a deb). The data
 //! of all entries together (file contents, and the data of every other entry) is
 //! at most `bytes_max`, lowered to the free space of the file system less
 //! `reserve_bytes` (measured once, before unpacking); one file at most
 //! [`FILE_BYTES_MAX`]; at most `entries_max` entries. Sizes are checked from the
 //! headers before any byte is read, and the decompressed stream itself is capped at
 //! what those bounds allow plus header overhead (the byte bound + 4 KiB per entry +
-//! 1 MiB for the end of the archive), so a gzip bomb stops there, whatever its
+//! 1 MiB for the end of the archive), so a gzip, xz or zstd bomb stops there, whatever its
 //! headers say. Memory stays bounded: a 64 KiB copy buffer, one entry's extension headers,
+//! the decoder's window ([`DECODER_WINDOW_BYTES_MAX`]), the names of hard links
+//! waiting for their data ([`HARD_LINKS_PENDING_MAX`]),
 //! and, for the final steps, the list of directories of the tree.
 //!
 //! # Errors and durability
@@ -68,18 +71,28 @@
 
 mod archive;
 mod budget;
+mod compress;
+mod cpio;
+mod deb;
 mod entry;
+mod program;
+mod rpm;
 mod tree;
 
-use archive::unpack_tar_gz;
+use archive::{extract_tar, Extractor};
 pub use budget::{dir_mode, file_mode, Budget, CappedReader, StreamBound};
+pub use compress::DECODER_WINDOW_BYTES_MAX;
+use compress::{decoder, Compression};
+pub use cpio::HARD_LINKS_PENDING_MAX;
+pub use deb::{CONTROL_FILE_BYTES_MAX, CONTROL_TAR_BYTES_MAX};
+pub use rpm::{HEADER_DATA_BYTES_MAX, HEADER_TAGS_MAX};
 use std::fmt;
 use std::fs::{self, File, OpenOptions, Permissions};
-use std::io::{self, Read, Seek, Write};
+use std::io::{self, BufReader, Read, Seek, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
-use tree::sync_tree;
+use tree::{check_run, find_root, read_version_file, sync_tree};
 
 /// Errcode of section 7 for a package that cannot be installed as it is.
 pub const ERRCODE_BAD_PACKAGE: u32 = 4;
@@ -107,7 +120,10 @@ pub const VERSION_FILE_BYTES_MAX: u64 = 256;
 /// Longest version string (section 7).
 pub const VERSION_BYTES_MAX: usize = 64;
 
-const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+/// Bytes read to tell the format: a tar header, whose magic is at offset 257.
+const HEAD_BYTES: usize = 512;
+const TAR_MAGIC_AT: usize = 257;
+const TAR_MAGIC: &[u8] = b"ustar";
 const RUN_FILE: &str = "run";
 /// A version that would collide with the `current` symlink.
 const RESERVED_VERSION: &str = "current";
@@ -204,10 +220,50 @@ fn checking(path: &Path, e: io::Error) -> UnpackError {
 pub struct Unpacked {
     /// Content of a `VERSION` file at the package root, trimmed, if `valid_version`.
     pub version_file: Option<String>,
+    /// The package's own version (rpm `VERSION-RELEASE`, deb `Version` with an
+    /// epoch's `:` as `_`), if `valid_version` accepts it.
+    pub package_version: Option<String>,
+    /// Maintainer scripts the package has, which were not run (rpm `%post`, deb
+    /// `postinst`, ...).
+    pub scripts: Vec<String>,
     /// Bytes of file content written.
     pub bytes: u64,
     /// Entries of the archive (1 for a single executable).
     pub entries: u64,
+}
+
+/// What the job says about the program to run (rpm, deb, or any archive with `exec`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Program<'a> {
+    /// The agent's name: `usr/bin/NAME`, `usr/sbin/NAME`, `opt/NAME/bin/NAME`.
+    pub name: &'a str,
+    /// The job's `exec`: a path inside the package.
+    pub exec: Option<&'a str>,
+}
+
+/// The formats, told by content.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Format {
+    Tar(Compression),
+    Rpm,
+    Deb,
+    Executable,
+}
+
+impl Format {
+    fn sniff(head: &[u8]) -> Format {
+        if head.starts_with(rpm::RPM_MAGIC) {
+            Format::Rpm
+        } else if head.starts_with(deb::AR_MAGIC) {
+            Format::Deb
+        } else if let Some(compression) = Compression::sniff(head) {
+            Format::Tar(compression)
+        } else if head.get(TAR_MAGIC_AT..TAR_MAGIC_AT + TAR_MAGIC.len()) == Some(TAR_MAGIC) {
+            Format::Tar(Compression::None)
+        } else {
+            Format::Executable
+        }
+    }
 }
 
 /// Unpacks the downloaded file `package` into `dest`, which must not exist: it is
@@ -215,14 +271,26 @@ pub struct Unpacked {
 /// See the module documentation for the formats, the rules and the bounds. On
 /// failure nothing is left behind: `dest` is removed if this call created it.
 pub fn unpack(package: &Path, dest: &Path, limits: &UnpackLimits) -> Result<Unpacked, UnpackError> {
+    unpack_package(package, dest, limits, &Program::default())
+}
+
+/// [`unpack`], with the job's name and `exec` to find the program of an rpm or a
+/// deb (or of any archive given an `exec`).
+pub fn unpack_package(
+    package: &Path,
+    dest: &Path,
+    limits: &UnpackLimits,
+    program: &Program<'_>,
+) -> Result<Unpacked, UnpackError> {
     let mut file = File::open(package)
         .map_err(|e| failed(format!("opening package {}: {e}", package.display())))?;
-    let mut magic = [0u8; GZIP_MAGIC.len()];
-    let magic_len = read_full(&mut file, &mut magic)
+    let mut head = [0u8; HEAD_BYTES];
+    let head_len = read_full(&mut file, &mut head)
         .map_err(|e| failed(format!("reading package {}: {e}", package.display())))?;
-    if magic_len == 0 {
+    if head_len == 0 {
         return Err(bad("package is empty".to_string()));
     }
+    let format = Format::sniff(head.get(..head_len).unwrap_or_default());
     file.rewind()
         .map_err(|e| failed(format!("reading package {}: {e}", package.display())))?;
     let mut budget = Budget::new(limits, dest)?;
@@ -230,15 +298,11 @@ pub fn unpack(package: &Path, dest: &Path, limits: &UnpackLimits) -> Result<Unpa
         .mode(DIR_MODE)
         .create(dest)
         .map_err(|e| failed(format!("creating {}: {e}", dest.display())))?;
-    let is_gzip = magic.get(..magic_len) == Some(&GZIP_MAGIC[..]);
     let unpacked = fs::set_permissions(dest, Permissions::from_mode(DIR_MODE))
         .map_err(|e| failed(format!("setting the mode of {}: {e}", dest.display())))
-        .and_then(|()| {
-            if is_gzip {
-                unpack_tar_gz(file, dest, limits, &mut budget)
-            } else {
-                install_executable(file, dest, &mut budget)
-            }
+        .and_then(|()| match format {
+            Format::Executable => install_executable(file, dest, &mut budget),
+            _ => unpack_archive(file, format, dest, limits, &mut budget, program),
         });
     let result = unpacked.and_then(|unpacked| sync_tree(dest).map(|()| unpacked));
     if result.is_err() {
@@ -252,22 +316,93 @@ pub fn unpack(package: &Path, dest: &Path, limits: &UnpackLimits) -> Result<Unpa
     result
 }
 
-/// Version from a URL file name `NAME-VERSION.tar.gz` or `NAME-VERSION.tgz`
-/// (query and fragment ignored), if `valid_version` accepts it.
+/// A tar (compressed or not), an rpm or a deb: extract, then make sure of `run`.
+fn unpack_archive(
+    file: File,
+    format: Format,
+    dest: &Path,
+    limits: &UnpackLimits,
+    budget: &mut Budget,
+    program: &Program<'_>,
+) -> Result<Unpacked, UnpackError> {
+    let mut extractor = Extractor::new(dest, limits, budget);
+    let mut package_version = None;
+    let mut scripts = Vec::new();
+    match format {
+        Format::Tar(compression) => {
+            let stream = decoder(compression, BufReader::new(file))?;
+            extract_tar(extractor.capped(stream), &mut extractor)?;
+            if program.exec.is_some() {
+                program::link_run(&extractor, program)?;
+            } else {
+                find_root(dest)?;
+            }
+        }
+        Format::Rpm => {
+            extractor.relocate_links = true;
+            let info = rpm::unpack_rpm(file, &mut extractor)?;
+            let version = match (&info.version, &info.release) {
+                (Some(version), Some(release)) => Some(format!("{version}-{release}")),
+                (version, _) => version.clone(),
+            };
+            package_version = version.and_then(usable_package_version);
+            scripts = info.scripts.iter().map(|s| s.to_string()).collect();
+            program::link_run(&extractor, program)?;
+        }
+        Format::Deb => {
+            extractor.relocate_links = true;
+            let info = deb::unpack_deb(file, &mut extractor)?;
+            package_version = info
+                .version
+                .map(|version| version.replace(':', "_"))
+                .and_then(usable_package_version);
+            scripts = info.scripts;
+            program::link_run(&extractor, program)?;
+        }
+        Format::Executable => return Err(bad("not an archive".to_string())),
+    }
+    check_run(dest)?;
+    Ok(Unpacked {
+        version_file: read_version_file(dest)?,
+        package_version,
+        scripts,
+        bytes: extractor.file_bytes,
+        entries: extractor.entries(),
+    })
+}
+
+/// A package's own version if it is usable as a directory name; logged if not.
+fn usable_package_version(version: String) -> Option<String> {
+    if valid_version(&version) {
+        return Some(version);
+    }
+    log::warn!(
+        "ignoring the package's version {}: not a usable version",
+        quote(version.as_bytes())
+    );
+    None
+}
+
+/// Version from a URL file name `NAME-VERSION` + `.tar.gz`, `.tgz`, `.tar.xz`,
+/// `.txz`, `.tar.zst` or `.tar` (query and fragment ignored), if `valid_version`
+/// accepts it.
 pub fn version_from_url(url: &str, name: &str) -> Option<String> {
     if name.is_empty() {
         return None;
     }
     let path_end = url.find(['?', '#']).unwrap_or(url.len());
     let file_name = url.get(..path_end)?.rsplit('/').next()?;
-    let stem = file_name
-        .strip_suffix(".tar.gz")
-        .or_else(|| file_name.strip_suffix(".tgz"))?;
+    let stem = URL_SUFFIXES
+        .iter()
+        .find_map(|suffix| file_name.strip_suffix(suffix))?;
     let version = stem.strip_prefix(name)?.strip_prefix('-')?;
     valid_version(version).then(|| version.to_string())
 }
 
-/// A version usable as a directory name: 1–64 of `A–Z a–z 0–9 . _ - +`, not
+/// File name endings a version is read from, after `NAME-VERSION`.
+const URL_SUFFIXES: &[&str] = &[".tar.gz", ".tgz", ".tar.xz", ".txz", ".tar.zst", ".tar"];
+
+/// A version usable as a directory name: 1–64 of `A–Z a–z 0–9 . _ - + ~`, not
 /// starting with `.`, not `current`, not ending in `.tmp`, `.json` or `.sha256` (names
 /// BootAgent keeps beside the versions).
 pub fn valid_version(version: &str) -> bool {
@@ -279,7 +414,7 @@ pub fn valid_version(version: &str) -> bool {
         && !version.ends_with(".sha256")
         && version
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'+'))
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'+' | b'~'))
 }
 
 /// The single-executable format: the whole file becomes `dest/run`, mode 0755.
@@ -316,6 +451,8 @@ fn install_executable(
         .map_err(|e| failed(format!("writing {}: {e}", run.display())))?;
     Ok(Unpacked {
         version_file: None,
+        package_version: None,
+        scripts: Vec::new(),
         bytes: written,
         entries: 1,
     })
@@ -360,3 +497,7 @@ fn quote_path(path: &Path) -> String {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+#[path = "formats_tests.rs"]
+mod formats_tests;

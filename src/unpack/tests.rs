@@ -239,6 +239,8 @@ fn plain_executable_is_installed_as_run() {
         unpacked,
         Unpacked {
             version_file: None,
+            package_version: None,
+            scripts: Vec::new(),
             bytes: SCRIPT.len() as u64,
             entries: 1
         }
