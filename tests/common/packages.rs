@@ -138,7 +138,8 @@ pub fn deb(dir: &Path, spec: &Spec<'_>) -> PathBuf {
     }
     let meta: Vec<PackageFile<'_>> = meta.iter().map(|(p, b, m)| (*p, &b[..], *m)).collect();
     stage(&root, &meta);
-    let file_version = version.replace(':', "%3a");
+    // Debian's file names leave the epoch out.
+    let file_version = version.split_once(':').map_or(version.as_str(), |(_, v)| v);
     let out = dir.join(format!("{}_{file_version}_all.deb", spec.name));
     run(
         Command::new("dpkg-deb")
