@@ -34,7 +34,7 @@ use checks::{
     check_addr, check_job_text, check_limits, check_limits_set, check_register, check_restart,
     check_status,
 };
-use disk::{check_meta, check_meta_with, check_unpack, MetaSetup, Scratch};
+use disk::{check_meta, check_meta_with, check_package, check_unpack, MetaSetup, Scratch};
 use gen::{Accepted, Rng, Verdict};
 
 // ---------------------------------------------------------------------------------
@@ -212,6 +212,81 @@ fn fuzz_unpack() {
     );
 }
 
+/// The package formats beyond tar.gz: rpm (lead, headers, cpio payload), deb (ar,
+/// control.tar, data.tar) and tar plain, xz or zstd. Their corpora hold valid
+/// packages made by rpmbuild 4.18 (payload uncompressed, gzip, xz and zstd),
+/// dpkg-deb 1.21 (`-Z none|gzip|xz|zstd`), GNU tar 1.34, xz and zstd, and hostile
+/// ones named `bad-*` (rpm headers with huge counts or data past the end, cpio
+/// entries with bad sizes, names and digits, ar members overlapping or past the
+/// end, xz and zstd bombs, a 4 GiB xz dictionary, a 2 GiB zstd window), which
+/// `every_seed_is_accepted_by_its_target` requires to be refused instead.
+const FORMAT_TARGETS: [(&str, &[&[u8]]); 3] = [
+    (
+        "rpm",
+        &[
+            b"\xff\xff\xff\xff",
+            b"\x8e\xad\xe8\x01",
+            b"070701",
+            b"TRAILER!!!",
+            b"FFFFFFFF",
+            b"\0\0\x03\xe9",
+        ],
+    ),
+    (
+        "deb",
+        &[
+            b"!<arch>\n",
+            b"`\n",
+            b"9999999999",
+            b"data.tar.xz     ",
+            b"control.tar     ",
+            b"./control",
+        ],
+    ),
+    (
+        "compressed",
+        &[
+            b"\xfd7zXZ\0",
+            b"\x28\xb5\x2f\xfd",
+            b"ustar",
+            b"\xff\xff\xff\xff",
+            b"\0",
+        ],
+    ),
+];
+
+#[test]
+fn fuzz_rpm_deb_and_compressed_tar() {
+    let scratch = Scratch::new("formats");
+    let root = scratch.unpack_root();
+    for (target, tokens) in FORMAT_TARGETS {
+        let corpus = gen::corpus(target);
+        gen::fuzz(
+            target,
+            800,
+            &corpus,
+            &mut |rng| format_input(rng, &corpus, tokens),
+            &|input| check_package(&root, input, "demo"),
+        );
+    }
+}
+
+/// A seed with a few byte changes, mostly in its first 4 KiB (headers).
+fn format_input(rng: &mut Rng, corpus: &[Vec<u8>], tokens: &[&[u8]]) -> Vec<u8> {
+    let mut data = rng.pick(corpus).clone();
+    for _ in 0..1 + rng.below(3) {
+        if rng.one_in(2) && data.len() > 4096 {
+            let mut head = data[..4096].to_vec();
+            gen::mutate_bytes(rng, &mut head, corpus, tokens);
+            data.splice(..4096, head);
+        } else {
+            gen::mutate_bytes(rng, &mut data, corpus, tokens);
+        }
+    }
+    data.truncate(1 << 20);
+    data
+}
+
 type Check<'a> = &'a dyn Fn(&[u8]) -> Verdict;
 
 /// Every seed is a valid input that its target accepts: a corpus that rots into
@@ -245,6 +320,33 @@ fn every_seed_is_accepted_by_its_target() {
                 Ok(Accepted::Yes),
                 "seed {index} of tests/fuzz/corpus/{target}/ (sorted by name): {}",
                 gen::preview(seed)
+            );
+        }
+    }
+    for (target, _) in FORMAT_TARGETS {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fuzz/corpus")
+            .join(target);
+        let mut names: Vec<_> = std::fs::read_dir(&dir)
+            .expect("corpus")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert!(
+            names.iter().any(|n| n.starts_with("bad-")),
+            "{target} has hostile seeds"
+        );
+        for name in names {
+            let seed = std::fs::read(dir.join(&name)).expect("seed");
+            let expected = if name.starts_with("bad-") {
+                Accepted::No
+            } else {
+                Accepted::Yes
+            };
+            assert_eq!(
+                check_package(&unpack_root, &seed, "demo"),
+                Ok(expected),
+                "tests/fuzz/corpus/{target}/{name}"
             );
         }
     }

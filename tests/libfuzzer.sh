@@ -31,7 +31,7 @@ esac
 [ $# -gt 0 ] && shift
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  targets=(wire_register wire_status jobs limits restart addr limits_set meta unpack)
+  targets=(wire_register wire_status jobs limits restart addr limits_set meta unpack rpm deb compressed)
 fi
 
 if ! cargo fuzz --version >/dev/null 2>&1; then

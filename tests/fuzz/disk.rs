@@ -119,10 +119,17 @@ fn unpack_limits(input: &[u8]) -> UnpackLimits {
 /// `input` as a package unpacked to `root/agents/a/1.0`. Beside it, `root/outside/file`
 /// is what an escaping archive would reach; `root/package` is the download.
 pub fn check_unpack(root: &Path, input: &[u8]) -> Verdict {
+    check_package(root, input, "")
+}
+
+/// The unpacker on `input` as the package of an agent `name` (rpm and deb find
+/// their program by it): as [`check_unpack`].
+pub fn check_package(root: &Path, input: &[u8], name: &str) -> Verdict {
     let package = root.join("package");
     let dest = root.join("agents/a/1.0");
     fs::write(&package, input).map_err(|e| format!("scratch: {e}"))?;
-    let result = unpack::unpack(&package, &dest, &unpack_limits(input));
+    let program = unpack::Program { name, exec: None };
+    let result = unpack::unpack_package(&package, &dest, &unpack_limits(input), &program);
     let verdict = match &result {
         Ok(_) => check_unpacked(&dest).map(|()| Accepted::Yes),
         Err(e) => {

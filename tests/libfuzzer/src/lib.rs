@@ -52,3 +52,15 @@ pub fn check_unpack(input: &[u8]) -> Verdict {
     });
     disk::check_unpack(root, input)
 }
+
+/// The unpacker on `input` as the package of an agent named `demo` (rpm and deb
+/// find their program by the name), as in the plain fuzzer's format targets.
+pub fn check_package(input: &[u8]) -> Verdict {
+    static ROOT: OnceLock<(Scratch, PathBuf)> = OnceLock::new();
+    let (_, root) = ROOT.get_or_init(|| {
+        let scratch = Scratch::new("libfuzzer-package");
+        let root = scratch.unpack_root();
+        (scratch, root)
+    });
+    disk::check_package(root, input, "demo")
+}
