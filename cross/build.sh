@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# cross/build.sh TARGET [--tls] [--small]: builds the stripped, static release binary of
+# cross/build.sh TARGET [--tls] [--small] [--formats LIST]: builds the stripped, static release binary of
 # BootAgent for TARGET and leaves it where cargo puts it:
 #   target/TARGET/release/bootagent          the normal build
 #   target/small/TARGET/release/bootagent    with --small (cargo's --target-dir target/small)
@@ -14,6 +14,9 @@
 # Plain cargo: the linker (rust-lld), the per-target rustflags (crt-static,
 # relocation-model=static) and the C compilers for ring are set in .cargo/config.toml.
 # BOOT_SERVER_ADDR, if set, is compiled in (see README.md).
+# --formats LIST: only these of the optional package formats (cargo features `xz`,
+# `zstd`, comma-separated, or `none`) instead of all of them (the default features);
+# cross/ci.sh builds with each to print what each adds (cross/sizes.sh).
 # After the build, checks that the binary is for TARGET, static (no interpreter, no
 # dynamic section) and stripped, and prints its size and, where it can run here
 # (natively or under qemu user emulation), its `-V`.
@@ -53,21 +56,32 @@ die() {
   exit 1
 }
 usage() {
-  echo "usage: cross/build.sh TARGET [--tls] [--small]  (TARGET: x86_64-unknown-linux-musl, aarch64-unknown-linux-musl, armv7-unknown-linux-musleabihf)" >&2
+  echo "usage: cross/build.sh TARGET [--tls] [--small] [--formats xz,zstd|xz|zstd|none]  (TARGET: x86_64-unknown-linux-musl, aarch64-unknown-linux-musl, armv7-unknown-linux-musleabihf)" >&2
   exit 2
 }
 
 [ $# -ge 1 ] || usage
 target=$1
 shift
-features=() small=""
-for option in "$@"; do
-  case "$option" in
-    --tls) features=(--features tls) ;;
+features=() small="" tls="" formats=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --tls) tls=1 ;;
     --small) small=1 ;;
+    --formats)
+      [ $# -ge 2 ] || usage
+      formats=$2
+      shift ;;
     *) usage ;;
   esac
+  shift
 done
+case "$formats" in
+  "") [ -z "$tls" ] || features=(--features tls) ;;
+  none) features=(--no-default-features ${tls:+--features tls}) ;;
+  *[!a-z,]*) usage ;;
+  *) features=(--no-default-features --features "$formats${tls:+,tls}") ;;
+esac
 
 # Per target: what `file` calls the machine, the C compiler ring needs for `--tls`
 # (as in .cargo/config.toml) and the Debian package that has it, the qemu runner.
@@ -86,7 +100,7 @@ esac
 for tool in cargo file readelf; do
   command -v "$tool" >/dev/null || die "$tool is not installed (apt-get install file binutils)"
 done
-if [ ${#features[@]} -gt 0 ]; then
+if [ -n "$tls" ]; then
   command -v "$cc" >/dev/null ||
     die "--tls needs $cc to compile ring for $target (apt-get install $cc_package)"
 fi

@@ -3,12 +3,19 @@
 //!
 //! # Formats, by content, never by name
 //!
-//! - A file starting with the gzip magic (`1f 8b`) is a gzip-compressed tar. It is
-//!   read entry by entry with the `tar` crate in *raw* mode: GNU long names and links
-//!   (`L`, `K`) and pax headers (`x`) are read here, bounded, so that no header can
-//!   make the reader allocate more than `path_bytes_max` or [`PAX_HEADER_BYTES_MAX`].
-//!   Pax global headers (`g`) are skipped. The gzip stream is read to its end, so
-//!   its CRC and length are checked.
+//! - A tar, compressed with gzip (`1f 8b`), xz (`fd 37 7a 58 5a 00`, feature `xz`) or
+//!   zstd (`28 b5 2f fd`, feature `zstd`), or not at all (`ustar` at offset 257). It
+//!   is read entry by entry with the `tar` crate in *raw* mode: GNU long names and
+//!   links (`L`, `K`) and pax headers (`x`) are read here, bounded, so that no header
+//!   can make the reader allocate more than `path_bytes_max` or
+//!   [`PAX_HEADER_BYTES_MAX`]. Pax global headers (`g`) are skipped. The compressed
+//!   stream is read to its end, so its checksum is checked (`compress.rs`).
+//! - An rpm (`ed ab ee db`, `rpm.rs`): its cpio payload (`cpio.rs`), and a deb
+//!   (`!<arch>`, `deb.rs`): its `data.tar.*`. Both are relocated under `dest` (an
+//!   absolute symlink target is taken as relative to `dest`), their maintainer
+//!   scripts are listed in [`Unpacked::scripts`], never run, and `run` becomes a
+//!   relative symlink to the program chosen (`program.rs`). Their own version is in
+//!   [`Unpacked::package_version`].
 //! - Anything else is a single executable, installed as `run` with mode 0755. An
 //!   empty file is refused.
 //!
