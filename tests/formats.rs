@@ -371,6 +371,18 @@ fn bombs_of_each_compression_and_packages_without_a_program_fail_with_errcode_4(
         "{result}"
     );
     nothing_left(&host.data(), "svc");
+    // An exec that leaves the package is an invalid job.
+    for (id, exec) in [
+        ("e1", json!("../../bin/sh")),
+        ("e2", json!("/bin/sh")),
+        ("e3", json!(7)),
+    ] {
+        let mut job = host.job(id, "install", "svc", &host.http(&package), &package);
+        job["exec"] = exec;
+        let result = host.run(job);
+        assert_eq!(result["errcode"], 1, "{result}");
+        nothing_left(&host.data(), "svc");
+    }
     // The job's exec names it.
     let mut job = host.job("n2", "install", "svc", &host.http(&package), &package);
     job["exec"] = json!("usr/libexec/svc");

@@ -506,5 +506,6 @@ fn quote_path(path: &Path) -> String {
 mod tests;
 
 #[cfg(test)]
+#[cfg(all(feature = "xz", feature = "zstd"))]
 #[path = "formats_tests.rs"]
 mod formats_tests;

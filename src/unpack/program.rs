@@ -29,7 +29,11 @@ pub(super) fn link_run(
                 return Err(bad("exec names no file".to_string()));
             }
             if rel == Path::new(RUN_FILE) {
-                return Ok(());
+                return if has_run {
+                    Ok(())
+                } else {
+                    Err(bad(format!("exec {shown} is not in the package")))
+                };
             }
             if has_run {
                 return Err(bad(format!(
