@@ -85,6 +85,14 @@ for target in "${small[@]}"; do
   done
 done
 
+# What each optional package format adds: x86_64, small, without TLS, with none of
+# them and with each alone (cross/sizes.sh prints the differences).
+for formats in none xz zstd; do
+  cross/build.sh x86_64-unknown-linux-musl --small --formats "$formats"
+  cp target/small/x86_64-unknown-linux-musl/release/bootagent \
+    "target/cross/bootagent-x86_64-unknown-linux-musl-small-formats-$formats"
+done
+
 step "sizes"
 cross/sizes.sh
 
