@@ -325,8 +325,7 @@ fn nothing_left(data: &Path, name: &str) {
 
 #[test]
 fn bombs_of_each_compression_and_packages_without_a_program_fail_with_errcode_4() {
-    // Unpacking is bounded to 4 times the download bound: 4 MiB here.
-    let host = Host::new("formats-bombs", &["-o", "download_bytes_max=1048576"]);
+    let host = Host::new("formats-bombs", &["-o", "unpack_bytes_max=4194304"]);
     let big = packages::zero_file(64 << 20);
     let bomb: &[PackageFile<'_>] = &[
         ("usr/bin/bomb", SLEEPER, 0o755),
