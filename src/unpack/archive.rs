@@ -18,8 +18,8 @@ const PAX_SIZE: &[u8] = b"size";
 /// Walks a tar stream (already decompressed and capped) into the extractor, then
 /// reads the rest of the stream (end blocks, padding, a compressed stream's
 /// trailer) so that its checksum is checked.
-pub(super) fn extract_tar<R: Read>(
-    stream: R,
+pub(super) fn extract_tar(
+    stream: Box<dyn Read + '_>,
     extractor: &mut Extractor<'_>,
 ) -> Result<(), UnpackError> {
     let mut archive = tar::Archive::new(stream);

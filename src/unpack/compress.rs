@@ -38,9 +38,11 @@ impl Compression {
 
 /// A reader of the decompressed stream (errors from a decoder are `InvalidData`
 /// or `Other`, never an OS error, so that they count as the package's fault).
-pub(super) fn decoder<'a, R: Read + 'a>(
+/// Readers are boxed on both sides, so that each decoder is compiled once whatever
+/// the format that holds the stream (the binary is smaller by tens of KB).
+pub(super) fn decoder<'a>(
     compression: Compression,
-    inner: R,
+    inner: Box<dyn Read + 'a>,
 ) -> Result<Box<dyn Read + 'a>, UnpackError> {
     match compression {
         Compression::None => Ok(Box::new(inner)),
@@ -51,7 +53,7 @@ pub(super) fn decoder<'a, R: Read + 'a>(
 }
 
 #[cfg(feature = "xz")]
-fn xz<'a, R: Read + 'a>(inner: R) -> Result<Box<dyn Read + 'a>, UnpackError> {
+fn xz<'a>(inner: Box<dyn Read + 'a>) -> Result<Box<dyn Read + 'a>, UnpackError> {
     let limit_kib = u32::try_from(DECODER_WINDOW_BYTES_MAX / 1024).unwrap_or(u32::MAX);
     Ok(Box::new(lzma_rust2::XzReader::new_mem_limit(
         inner, true, limit_kib,
@@ -59,19 +61,19 @@ fn xz<'a, R: Read + 'a>(inner: R) -> Result<Box<dyn Read + 'a>, UnpackError> {
 }
 
 #[cfg(not(feature = "xz"))]
-fn xz<'a, R: Read + 'a>(_inner: R) -> Result<Box<dyn Read + 'a>, UnpackError> {
+fn xz<'a>(_inner: Box<dyn Read + 'a>) -> Result<Box<dyn Read + 'a>, UnpackError> {
     Err(super::bad(
         "xz-compressed package, but this build has no xz support".to_string(),
     ))
 }
 
 #[cfg(feature = "zstd")]
-fn zstd<'a, R: Read + 'a>(inner: R) -> Result<Box<dyn Read + 'a>, UnpackError> {
+fn zstd<'a>(inner: Box<dyn Read + 'a>) -> Result<Box<dyn Read + 'a>, UnpackError> {
     Ok(Box::new(zstd::ZstdReader::new(inner)))
 }
 
 #[cfg(not(feature = "zstd"))]
-fn zstd<'a, R: Read + 'a>(_inner: R) -> Result<Box<dyn Read + 'a>, UnpackError> {
+fn zstd<'a>(_inner: Box<dyn Read + 'a>) -> Result<Box<dyn Read + 'a>, UnpackError> {
     Err(super::bad(
         "zstd-compressed package, but this build has no zstd support".to_string(),
     ))

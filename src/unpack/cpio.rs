@@ -82,8 +82,8 @@ struct Linked {
 
 /// Extracts a newc stream up to its trailer, then reads the stream to its end
 /// (so that a compressed payload's checksum is checked).
-pub(super) fn extract_cpio<R: Read>(
-    mut stream: R,
+pub(super) fn extract_cpio(
+    mut stream: Box<dyn Read + '_>,
     extractor: &mut Extractor<'_>,
 ) -> Result<(), UnpackError> {
     let mut linked: HashMap<((u32, u32), u32), Linked> = HashMap::new();

@@ -98,8 +98,8 @@ pub(super) fn unpack_deb(
                     "deb has data.tar before control.tar, or twice".to_string()
                 ));
             }
-            let stream = decompressed(&mut member, &name)?;
-            extract_tar(extractor.capped(stream), extractor)?;
+            let stream = decompressed(Box::new(&mut member), &name)?;
+            extract_tar(Box::new(extractor.capped(stream)), extractor)?;
             data_done = true;
         }
         // Anything else (`_`-prefixed members, signatures) is skipped.
@@ -116,8 +116,8 @@ pub(super) fn unpack_deb(
 }
 
 /// The member's decompressed stream, told by its magic bytes.
-fn decompressed<'a, R: Read + 'a>(
-    member: R,
+fn decompressed<'a>(
+    member: Box<dyn Read + 'a>,
     name: &str,
 ) -> Result<Box<dyn Read + 'a>, UnpackError> {
     let mut member = BufReader::new(member);
@@ -131,14 +131,15 @@ fn decompressed<'a, R: Read + 'a>(
             quote(name.as_bytes())
         )));
     }
-    decoder(compression, io::Cursor::new(head).chain(member))
+    decoder(compression, Box::new(io::Cursor::new(head).chain(member)))
 }
 
 /// The `Version` of `control` and the maintainer scripts present.
-fn read_control<R: Read>(member: &mut R) -> Result<DebInfo, UnpackError> {
-    let stream = decompressed(member, "control.tar")?;
-    let capped = stream.take(CONTROL_TAR_BYTES_MAX.saturating_add(1));
-    let mut archive = tar::Archive::new(capped);
+fn read_control(member: &mut dyn Read) -> Result<DebInfo, UnpackError> {
+    let stream = decompressed(Box::new(member), "control.tar")?;
+    let mut capped = stream.take(CONTROL_TAR_BYTES_MAX.saturating_add(1));
+    // Boxed: the same tar reader as the data archive's, compiled once.
+    let mut archive = tar::Archive::new(Box::new(&mut capped) as Box<dyn Read + '_>);
     let mut info = DebInfo::default();
     let mut control = None;
     for entry in archive.entries().map_err(read_error)?.raw(true) {
@@ -164,7 +165,8 @@ fn read_control<R: Read>(member: &mut R) -> Result<DebInfo, UnpackError> {
     }
     let mut rest = archive.into_inner();
     io::copy(&mut rest, &mut io::sink()).map_err(read_error)?;
-    if rest.limit() == 0 {
+    drop(rest);
+    if capped.limit() == 0 {
         return Err(bad(format!(
             "deb control.tar decompresses to more than {CONTROL_TAR_BYTES_MAX} bytes"
         )));

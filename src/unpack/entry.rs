@@ -89,7 +89,7 @@ impl Extractor<'_> {
 
     pub(super) fn write_file(
         &mut self,
-        entry: &mut impl Read,
+        entry: &mut dyn Read,
         rel: &Path,
         mode: u32,
         size: u64,

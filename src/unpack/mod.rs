@@ -337,8 +337,8 @@ fn unpack_archive(
     let mut scripts = Vec::new();
     match format {
         Format::Tar(compression) => {
-            let stream = decoder(compression, BufReader::new(file))?;
-            extract_tar(extractor.capped(stream), &mut extractor)?;
+            let stream = decoder(compression, Box::new(BufReader::new(file)))?;
+            extract_tar(Box::new(extractor.capped(stream)), &mut extractor)?;
             if program.exec.is_some() {
                 program::link_run(&extractor, program)?;
             } else {

@@ -119,10 +119,10 @@ pub(super) fn unpack_rpm(
     };
     let stream = decoder(
         compression,
-        std::io::Cursor::new(head.to_vec()).chain(payload),
+        Box::new(std::io::Cursor::new(head.to_vec()).chain(payload)),
     )?;
     let capped = extractor.capped(stream);
-    extract_cpio(capped, extractor)?;
+    extract_cpio(Box::new(capped), extractor)?;
     Ok(info)
 }
 
