@@ -289,6 +289,7 @@ impl<C: Clock> EventLoop<'_, C> {
             }
         }
         if self.supervisor.take_changed() {
+            self.core.set_fatal(self.supervisor.fatal_names(), effects);
             self.core.request_report(now);
             let view = crate::status::StateFile {
                 pid: std::process::id(),

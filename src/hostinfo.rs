@@ -23,6 +23,8 @@ pub fn hostname() -> String {
     name.chars().take(HOSTNAME_BYTES_MAX).collect()
 }
 
+const BOOT_ID_FILE: &str = "/proc/sys/kernel/random/boot_id";
+
 pub fn host_info() -> HostInfo {
     HostInfo {
         os: std::env::consts::OS.to_string(),
@@ -32,8 +34,14 @@ pub fn host_info() -> HostInfo {
             .map(|n| u32::try_from(n.get()).unwrap_or(u32::MAX))
             .unwrap_or(1),
         mem_kb: mem_total_kb().unwrap_or(0),
-        boot_id: read_trimmed("/proc/sys/kernel/random/boot_id").unwrap_or_default(),
+        boot_id: boot_id(),
     }
+}
+
+/// The kernel's boot id: the same for every process of one boot of the host, new
+/// at every boot; empty where the kernel does not have it.
+pub fn boot_id() -> String {
+    read_trimmed(BOOT_ID_FILE).unwrap_or_default()
 }
 
 fn read_trimmed(path: &str) -> Option<String> {

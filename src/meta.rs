@@ -84,6 +84,13 @@ pub struct Meta {
     /// BootAgent stops before its result is on disk.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub child_upgrade: Option<ChildUpgrade>,
+    /// The host's boot id when `fatal` was last written (section 6).
+    #[serde(default)]
+    pub boot_id: String,
+    /// Children that went `fatal` by the restart policy: kept fatal when BootAgent
+    /// starts again in the same boot (`boot_id`), started afresh after a reboot.
+    #[serde(default)]
+    pub fatal: BTreeSet<String>,
 }
 
 /// How many events and job results were dropped past their bounds since a
@@ -198,7 +205,20 @@ impl Meta {
             stopped: BTreeSet::new(),
             dropped: Dropped::default(),
             child_upgrade: None,
+            boot_id: String::new(),
+            fatal: BTreeSet::new(),
         }
+    }
+
+    /// At start, in boot `boot_id`: the children to keep `fatal` (those of the same
+    /// boot; none after a reboot, or when the boot id is unknown). The metafile then
+    /// records this boot.
+    pub fn fatal_this_boot(&mut self, boot_id: &str) -> BTreeSet<String> {
+        if boot_id.is_empty() || self.boot_id != boot_id {
+            self.fatal.clear();
+        }
+        self.boot_id = boot_id.to_string();
+        self.fatal.clone()
     }
 
     /// Checks what serde cannot: the schema and the identity.
@@ -400,6 +420,25 @@ mod tests {
             String::new(),
             600,
         )
+    }
+
+    #[test]
+    fn fatal_holds_within_a_boot_and_is_forgotten_after_a_reboot() {
+        let mut meta = sample();
+        assert!(meta.fatal_this_boot("boot-a").is_empty());
+        meta.fatal.insert("crasher".into());
+        assert_eq!(meta.fatal_this_boot("boot-a").len(), 1);
+        assert!(meta.fatal_this_boot("boot-b").is_empty());
+        assert_eq!(meta.boot_id, "boot-b");
+        meta.fatal.insert("crasher".into());
+        assert!(
+            meta.fatal_this_boot("").is_empty(),
+            "an unknown boot is a new one"
+        );
+        // A metafile of an older BootAgent has neither field.
+        let old = r#"{"schema":1,"agentsn":"x","step_s":600}"#;
+        let parsed: Meta = serde_json::from_str(old).expect("old metafile");
+        assert!(parsed.fatal.is_empty() && parsed.boot_id.is_empty());
     }
 
     #[test]

@@ -75,6 +75,82 @@ pub fn sysconf(name: libc::c_int) -> Option<u64> {
     u64::try_from(value).ok().filter(|&v| v > 0)
 }
 
+/// The asynchronous signals whose default action would end BootAgent but that mean
+/// nothing to it (a `kill -USR1` meant for log reopening, a stray `SIGPIPE`): ignored.
+/// Faults (`SEGV`, `BUS`, …) keep their default.
+pub const IGNORED_SIGNALS: [libc::c_int; 10] = [
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGALRM,
+    libc::SIGVTALRM,
+    libc::SIGPROF,
+    libc::SIGIO,
+    libc::SIGPWR,
+    libc::SIGPIPE,
+    libc::SIGWINCH,
+    libc::SIGURG,
+];
+
+/// Signal numbers are below this on Linux (`_NSIG`).
+const SIGNAL_NUMBER_END: libc::c_int = 65;
+
+/// Sets the disposition of each signal of `signals` to "ignore".
+pub fn ignore_signals(signals: &[libc::c_int]) -> io::Result<()> {
+    for &signal in signals {
+        // SAFETY: SIG_IGN installs no handler code; signal(2) has no memory effects.
+        if unsafe { libc::signal(signal, libc::SIG_IGN) } == libc::SIG_ERR {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Size of the kernel's signal set, the last argument of `rt_sigaction(2)`.
+#[cfg(any(target_arch = "mips", target_arch = "mips64"))]
+const KERNEL_SIGSET_BYTES: usize = 16;
+#[cfg(not(any(target_arch = "mips", target_arch = "mips64")))]
+const KERNEL_SIGSET_BYTES: usize = 8;
+
+/// Between fork and exec: every signal back to its default disposition (an ignored
+/// one would survive exec) and an empty signal mask. Async-signal-safe: raw
+/// `rt_sigaction` (the C library refuses the numbers it reserves for itself, 32 and
+/// 33, which an ignored disposition may hold as well) and `sigprocmask`, on values
+/// on the stack.
+///
+/// # Safety
+/// Call only in a forked child before exec (it changes the whole process's signal
+/// handling).
+unsafe fn reset_signals_for_exec() -> io::Result<()> {
+    // The kernel's `struct sigaction`, all zeros: handler SIG_DFL, no flags, no
+    // restorer, an empty mask. Larger than any architecture's, so never read past.
+    let default = [0u64; 8];
+    for signal in 1..SIGNAL_NUMBER_END {
+        if signal == libc::SIGKILL || signal == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: `default` is a readable, zeroed kernel sigaction for the call; no old
+        // action is asked for. A number the kernel refuses only fails with EINVAL.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                signal,
+                default.as_ptr(),
+                std::ptr::null_mut::<u64>(),
+                KERNEL_SIGSET_BYTES,
+            )
+        };
+    }
+    // SAFETY: sigset_t is plain old data, initialised by sigemptyset before use.
+    let mut empty: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `empty` is a valid sigset_t for both calls; the old mask is not asked for.
+    if unsafe { libc::sigemptyset(&mut empty) } != 0
+        || unsafe { libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) } != 0
+    {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// What `spawn_child` starts.
 pub struct SpawnSpec<'a> {
     pub program: &'a std::path::Path,
@@ -88,7 +164,8 @@ pub struct SpawnSpec<'a> {
 }
 
 /// Starts a child in its own session and process group, with `PR_SET_PDEATHSIG`
-/// so that it dies with the calling thread. Call it only from the long-lived loop
+/// so that it dies with the calling thread, every signal at its default disposition
+/// and an empty signal mask. Call it only from the long-lived loop
 /// thread: the death signal fires when the *spawning thread* exits.
 pub fn spawn_child(spec: SpawnSpec<'_>) -> io::Result<i32> {
     use std::os::unix::process::CommandExt;
@@ -106,9 +183,11 @@ pub fn spawn_child(spec: SpawnSpec<'_>) -> io::Result<i32> {
         .stdout(Stdio::from(output.try_clone()?))
         .stderr(Stdio::from(output));
     // SAFETY: the closure runs between fork and exec in the child and makes only
-    // async-signal-safe calls (setsid, prctl, getppid, write); it allocates nothing.
+    // async-signal-safe calls (setsid, prctl, getppid, write, rt_sigaction,
+    // sigemptyset, sigprocmask); it allocates nothing.
     unsafe {
         command.pre_exec(move || {
+            reset_signals_for_exec()?;
             if libc::setsid() < 0 {
                 return Err(io::Error::last_os_error());
             }

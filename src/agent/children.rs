@@ -6,6 +6,7 @@ use super::{Core, Effect};
 use crate::meta::StoredEvent;
 use crate::wheel::Millis;
 use crate::wire::AgentStatus;
+use std::collections::BTreeSet;
 
 impl Core {
     /// The children to describe in the next reports.
@@ -90,6 +91,15 @@ impl Core {
             );
         }
         out
+    }
+
+    /// The children held `fatal` by the restart policy, kept in the metafile for a
+    /// restart of BootAgent within the same boot.
+    pub fn set_fatal(&mut self, fatal: BTreeSet<String>, effects: &mut Vec<Effect>) {
+        if self.meta.fatal != fatal {
+            self.meta.fatal = fatal;
+            effects.push(Effect::SaveMeta);
+        }
     }
 
     /// Desired states of the children, kept in the metafile.

@@ -23,12 +23,13 @@ use crate::download::DownloadLimits;
 use crate::event_loop::{Event, EventLoop, Exit};
 use crate::jobrun::JobRunner;
 use crate::limits::Limits;
-use crate::meta::{Meta, MetaError};
+use crate::meta::{Loaded, Meta, MetaError, MetaStore};
 use crate::rng::Rng;
 use crate::supervisor::{AtStart, Supervisor};
 use crate::unpack::UnpackLimits;
 use crate::{hostinfo, http, logging, reslimit, status, sys, tls};
 use log::{info, warn};
+use std::collections::BTreeSet;
 use std::fmt;
 use std::fs::{self, File};
 use std::io::{self, Write};
@@ -105,6 +106,10 @@ pub fn run(options: &Options) -> Result<(), AppError> {
         what: "cannot install signal handlers".to_string(),
         err,
     })?;
+    sys::ignore_signals(&sys::IGNORED_SIGNALS).map_err(|err| AppError::Io {
+        what: "cannot ignore signals".to_string(),
+        err,
+    })?;
     let log = logging::init(
         logging::level(options.verbosity),
         options.log_file.as_deref(),
@@ -132,7 +137,7 @@ pub fn run(options: &Options) -> Result<(), AppError> {
     let _lock = lock_data_dir(&options.data_dir)?;
     // Read again under the lock: another agent may have made the identity meanwhile.
     let resolved = resolve(options, &limits)?;
-    let meta = first_or_later_start(&resolved, options, &limits)?;
+    let mut meta = first_or_later_start(&resolved, options, &limits)?;
     let trust = tls::load_with_baked(&tls_files(&meta), baked::BAKED_CA).map_err(AppError::Tls)?;
     if !trust.summary.is_empty() {
         info!("TLS: {}", trust.summary);
@@ -186,7 +191,8 @@ pub fn run(options: &Options) -> Result<(), AppError> {
     })?;
 
     let clock = RealClock::new();
-    let (supervisor, child_logs) = start_supervisor(&data_dir, &limits, &meta, &clock)?;
+    let fatal = meta.fatal_this_boot(&hostinfo::boot_id());
+    let (supervisor, child_logs) = start_supervisor(&data_dir, &limits, &meta, &fatal, &clock)?;
     let facts = Facts {
         hostname: hostinfo::hostname(),
         version: hostinfo::version_string(),
@@ -255,6 +261,7 @@ fn start_supervisor(
     data_dir: &Path,
     limits: &Limits,
     meta: &Meta,
+    fatal: &BTreeSet<String>,
     clock: &RealClock,
 ) -> Result<(Supervisor, ChildLogs), AppError> {
     let logs_dir = data_dir.join("logs");
@@ -314,8 +321,17 @@ fn start_supervisor(
         }
         AtStart::Adopt => info!("adopting the children of the previous BootAgent"),
     }
-    for skipped in supervisor.discover(&meta.stopped, clock.now_ms(), clock.wall_s()) {
+    // Fatal in this boot stays fatal; after a reboot every child gets a fresh start.
+    let mut not_started = meta.stopped.clone();
+    not_started.extend(fatal.iter().cloned());
+    for skipped in supervisor.discover(&not_started, clock.now_ms(), clock.wall_s()) {
         warn!("{skipped}");
+    }
+    for name in fatal {
+        if !meta.stopped.contains(name) {
+            info!("agent {name}: fatal before BootAgent restarted in this boot; not started");
+            supervisor.hold_fatal(name);
+        }
     }
     Ok((supervisor, logs))
 }
@@ -326,6 +342,15 @@ pub fn status(options: &Options, name: Option<&str>, out: &mut dyn Write) -> io:
         Ok(file) => !sys::try_lock_exclusive(&file)?, // got it: nobody holds it
         Err(_) => false,
     };
+    // The tags the server gave at registration, above the whole table (read only).
+    if name.is_none() {
+        let store = MetaStore::new(&options.data_dir, options.limits.meta_bytes_max);
+        if let Ok(Loaded::Found { meta, .. }) = store.load() {
+            if !meta.tags.is_empty() {
+                writeln!(out, "tags: {}", meta.tags)?;
+            }
+        }
+    }
     status::print(
         &options.data_dir,
         running,

@@ -10,6 +10,28 @@ use std::io;
 use std::os::unix::fs::symlink;
 use std::path::Path;
 
+/// Removes a child's log files: `NAME.log` and every rotated `NAME.log.N`, however
+/// many `child_log_files_max` allowed (up to 100).
+fn remove_logs(logs: &Path, name: &str) {
+    let Ok(entries) = fs::read_dir(logs) else {
+        return;
+    };
+    let current = format!("{name}.log");
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some(file_name) = file_name.to_str() else {
+            continue;
+        };
+        let rotated = file_name
+            .strip_prefix(&current)
+            .and_then(|rest| rest.strip_prefix('.'))
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        if file_name == current || rotated {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
 impl JobRunner {
     /// Removes an agent that is down: its files, its settings, its logs.
     pub(super) fn remove_agent(&mut self, name: &str, ctx: &mut Ctx<'_>) -> JobResult {
@@ -26,10 +48,7 @@ impl JobRunner {
             );
         }
         let _ = fs::remove_dir_all(&trash);
-        let logs = self.data_dir.join("logs");
-        for suffix in ["", ".1", ".2", ".3", ".4", ".5", ".6", ".7", ".8", ".9"] {
-            let _ = fs::remove_file(logs.join(format!("{name}.log{suffix}")));
-        }
+        remove_logs(&self.data_dir.join("logs"), name);
         ctx.supervisor.remove(name);
         ctx.stopped.push((name.to_string(), false));
         (ErrCode::Success, format!("{name} uninstalled"))

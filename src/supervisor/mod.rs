@@ -20,14 +20,14 @@ pub use report::ChildView;
 pub use settings::{parse_envs, valid_name, Settings};
 pub use tracking::AtStart;
 
-use crate::child::{Action, Child, Exit, Input, RestartPolicy};
+use crate::child::{Action, Child, Exit, Input, RestartPolicy, State};
 use crate::childlog::ChildLogs;
 use crate::reslimit::{Cgroup, Mechanism, Throttle, TrackParent};
 use crate::sys::{self, Reaped};
 use crate::wheel::{Millis, TimerId, Wheel};
 use crate::wire::ChildEvent;
 use log::warn;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// The base `PATH` of every child (section 6).
@@ -283,7 +283,13 @@ impl Supervisor {
 
     /// Asks every child to stop (BootAgent's own shutdown).
     pub fn stop_all(&mut self, now: Millis, wall_s: i64) {
-        let names: Vec<String> = self.slots.keys().cloned().collect();
+        // A fatal child has no process; it stays fatal, as the metafile says.
+        let names: Vec<String> = self
+            .slots
+            .iter()
+            .filter(|(_, slot)| slot.child.state != State::Fatal)
+            .map(|(name, _)| name.clone())
+            .collect();
         for name in names {
             self.input(&name, Input::Stop, now, wall_s);
         }
@@ -321,6 +327,27 @@ impl Supervisor {
             .map_or(RestartPolicy::default().grace_ms, |slot| {
                 slot.child.policy.grace_ms
             })
+    }
+
+    /// The children that the restart policy made `fatal` (not those whose
+    /// `agent.json` is broken: fixing the file and restarting BootAgent starts them).
+    pub fn fatal_names(&self) -> BTreeSet<String> {
+        self.slots
+            .iter()
+            .filter(|(_, slot)| slot.child.state == State::Fatal && slot.broken.is_none())
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    /// Holds a child `fatal` without starting it: it was fatal when BootAgent last
+    /// ran in this boot. A `restart`, `start`, `install` or `upgrade` revives it.
+    pub fn hold_fatal(&mut self, name: &str) {
+        if let Some(slot) = self.slots.get_mut(name) {
+            if slot.child.state == State::Stopped {
+                slot.child.state = State::Fatal;
+                self.changed = true;
+            }
+        }
     }
 
     pub fn start(&mut self, name: &str, now: Millis, wall_s: i64) {
