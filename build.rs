@@ -1,5 +1,6 @@
 //! Bakes the compiled-in server list (`BOOT_SERVER_ADDR`, docs/protocol.md section 5),
-//! the fleet's CA bundle (`BOOT_CA_FILE`, a PEM file, optional), the version the
+//! the fleet's CA bundle (`BOOT_CA_FILE`, a PEM file, optional), the directories
+//! `file://` URLs may point into (`BOOT_FILE_URL_ROOTS`, `:`-separated), the version the
 //! binary reports (`BOOT_VERSION`, default the one in `Cargo.toml`) and the target
 //! triple into the binary. A bad entry, an unreadable CA file or a bad version fails
 //! the build, naming it.
@@ -43,9 +44,20 @@ fn main() {
     if let Err(err) = fs::write(out_dir.join("ca.pem"), &ca) {
         fail(&format!("cannot write ca.pem into OUT_DIR: {err}"));
     }
+    println!("cargo:rerun-if-env-changed=BOOT_FILE_URL_ROOTS");
+    let roots = env::var("BOOT_FILE_URL_ROOTS").unwrap_or_default();
+    for root in roots.split(':').filter(|root| !root.is_empty()) {
+        if !root.starts_with('/') {
+            fail(&format!(
+                "BOOT_FILE_URL_ROOTS: {root:?} is not an absolute path"
+            ));
+        }
+    }
     let source = format!(
         "/// The compiled-in server list, validated and normalised at build time.\n\
          pub const BAKED_SERVERS: &str = {baked:?};\n\
+         /// The compiled-in roots of `file://` URLs, `:`-separated absolute paths.\n\
+         pub const BAKED_FILE_URL_ROOTS: &str = {roots:?};\n\
          /// The compiled-in CA bundle (PEM), empty when none was given.\n\
          pub const BAKED_CA: &[u8] = include_bytes!(concat!(env!(\"OUT_DIR\"), \"/ca.pem\"));\n"
     );

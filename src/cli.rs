@@ -11,7 +11,8 @@ use std::path::PathBuf;
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/bootagent";
 
 pub const USAGE: &str = "\
-usage: bootagent [-S LIST] [-C FILE] [-D DIR] [-L FILE] [-o NAME=VALUE]... [-v|-q]... [-T | -V | -h]
+usage: bootagent [-S LIST] [-C FILE] [-D DIR] [-L FILE] [-o NAME=VALUE]... [--file-url-root DIR]...
+                 [-v|-q]... [-T | -V | -h]
        bootagent status [NAME] [-D DIR]     (or -s)
        bootagent restart|stop|start NAME [-D DIR]
        bootagent logs NAME [-f] [-n LINES] [-D DIR]
@@ -26,6 +27,9 @@ supervises the child agents in DIR/agents.
   --client-cert FILE, --client-key FILE
             certificate and key (PEM) for mutual TLS; first start only, persisted
   -D DIR    data directory (default /var/lib/bootagent)
+  --file-url-root DIR
+            a directory that file:// package URLs may point into, besides
+            DIR/files (repeatable); first start only, persisted
   -L FILE   log to FILE, rotated by size (default: stderr)
   -o NAME=VALUE
             change one limit or timeout, e.g. -o exchange_timeout_ms=60000
@@ -80,6 +84,8 @@ pub struct Options {
     pub client_cert: Option<PathBuf>,
     pub client_key: Option<PathBuf>,
     pub data_dir: PathBuf,
+    /// `--file-url-root`, in the order given.
+    pub file_url_roots: Vec<PathBuf>,
     pub log_file: Option<PathBuf>,
     /// `-v` count minus `-q` count.
     pub verbosity: i8,
@@ -112,6 +118,7 @@ where
         client_cert: None,
         client_key: None,
         data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+        file_url_roots: Vec::new(),
         log_file: None,
         verbosity: 0,
         limits: Limits::default(),
@@ -140,6 +147,16 @@ where
                 options.client_key = Some(path_value(&mut parser, "--client-key")?)
             }
             Short('D') => options.data_dir = path_value(&mut parser, "-D")?,
+            Long("file-url-root") => {
+                let root = path_value(&mut parser, "--file-url-root")?;
+                if !root.is_absolute() {
+                    return Err(UsageError(format!(
+                        "--file-url-root: {} is not an absolute path",
+                        root.display()
+                    )));
+                }
+                options.file_url_roots.push(root);
+            }
             Short('L') => options.log_file = Some(path_value(&mut parser, "-L")?),
             Short('o') => {
                 let assignment = string_value(&mut parser, "-o")?;

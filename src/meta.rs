@@ -59,6 +59,9 @@ pub struct Meta {
     pub client_cert: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_key: Option<String>,
+    /// The `--file-url-root` directories of the first start (section 9).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub file_url_roots: Vec<String>,
     /// The list from the last `config` job, normalised.
     #[serde(default)]
     pub servers_server: String,
@@ -197,6 +200,7 @@ impl Meta {
             ca_file: None,
             client_cert: None,
             client_key: None,
+            file_url_roots: Vec::new(),
             servers_server: String::new(),
             step_s,
             jobs: Vec::new(),

@@ -91,7 +91,9 @@ impl Host {
         })
         .expect("server");
         let addr = server.addr();
-        let mut args = vec!["-S", addr.as_str()];
+        // The served directory is also where this host's file:// URLs point.
+        let root = files.to_string_lossy().into_owned();
+        let mut args = vec!["-S", addr.as_str(), "--file-url-root", root.as_str()];
         args.extend_from_slice(extra);
         let agent = Agent::start(&scratch, &args);
         let mut sn = String::new();

@@ -1,11 +1,11 @@
 //! `-T` (what BootAgent would run with; reads, never writes) and `-V`.
 
-use super::config::{resolve, tls_files};
+use super::config::{file_url_roots, resolve, tls_files};
 use super::datadir::{check_data_dir, check_data_dir_mode};
 use super::{baked, AppError};
 use crate::cli::Options;
 use crate::limits::Limits;
-use crate::meta::Loaded;
+use crate::meta::{Loaded, Meta};
 use crate::{reslimit, tls};
 use std::io::{self, Write};
 
@@ -68,6 +68,20 @@ pub fn test_config(options: &Options, out: &mut dyn Write) -> io::Result<bool> {
             if resolved.cli_ignored {
                 writeln!(out, "-S: ignored, the metafile exists (first start only)")?;
             }
+            let roots = match &resolved.loaded {
+                Loaded::FirstStart => {
+                    let mut first = Meta::new(String::new(), String::new(), 0);
+                    first.file_url_roots = options
+                        .file_url_roots
+                        .iter()
+                        .map(|root| root.to_string_lossy().into_owned())
+                        .collect();
+                    file_url_roots(&options.data_dir, &first)
+                }
+                Loaded::Found { meta, .. } => file_url_roots(&options.data_dir, meta),
+            };
+            let roots: Vec<String> = roots.iter().map(|r| r.display().to_string()).collect();
+            writeln!(out, "file_url_roots: {}", roots.join(":"))?;
             let files = match &resolved.loaded {
                 Loaded::FirstStart => tls::TlsFiles {
                     ca_file: options.ca_file.clone(),

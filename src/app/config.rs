@@ -10,7 +10,10 @@ use crate::rng;
 use crate::servers::Servers;
 use crate::{jobrun, jobs, tls};
 use log::{info, warn};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+/// The default root of `file://` URLs, in the data directory.
+pub(super) const FILES_DIR: &str = "files";
 
 /// What the configuration resolves to, before anything is written.
 pub(super) struct Resolved {
@@ -53,6 +56,24 @@ pub(super) fn tls_files(meta: &Meta) -> tls::TlsFiles {
     }
 }
 
+/// The directories `file://` URLs may point into (docs/protocol.md section 9): the data
+/// directory's `files/`, those compiled in (`BOOT_FILE_URL_ROOTS`), and the
+/// `--file-url-root` ones of the first start.
+pub(super) fn file_url_roots(data_dir: &Path, meta: &Meta) -> Vec<PathBuf> {
+    let data_dir = std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
+    let mut roots = vec![data_dir.join(FILES_DIR)];
+    let baked = super::baked::BAKED_FILE_URL_ROOTS
+        .split(':')
+        .filter(|root| !root.is_empty());
+    for root in baked.chain(meta.file_url_roots.iter().map(String::as_str)) {
+        let root = PathBuf::from(root);
+        if !roots.contains(&root) {
+            roots.push(root);
+        }
+    }
+    roots
+}
+
 /// On a first start, makes and saves a new identity; later, loads the saved one.
 pub(super) fn first_or_later_start(
     resolved: &Resolved,
@@ -70,6 +91,9 @@ pub(super) fn first_or_later_start(
             }
             if options.ca_file.is_some() || options.client_cert.is_some() {
                 info!("-C/--client-cert ignored: the TLS files of the first start are persisted");
+            }
+            if !options.file_url_roots.is_empty() {
+                info!("--file-url-root ignored: the roots of the first start are persisted");
             }
             let mut meta = (**meta).clone();
             // Before any child starts: an interrupted install or upgrade is rolled back.
@@ -103,6 +127,11 @@ pub(super) fn first_or_later_start(
             meta.ca_file = absolute(&options.ca_file);
             meta.client_cert = absolute(&options.client_cert);
             meta.client_key = absolute(&options.client_key);
+            meta.file_url_roots = options
+                .file_url_roots
+                .iter()
+                .map(|root| root.to_string_lossy().into_owned())
+                .collect();
             resolved.store.save(&meta)?;
             info!("first start: new agent SN {}", meta.agentsn);
             Ok(meta)

@@ -39,7 +39,7 @@ use std::sync::mpsc;
 use std::thread;
 
 pub use check::{test_config, version_text};
-use config::{first_or_later_start, resolve, tls_files};
+use config::{file_url_roots, first_or_later_start, resolve, tls_files, FILES_DIR};
 use datadir::{check_data_dir_mode, lock_data_dir, LOCK_FILE};
 
 mod baked {
@@ -149,6 +149,19 @@ pub fn run(options: &Options) -> Result<(), AppError> {
             what: format!("data directory {}", options.data_dir.display()),
             err,
         })?;
+    // The default root of file:// URLs; made here so an operator finds where to put files.
+    match fs::DirBuilder::new()
+        .mode(0o700)
+        .create(data_dir.join(FILES_DIR))
+    {
+        Err(err) if err.kind() != io::ErrorKind::AlreadyExists => {
+            warn!(
+                "cannot create {}: {err}",
+                data_dir.join(FILES_DIR).display()
+            )
+        }
+        _ => {}
+    }
     info!(
         "bootagent {} starting: agent {}, data directory {}, {} server(s), first {}",
         env!("BOOT_VERSION"),
@@ -213,6 +226,7 @@ pub fn run(options: &Options) -> Result<(), AppError> {
         speed_min_bytes_per_s: limits.download_speed_min_bytes_per_s,
         connect_timeout_ms: limits.connect_timeout_ms,
         free_bytes_min: limits.disk_reserve_bytes,
+        file_url_roots: file_url_roots(&data_dir, core.meta()),
         tls: trust.clone(),
     };
     let unpack = UnpackLimits {

@@ -2,7 +2,8 @@
 //!
 //! Schemes: `http://` and `https://` (ureq; https only in a build with the `tls`
 //! feature; up to `REDIRECTS_MAX` redirects), `file://` (a local absolute path,
-//! `file:///abs/path` or `file://localhost/abs/path`) and `ftp://` (hand-rolled over
+//! `file:///abs/path` or `file://localhost/abs/path`, under one of `file_url_roots`
+//! once symlinks are resolved, else refused with errcode 2 before it is opened) and `ftp://` (hand-rolled over
 //! `TcpStream`: passive mode, `EPSV` first and `PASV` as the fallback on IPv4, binary
 //! type, `SIZE` when the server has it; anonymous unless the URL carries
 //! `user:password@`; user, password and path are percent-decoded, and the path is
@@ -90,6 +91,9 @@ pub struct DownloadLimits {
     pub connect_timeout_ms: u64,
     /// Free space that must remain in the directory after the download.
     pub free_bytes_min: u64,
+    /// The directories `file://` URLs may name files under (symlinks resolved);
+    /// none: every `file://` URL is refused.
+    pub file_url_roots: Vec<PathBuf>,
     /// Trust and identity for `https://` (the same as the server exchanges').
     pub tls: crate::tls::Loaded,
 }
@@ -102,6 +106,7 @@ impl Default for DownloadLimits {
             speed_min_bytes_per_s: SPEED_MIN_BYTES_PER_S_DEFAULT,
             connect_timeout_ms: CONNECT_TIMEOUT_MS_DEFAULT,
             free_bytes_min: FREE_BYTES_MIN_DEFAULT,
+            file_url_roots: Vec::new(),
             tls: crate::tls::Loaded::default(),
         }
     }
@@ -147,6 +152,8 @@ pub enum DownloadError {
     },
     /// A `file://` source that cannot be read.
     Source { path: String, problem: String },
+    /// A `file://` path outside the `file_url_roots`, refused before it was opened.
+    NotAllowed { path: String, roots: String },
     /// `cancel` was set.
     Cancelled { url: String },
     /// Not enough free space to start (errcode 5).
@@ -181,6 +188,7 @@ impl DownloadError {
             | DownloadError::TooLarge { .. }
             | DownloadError::LengthMismatch { .. }
             | DownloadError::Source { .. }
+            | DownloadError::NotAllowed { .. }
             | DownloadError::Cancelled { .. } => 2,
         }
     }
@@ -223,6 +231,10 @@ impl fmt::Display for DownloadError {
                 )
             }
             DownloadError::Source { path, problem } => write!(f, "cannot read {path}: {problem}"),
+            DownloadError::NotAllowed { path, roots } => write!(
+                f,
+                "file URL refused: {path} is not under the file_url_roots ({roots})"
+            ),
             DownloadError::Cancelled { url } => write!(f, "download cancelled: {url}"),
             DownloadError::NoSpace {
                 dir,

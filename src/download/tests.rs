@@ -90,6 +90,7 @@ fn limits() -> DownloadLimits {
         stall_ms: STALL_TEST_MS * 4,
         connect_timeout_ms: WAIT_MS,
         free_bytes_min: 0,
+        file_url_roots: vec![std::env::temp_dir()],
         ..DownloadLimits::default()
     }
 }
@@ -147,6 +148,7 @@ fn extreme_limits_do_not_panic() {
         stall_ms: u64::MAX,
         connect_timeout_ms: u64::MAX,
         free_bytes_min: 0,
+        file_url_roots: vec![std::env::temp_dir()],
         ..DownloadLimits::default()
     };
     for url in &urls {
@@ -158,6 +160,7 @@ fn extreme_limits_do_not_panic() {
         stall_ms: 0,
         connect_timeout_ms: 0,
         free_bytes_min: 0,
+        file_url_roots: vec![std::env::temp_dir()],
         ..DownloadLimits::default()
     };
     for url in &urls {
@@ -209,6 +212,58 @@ fn file_missing_names_the_path() {
             missing.display()
         )
     );
+}
+
+#[test]
+fn file_outside_the_roots_is_refused_before_it_is_opened() {
+    let root = TestDir::new("file-root");
+    let outside = TestDir::new("file-outside");
+    let dir = TestDir::new("file-confined");
+    fs::write(root.0.join("in.tgz"), content(10)).unwrap();
+    fs::write(outside.0.join("secret"), content(10)).unwrap();
+    std::os::unix::fs::symlink(outside.0.join("secret"), root.0.join("link")).unwrap();
+    std::os::unix::fs::symlink(&outside.0, root.0.join("dirlink")).unwrap();
+    let confined = DownloadLimits {
+        file_url_roots: vec![root.0.clone()],
+        ..limits()
+    };
+    let secret = outside.0.join("secret");
+    let refused = [
+        format!("file://{}", secret.display()),
+        format!("file://{}/link", root.0.display()),
+        format!("file://{}/dirlink/secret", root.0.display()),
+        format!(
+            "file://{}/../{}/secret",
+            root.0.display(),
+            outside.0.file_name().unwrap().to_string_lossy()
+        ),
+        // Missing outside: the same answer as existing, nothing learnt.
+        format!("file://{}/missing", outside.0.display()),
+        format!("file://{}/../missing", root.0.display()),
+        "file:///etc/shadow".to_string(),
+    ];
+    for url in &refused {
+        let err = failed(url, &dir, &confined);
+        assert_eq!(err.errcode(), 2, "{url}");
+        assert!(
+            err.to_string().starts_with("file URL refused: "),
+            "{url}: {err}"
+        );
+        assert!(err.to_string().contains("file_url_roots"), "{err}");
+    }
+    let none = DownloadLimits {
+        file_url_roots: Vec::new(),
+        ..limits()
+    };
+    let inside = format!("file://{}/in.tgz", root.0.display());
+    assert_eq!(failed(&inside, &dir, &none).errcode(), 2);
+    let missing = failed(
+        &format!("file://{}/nope", root.0.display()),
+        &dir,
+        &confined,
+    );
+    assert!(missing.to_string().contains("no such file"), "{missing}");
+    assert!(get(&inside, &dir, &confined).is_ok());
 }
 
 #[test]
