@@ -5,10 +5,17 @@
 //! Every exchange is a short connection (`Connection: close`, no pooling) with a
 //! connect timeout and a whole-exchange timeout, and an answer body over
 //! `response_body_bytes_max` is an error, never read into memory whole.
+//!
+//! Proxies: [`Routes`] holds one ureq agent per way a request can go (`proxy.rs`
+//! decides which): direct, and one per tunnelling proxy. A plain `http://` request
+//! through an HTTP proxy goes through the direct agent to the proxy, its request
+//! target in absolute form; package downloads use the same [`Routes`].
 
 use crate::agent::Outcome;
 use crate::event_loop::Event;
+use crate::forward::ForwardConnector;
 use crate::limits::Limits;
+use crate::proxy::{ProxyEnv, Route};
 use std::io;
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::thread;
@@ -29,13 +36,18 @@ pub fn spawn(
     requests: Receiver<Exchange>,
     events: SyncSender<Event>,
 ) -> io::Result<thread::JoinHandle<()>> {
-    let agent = make_agent(limits, tls);
+    let connect_timeout_ms = limits.connect_timeout_ms;
+    let exchange_timeout_ms = limits.exchange_timeout_ms;
+    let tls = tls.clone();
+    let routes = Routes::new(ProxyEnv::from_env(), || {
+        agent_config(connect_timeout_ms, exchange_timeout_ms, &tls)
+    });
     let body_max = limits.response_body_bytes_max;
     thread::Builder::new()
         .name("http".to_string())
         .spawn(move || {
             for exchange in requests {
-                let outcome = post(&agent, &exchange, body_max);
+                let outcome = post(&routes, &exchange, body_max);
                 if events.send(Event::Exchanged(outcome)).is_err() {
                     return; // the loop is gone: shutting down
                 }
@@ -43,24 +55,108 @@ pub fn spawn(
         })
 }
 
-fn make_agent(limits: &Limits, tls: &crate::tls::Loaded) -> ureq::Agent {
+/// What `Routes::new` cannot tell apart from another failure: the URL itself.
+pub const INVALID_URL: &str = "invalid URL";
+
+fn agent_config(
+    connect_timeout_ms: u64,
+    exchange_timeout_ms: u64,
+    tls: &crate::tls::Loaded,
+) -> ureq::config::ConfigBuilder<ureq::typestate::AgentScope> {
     #[cfg(not(feature = "tls"))]
     let _ = tls;
     let config = ureq::Agent::config_builder()
         .http_status_as_error(false)
-        .timeout_connect(Some(Duration::from_millis(limits.connect_timeout_ms)))
-        .timeout_global(Some(Duration::from_millis(limits.exchange_timeout_ms)))
+        .timeout_connect(Some(Duration::from_millis(connect_timeout_ms)))
+        .timeout_global(Some(Duration::from_millis(exchange_timeout_ms)))
         .max_idle_connections(0)
         .max_idle_connections_per_host(0)
         .max_redirects(0)
         .user_agent(format!("bootagent/{}", env!("BOOT_VERSION")));
     #[cfg(feature = "tls")]
     let config = config.tls_config(crate::tls::ureq_config(tls));
-    ureq::Agent::new_with_config(config.build())
+    config
+}
+
+/// The ureq agents of one kind of request, one per route (see the module doc).
+pub struct Routes {
+    env: ProxyEnv,
+    /// Direct requests and absolute-form ones (through `forward.rs`).
+    direct: ureq::Agent,
+    /// The agent of each tunnelling proxy URL of the environment, or why that URL
+    /// cannot be used.
+    tunnels: Vec<(String, Result<ureq::Agent, String>)>,
+}
+
+/// Where one request goes: the agent, and headers to add.
+pub struct Target {
+    pub agent: ureq::Agent,
+    pub headers: Vec<(&'static str, String)>,
+}
+
+impl Routes {
+    /// `config` gives the settings of every agent, with the proxy set to `None`.
+    pub fn new(
+        env: ProxyEnv,
+        config: impl Fn() -> ureq::config::ConfigBuilder<ureq::typestate::AgentScope>,
+    ) -> Routes {
+        let mut tunnels: Vec<(String, Result<ureq::Agent, String>)> = Vec::new();
+        for url in env.tunnel_urls() {
+            if tunnels.iter().any(|(known, _)| *known == url) {
+                continue;
+            }
+            let agent = ureq::Proxy::new(&url)
+                .map(|proxy| ureq::Agent::new_with_config(config().proxy(Some(proxy)).build()))
+                .map_err(|err| format!("bad proxy URL in the environment: {err}"));
+            tunnels.push((url, agent));
+        }
+        let direct = ureq::Agent::with_parts(
+            config().proxy(None).build(),
+            ForwardConnector::new(env.clone()),
+            ureq::unversioned::resolver::DefaultResolver::default(),
+        );
+        Routes {
+            env,
+            direct,
+            tunnels,
+        }
+    }
+
+    /// The agent and extra headers of a request to `url`.
+    pub fn target(&self, url: &str) -> Result<Target, String> {
+        let uri: ureq::http::Uri = url.parse().map_err(|_| INVALID_URL.to_string())?;
+        let scheme = uri.scheme_str().unwrap_or_default();
+        let host = uri.host().unwrap_or_default();
+        match self.env.route(scheme, host) {
+            Route::Direct => Ok(Target {
+                agent: self.direct.clone(),
+                headers: Vec::new(),
+            }),
+            Route::Tunnel(proxy) => {
+                let agent = self
+                    .tunnels
+                    .iter()
+                    .find(|(known, _)| *known == proxy)
+                    .map(|(_, agent)| agent.clone())
+                    .unwrap_or_else(|| Err("no agent for the proxy".to_string()))?;
+                Ok(Target {
+                    agent,
+                    headers: Vec::new(),
+                })
+            }
+            Route::Forward(proxy) => Ok(Target {
+                agent: self.direct.clone(),
+                headers: proxy
+                    .authorization
+                    .map(|value| vec![("Proxy-Authorization", value)])
+                    .unwrap_or_default(),
+            }),
+        }
+    }
 }
 
 /// POSTs one JSON body and reads the answer, bounded.
-pub fn post(agent: &ureq::Agent, exchange: &Exchange, body_max: u64) -> Outcome {
+pub fn post(routes: &Routes, exchange: &Exchange, body_max: u64) -> Outcome {
     if exchange.url.starts_with("https://") {
         if !cfg!(feature = "tls") {
             return Outcome::Failed("https:// needs a bootagent built with the tls feature".into());
@@ -73,11 +169,16 @@ pub fn post(agent: &ureq::Agent, exchange: &Exchange, body_max: u64) -> Outcome 
             );
         }
     }
-    let mut request = agent
+    let target = match routes.target(&exchange.url) {
+        Ok(target) => target,
+        Err(why) => return Outcome::Failed(why),
+    };
+    let mut request = target
+        .agent
         .post(&exchange.url)
         .header("Content-Type", "application/json")
         .header("Connection", "close");
-    for (name, value) in &exchange.headers {
+    for (name, value) in target.headers.iter().chain(&exchange.headers) {
         request = request.header(*name, value);
     }
     let mut response = match request.send(&exchange.body[..]) {

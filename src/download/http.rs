@@ -1,9 +1,13 @@
 //! `http://` and `https://` downloads through ureq: redirects, a bounded answer head,
 //! connect and per-read timeouts, and every ureq error made one line that names the
-//! URL or the server.
+//! URL or the server. The proxy of the environment is chosen per hop by
+//! `crate::http::Routes` (plain `http://` through an HTTP proxy in absolute form), so
+//! redirects are followed here, each one routed again.
 
 use super::url::{host_port, split_url};
 use super::{io_problem, Ctx, DownloadError, Source};
+use crate::http::Routes;
+use crate::proxy::ProxyEnv;
 use std::io::{self, Read};
 
 /// HTTP redirects followed (package URLs often redirect to a mirror).
@@ -22,25 +26,58 @@ pub(super) struct HttpSource {
 }
 
 pub(super) fn open_http(url: &str, ctx: &Ctx<'_>) -> Result<HttpSource, DownloadError> {
-    let config = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_connect(Some(ctx.connect_timeout()))
-        .timeout_per_read(Some(ctx.stall()))
-        .timeout_per_write(Some(ctx.stall()))
-        .max_redirects(REDIRECTS_MAX)
-        .max_response_header_size(HTTP_HEAD_BYTES_MAX)
-        .max_idle_connections(0)
-        .max_idle_connections_per_host(0)
-        .user_agent(format!("bootagent/{}", env!("BOOT_VERSION")));
-    #[cfg(feature = "tls")]
-    let config = config.tls_config(crate::tls::ureq_config(&ctx.limits.tls));
-    let config = config.build();
-    let agent = ureq::Agent::new_with_config(config);
-    let response = agent
-        .get(url)
-        .header("Connection", "close")
-        .call()
-        .map_err(|err| http_error(err, url, ctx))?;
+    let routes = Routes::new(ProxyEnv::from_env(), || {
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(ctx.connect_timeout()))
+            .timeout_per_read(Some(ctx.stall()))
+            .timeout_per_write(Some(ctx.stall()))
+            .max_redirects(0)
+            .max_response_header_size(HTTP_HEAD_BYTES_MAX)
+            .max_idle_connections(0)
+            .max_idle_connections_per_host(0)
+            .user_agent(format!("bootagent/{}", env!("BOOT_VERSION")));
+        #[cfg(feature = "tls")]
+        let config = config.tls_config(crate::tls::ureq_config(&ctx.limits.tls));
+        config
+    });
+    let mut current = url.to_string();
+    let mut redirects = 0;
+    let response = loop {
+        let target = routes.target(&current).map_err(|why| {
+            if why == crate::http::INVALID_URL {
+                ctx.invalid("invalid HTTP URL")
+            } else {
+                DownloadError::Network(format!("{why}, downloading {}", ctx.shown))
+            }
+        })?;
+        let mut request = target.agent.get(&current).header("Connection", "close");
+        for (name, value) in &target.headers {
+            request = request.header(*name, value);
+        }
+        let response = request
+            .call()
+            .map_err(|err| http_error(err, &current, ctx))?;
+        let location = response
+            .headers()
+            .get("location")
+            .and_then(|value| value.to_str().ok());
+        match location {
+            Some(location) if response.status().is_redirection() => {
+                redirects += 1;
+                if redirects > REDIRECTS_MAX {
+                    return Err(DownloadError::Network(format!(
+                        "more than {REDIRECTS_MAX} redirects from {}",
+                        ctx.shown
+                    )));
+                }
+                current = join_location(&current, location).ok_or_else(|| {
+                    DownloadError::Network(format!("bad redirect from {}", ctx.shown))
+                })?;
+            }
+            _ => break response,
+        }
+    };
     let code = response.status().as_u16();
     if !response.status().is_success() {
         return Err(DownloadError::Status {
@@ -54,6 +91,32 @@ pub(super) fn open_http(url: &str, ctx: &Ctx<'_>) -> Result<HttpSource, Download
         size,
         got: 0,
     })
+}
+
+/// A redirect's `Location` resolved against the URL it came from (RFC 3986 section
+/// 5.2, the common forms): absolute, scheme-relative, absolute path, relative path.
+/// Only `http://` and `https://` results are followed.
+fn join_location(base: &str, location: &str) -> Option<String> {
+    let location = location.trim();
+    let (scheme, rest) = base.split_once("://")?;
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let origin = format!("{scheme}://{}", rest.get(..authority_end)?);
+    let joined = if location.contains("://") {
+        location.to_string()
+    } else if let Some(tail) = location.strip_prefix("//") {
+        format!("{scheme}://{tail}")
+    } else if location.starts_with('/') {
+        format!("{origin}{location}")
+    } else {
+        let path = rest.get(authority_end..).unwrap_or_default();
+        let path = path.split(['?', '#']).next().unwrap_or_default();
+        let dir = path
+            .rfind('/')
+            .map_or("/", |slash| path.get(..=slash).unwrap_or("/"));
+        format!("{origin}{dir}{location}")
+    };
+    let lower = joined.to_ascii_lowercase();
+    (lower.starts_with("http://") || lower.starts_with("https://")).then_some(joined)
 }
 
 impl Source for HttpSource {

@@ -62,6 +62,11 @@ impl Host {
     /// The same, in a scratch directory prepared by the caller (a data directory
     /// on a small file system, say).
     pub fn in_scratch(scratch: Scratch, extra: &[&str]) -> Host {
+        Host::with_env(scratch, extra, &[])
+    }
+
+    /// The same, with these variables in the agent's environment.
+    pub fn with_env(scratch: Scratch, extra: &[&str], envs: &[(&str, &str)]) -> Host {
         let files = scratch.path.join("served");
         fs::create_dir_all(&files).expect("files dir");
         let server = RefServer::start(Options {
@@ -73,7 +78,7 @@ impl Host {
         let addr = server.addr();
         let mut args = vec!["-S", addr.as_str()];
         args.extend_from_slice(extra);
-        let agent = Agent::start(&scratch, &args);
+        let agent = Agent::start_with_env(&scratch, &args, envs);
         let mut sn = String::new();
         let registered = wait_until(DEADLINE, || {
             sn = server

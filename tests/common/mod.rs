@@ -8,6 +8,7 @@
 pub mod server;
 
 pub mod host;
+pub mod proxy;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -75,7 +76,13 @@ pub struct Agent {
 impl Agent {
     /// Starts `bootagent -D DATA -L LOG -v` plus `args`.
     pub fn start(scratch: &Scratch, args: &[&str]) -> Agent {
+        Agent::start_with_env(scratch, args, &[])
+    }
+
+    /// The same, with these variables added to its environment.
+    pub fn start_with_env(scratch: &Scratch, args: &[&str], envs: &[(&str, &str)]) -> Agent {
         let child = bootagent()
+            .envs(envs.iter().copied())
             .arg("-D")
             .arg(scratch.data())
             .arg("-L")
