@@ -129,13 +129,13 @@ pub enum Exit {
 }
 
 /// What happens once a stop completes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Then {
     StayStopped,
     Start,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum State {
     /// Stopped on purpose, or never started: `stoped` on the wire.
     Stopped,
@@ -238,7 +238,45 @@ pub struct Child {
     pub last_exit: Option<String>,
 }
 
+/// A child's life as it crosses BootAgent's exec hand-over (docs/protocol.md section 10):
+/// its state (a monotonic scale that the new image continues), counters and last exit.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Carried {
+    pub state: State,
+    pub failures: u32,
+    pub restarts: u32,
+    pub last_start: Option<Millis>,
+    pub last_exit: Option<String>,
+}
+
 impl Child {
+    /// What the next image needs to go on with this child.
+    pub fn carry(&self) -> Carried {
+        Carried {
+            // `Starting` never outlives one input: a spawn is answered at once.
+            state: match &self.state {
+                State::Starting => State::Stopped,
+                state => state.clone(),
+            },
+            failures: self.failures,
+            restarts: self.restarts,
+            last_start: self.last_start,
+            last_exit: self.last_exit.clone(),
+        }
+    }
+
+    /// A child taken over from the previous image, under `policy`.
+    pub fn adopt(policy: RestartPolicy, carried: Carried) -> Self {
+        Child {
+            state: carried.state,
+            policy,
+            failures: carried.failures,
+            restarts: carried.restarts,
+            last_start: carried.last_start,
+            last_exit: carried.last_exit,
+        }
+    }
+
     pub fn new(policy: RestartPolicy) -> Self {
         Child {
             state: State::Stopped,

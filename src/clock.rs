@@ -22,13 +22,31 @@ pub trait Clock {
 /// The operating system's clocks.
 pub struct RealClock {
     origin: Instant,
+    /// Milliseconds the scale already had at `origin` (an image after an exec
+    /// hand-over continues its predecessor's scale, so carried deadlines hold).
+    offset_ms: u64,
 }
 
 impl RealClock {
     pub fn new() -> Self {
         RealClock {
             origin: Instant::now(),
+            offset_ms: 0,
         }
+    }
+
+    /// A clock that continues the scale of a clock whose zero was at `origin_ms` of
+    /// `CLOCK_MONOTONIC` (which an exec does not reset).
+    pub fn continuing(origin_ms: u64) -> Self {
+        RealClock {
+            origin: Instant::now(),
+            offset_ms: crate::sys::monotonic_ms().saturating_sub(origin_ms),
+        }
+    }
+
+    /// Where this scale's zero is on `CLOCK_MONOTONIC`, in milliseconds.
+    pub fn origin_ms(&self) -> u64 {
+        crate::sys::monotonic_ms().saturating_sub(self.now_ms())
     }
 }
 
@@ -40,7 +58,8 @@ impl Default for RealClock {
 
 impl Clock for RealClock {
     fn now_ms(&self) -> Millis {
-        u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX)
+        let elapsed = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.offset_ms.saturating_add(elapsed)
     }
 
     fn wall_ms(&self) -> i64 {

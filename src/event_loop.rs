@@ -13,9 +13,11 @@ use crate::clock::Clock;
 use crate::control::local::{self, LocalCommands};
 use crate::http::Exchange;
 use crate::jobrun::{Ctx, JobRunner, Prepared};
+use crate::jobs::ErrCode;
 use crate::jobs::Job;
 use crate::logging::LogHandle;
 use crate::meta::MetaStore;
+use crate::selfup::{CarriedSlot, ExecPlan, OnProbation};
 use crate::supervisor::Supervisor;
 use log::{error, info, warn};
 use std::path::PathBuf;
@@ -37,12 +39,27 @@ pub enum Event {
 }
 
 /// Why the loop stopped.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Exit {
     /// `SIGTERM` or `SIGINT`.
     Signalled(i32),
     /// Every sender of events is gone: a thread died.
     ChannelsClosed,
+    /// A self-upgrade (or its rollback): exec `plan.program`, handing the children over.
+    Exec(Box<ExecOut>),
+}
+
+/// What the exec hand-over needs from the loop.
+#[derive(Debug)]
+pub struct ExecOut {
+    pub plan: ExecPlan,
+    pub children: Vec<CarriedSlot>,
+}
+
+/// A self-upgrade on probation in this image, and whether a report was answered.
+pub struct SelfProbation {
+    pub upgrade: OnProbation,
+    pub reported: bool,
 }
 
 pub struct EventLoop<'a, C: Clock> {
@@ -64,12 +81,17 @@ pub struct EventLoop<'a, C: Clock> {
     pub save_retry_at: Option<u64>,
     /// Writes of the metafile that failed in a row, for the log (0 at start).
     pub save_failures: u64,
+    /// The data directory (the self-upgrade state lives in it).
+    pub data_dir: PathBuf,
+    /// A self-upgrade this image is on probation for.
+    pub self_probation: Option<SelfProbation>,
 }
 
 impl<C: Clock> EventLoop<'_, C> {
     pub fn run(mut self) -> Exit {
         let mut effects = Vec::new();
         let mut stopping: Option<i32> = None;
+        let mut started_well = false;
         self.sync_children(self.clock.now_ms(), &mut effects);
         loop {
             let now = self.clock.now_ms();
@@ -80,12 +102,19 @@ impl<C: Clock> EventLoop<'_, C> {
             }
             if stopping.is_none() {
                 self.run_jobs(now, wall_s, None, &mut effects);
+                if let Some(exit) = self.self_upgrade(now, wall_s, &mut effects) {
+                    return exit;
+                }
             }
             self.sync_children(now, &mut effects);
             // Write-ahead: what changed is on disk before a report can tell it.
             self.carry_out(&mut effects);
             self.core.on_time(now, self.clock.wall_ms(), &mut effects);
             self.carry_out(&mut effects);
+            if !started_well && self.core.reports_answered() > 0 {
+                started_well = true;
+                crate::selfup::started_well(&self.data_dir);
+            }
             if let Some(signal) = stopping {
                 if self.supervisor.all_down() {
                     self.supervisor.end_strays();
@@ -99,6 +128,7 @@ impl<C: Clock> EventLoop<'_, C> {
                 self.supervisor.next_deadline(),
                 self.jobs.next_deadline(),
                 self.save_retry_at,
+                self.self_probation.as_ref().map(|p| p.upgrade.until_ms),
             ]
             .into_iter()
             .flatten()
@@ -182,6 +212,75 @@ impl<C: Clock> EventLoop<'_, C> {
                 }
             }
         }
+    }
+
+    /// A self-upgrade: switch to a prepared binary (exec), and judge the probation of
+    /// this image (confirm, or exec the previous binary). `Some` ends the loop.
+    fn self_upgrade(&mut self, now: u64, wall_s: i64, effects: &mut Vec<Effect>) -> Option<Exit> {
+        if let Some(switch) = self.jobs.take_switch() {
+            let plan = crate::selfup::switching(
+                &self.data_dir,
+                &switch.id,
+                &switch.version,
+                switch.probation_s,
+                wall_s,
+            );
+            match plan {
+                Ok(plan) => {
+                    info!(
+                        "self-upgrade: bootagent {} -> {}, probation {} s",
+                        crate::selfup::running_version(),
+                        switch.version,
+                        switch.probation_s
+                    );
+                    let _ = self.flush(effects);
+                    let children = self.supervisor.carry();
+                    return Some(Exit::Exec(Box::new(ExecOut { plan, children })));
+                }
+                Err(why) => {
+                    crate::selfup::refused(&self.data_dir, &why);
+                    self.core
+                        .job_done(now, &switch.id, ErrCode::InstallFailed, why, effects);
+                }
+            }
+        }
+        let probation = self.self_probation.as_mut()?;
+        probation.reported |= self.core.reports_answered() > 0;
+        if now < probation.upgrade.until_ms {
+            return None;
+        }
+        let SelfProbation { upgrade, reported } = self.self_probation.take()?;
+        if reported {
+            let message = format!(
+                "bootagent {} running (was {})",
+                upgrade.version, upgrade.from_version
+            );
+            info!("self-upgrade confirmed: {message}");
+            self.core
+                .job_done(now, &upgrade.job, ErrCode::Success, message, effects);
+            self.carry_out(effects); // the result is on disk before the state says so
+            crate::selfup::confirmed(&self.data_dir, &upgrade.version, &upgrade.from_version);
+            return None;
+        }
+        let reason = "no status report answered 200 within its probation".to_string();
+        let message = format!(
+            "rolled back to bootagent {}: {reason}",
+            upgrade.from_version
+        );
+        warn!("self-upgrade of {} failed: {message}", upgrade.version);
+        self.core
+            .job_done(now, &upgrade.job, ErrCode::StartFailed, message, effects);
+        self.carry_out(effects);
+        crate::selfup::rolled_back(&self.data_dir, &upgrade.version, &reason, wall_s);
+        let plan = ExecPlan {
+            program: upgrade.previous,
+            direction: crate::selfup::Direction::Rollback,
+            job: None,
+            probation_s: 0,
+            previous: None,
+        };
+        let children = self.supervisor.carry();
+        Some(Exit::Exec(Box::new(ExecOut { plan, children })))
     }
 
     /// Carries the current job on (with a prepared package, if one arrived), and
@@ -295,6 +394,10 @@ impl<C: Clock> EventLoop<'_, C> {
                 pid: std::process::id(),
                 updated: self.clock.wall_s(),
                 children: self.supervisor.views(),
+                version: crate::selfup::running_version().to_string(),
+                exe: crate::selfup::current_exe()
+                    .map(|exe| exe.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
             };
             if let Err(err) = view.write(&self.state_file) {
                 warn!("cannot write {}: {err}", self.state_file.display());

@@ -27,6 +27,9 @@ pub enum ErrCode {
     Internal = 9,
 }
 
+/// The action of a self-upgrade, as the journal names it.
+pub const SELF_UPGRADE_ACTION: &str = "self_upgrade";
+
 /// Longest package URL accepted.
 pub const URL_BYTES_MAX: usize = 4096;
 /// Default probation of an upgrade, and its ceiling (seconds).
@@ -45,6 +48,16 @@ pub struct Install {
     pub probation_s: u64,
     /// `exec` *(ext)*: the program inside the package that `run` points to.
     pub exec: Option<String>,
+}
+
+/// A `self_upgrade` job (docs/protocol.md section 10).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SelfUpgrade {
+    pub url: String,
+    pub checksum: [u8; 32],
+    /// From the job; else what the new binary's `-V` prints.
+    pub version: Option<String>,
+    pub probation_s: u64,
 }
 
 /// The `envs`, `limits` and `restart` a job sets, validated, in their JSON form
@@ -75,13 +88,15 @@ pub enum Job {
     Start {
         name: String,
     },
+    /// Replace BootAgent's own binary; the children keep running.
+    SelfUpgrade(Box<SelfUpgrade>),
 }
 
 impl Job {
     /// The agent the job is about, if any.
     pub fn agent(&self) -> Option<&str> {
         match self {
-            Job::Config { .. } => None,
+            Job::Config { .. } | Job::SelfUpgrade(_) => None,
             Job::Install(install) => Some(&install.name),
             Job::Uninstall { name }
             | Job::Restart { name, .. }
@@ -169,6 +184,7 @@ pub fn parse_job(value: &Value, limits: &Limits, cpus: u32) -> Result<(String, J
         "start" => Job::Start {
             name: name(map).map_err(reject)?,
         },
+        SELF_UPGRADE_ACTION => parse_self_upgrade(map).map_err(reject)?,
         unknown => {
             let shown: String = unknown.chars().take(64).collect();
             return Err(reject(format!("unknown action {shown:?}")));
@@ -209,54 +225,8 @@ fn settings(map: &Map<String, Value>, cpus: u32) -> Result<Settings, String> {
 
 fn parse_install(map: &Map<String, Value>, cpus: u32) -> Result<Job, String> {
     let name = name(map)?;
-    let url = match map.get("url") {
-        Some(Value::String(url))
-            if url.len() <= URL_BYTES_MAX && !url.chars().any(char::is_control) =>
-        {
-            let scheme_ok = ["http://", "https://", "file://", "ftp://"]
-                .iter()
-                .any(|scheme| url.starts_with(scheme));
-            if !scheme_ok {
-                return Err("url must start with http://, https://, file:// or ftp://".to_string());
-            }
-            url.clone()
-        }
-        Some(Value::String(_)) => {
-            return Err(format!(
-                "url is longer than {URL_BYTES_MAX} bytes or has control characters"
-            ))
-        }
-        Some(other) => return Err(format!("url is {}", crate::wire::kind(other))),
-        None => return Err("job has no url".to_string()),
-    };
-    let checksum = match map.get("checksum") {
-        Some(Value::String(text)) => crate::download::parse_checksum(text)?,
-        Some(other) => return Err(format!("checksum is {}", crate::wire::kind(other))),
-        None => return Err("job has no checksum (SHA256:<64 hex digits>)".to_string()),
-    };
-    let version = match map.get("version") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(v)) if crate::unpack::valid_version(v) => Some(v.clone()),
-        Some(Value::String(v)) => {
-            return Err(format!(
-                "bad version {:?}",
-                v.chars().take(80).collect::<String>()
-            ))
-        }
-        Some(other) => return Err(format!("version is {}", crate::wire::kind(other))),
-    };
-    let probation_s = match map.get("probation") {
-        None | Some(Value::Null) => PROBATION_DEFAULT_S,
-        Some(Value::Number(n)) => match n.as_u64() {
-            Some(s) if s <= PROBATION_MAX_S => s,
-            _ => {
-                return Err(format!(
-                    "probation {n} is not 0 to {PROBATION_MAX_S} seconds"
-                ))
-            }
-        },
-        Some(other) => return Err(format!("probation is {}", crate::wire::kind(other))),
-    };
+    let (url, checksum, version) = (url(map)?, checksum(map)?, version(map)?);
+    let probation_s = probation(map, PROBATION_DEFAULT_S)?;
     let exec = match map.get("exec") {
         None | Some(Value::Null) => None,
         Some(Value::String(path)) => Some(exec_path(path)?),
@@ -271,6 +241,69 @@ fn parse_install(map: &Map<String, Value>, cpus: u32) -> Result<Job, String> {
         probation_s,
         exec,
     })))
+}
+
+fn parse_self_upgrade(map: &Map<String, Value>) -> Result<Job, String> {
+    Ok(Job::SelfUpgrade(Box::new(SelfUpgrade {
+        url: url(map)?,
+        checksum: checksum(map)?,
+        version: version(map)?,
+        probation_s: probation(map, crate::selfup::PROBATION_DEFAULT_S)?,
+    })))
+}
+
+fn url(map: &Map<String, Value>) -> Result<String, String> {
+    match map.get("url") {
+        Some(Value::String(url))
+            if url.len() <= URL_BYTES_MAX && !url.chars().any(char::is_control) =>
+        {
+            let scheme_ok = ["http://", "https://", "file://", "ftp://"]
+                .iter()
+                .any(|scheme| url.starts_with(scheme));
+            if !scheme_ok {
+                return Err("url must start with http://, https://, file:// or ftp://".to_string());
+            }
+            Ok(url.clone())
+        }
+        Some(Value::String(_)) => Err(format!(
+            "url is longer than {URL_BYTES_MAX} bytes or has control characters"
+        )),
+        Some(other) => Err(format!("url is {}", crate::wire::kind(other))),
+        None => Err("job has no url".to_string()),
+    }
+}
+
+fn checksum(map: &Map<String, Value>) -> Result<[u8; 32], String> {
+    match map.get("checksum") {
+        Some(Value::String(text)) => crate::download::parse_checksum(text),
+        Some(other) => Err(format!("checksum is {}", crate::wire::kind(other))),
+        None => Err("job has no checksum (SHA256:<64 hex digits>)".to_string()),
+    }
+}
+
+fn version(map: &Map<String, Value>) -> Result<Option<String>, String> {
+    match map.get("version") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(v)) if crate::unpack::valid_version(v) => Ok(Some(v.clone())),
+        Some(Value::String(v)) => Err(format!(
+            "bad version {:?}",
+            v.chars().take(80).collect::<String>()
+        )),
+        Some(other) => Err(format!("version is {}", crate::wire::kind(other))),
+    }
+}
+
+fn probation(map: &Map<String, Value>, default_s: u64) -> Result<u64, String> {
+    match map.get("probation") {
+        None | Some(Value::Null) => Ok(default_s),
+        Some(Value::Number(n)) => match n.as_u64() {
+            Some(s) if s <= PROBATION_MAX_S => Ok(s),
+            _ => Err(format!(
+                "probation {n} is not 0 to {PROBATION_MAX_S} seconds"
+            )),
+        },
+        Some(other) => Err(format!("probation is {}", crate::wire::kind(other))),
+    }
 }
 
 /// A job's `exec`: a relative path of plain names inside the package (the
@@ -361,6 +394,7 @@ pub fn record(
         state,
         refused,
         unsaved: true,
+        action: None,
     });
     true
 }
@@ -436,8 +470,32 @@ pub fn refuse(meta: &mut Meta, id: &str, errcode: u32, message: String) {
 /// After a restart: every job that was queued or running when BootAgent stopped
 /// is finished with errcode 9, saying so. Returns how many.
 pub fn fail_interrupted(meta: &mut Meta) -> usize {
+    fail_interrupted_except(meta, None)
+}
+
+/// `fail_interrupted`, except the job `keep` (a self-upgrade on probation in this
+/// image, which settles it itself).
+pub fn fail_interrupted_except(meta: &mut Meta, keep: Option<&str>) -> usize {
     let mut count = 0;
     for record in meta.jobs.iter_mut() {
+        if keep == Some(record.id.as_str()) {
+            continue;
+        }
+        if record.state != JobState::Finished
+            && record.action.as_deref() == Some(SELF_UPGRADE_ACTION)
+        {
+            // Never switched (a switched one is settled by `selfup::settle`): the
+            // previous version runs, so the upgrade is rolled back (section 7).
+            record.state = JobState::Finished;
+            record.errcode = ErrCode::StartFailed as u32;
+            record.message = format!(
+                "interrupted before the switch: BootAgent stopped; still bootagent {}",
+                crate::selfup::running_version()
+            );
+            record.delivered = false;
+            count += 1;
+            continue;
+        }
         let message = match record.state {
             JobState::Finished => continue,
             JobState::Received => "interrupted: BootAgent stopped before the job started",

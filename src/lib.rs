@@ -23,6 +23,7 @@ pub mod meta;
 pub mod proxy;
 pub mod reslimit;
 pub mod rng;
+pub mod selfup;
 pub mod servers;
 pub mod sign;
 pub mod status;

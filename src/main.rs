@@ -4,7 +4,7 @@
 //! (`restart`, `stop`, `start`, `logs`: 0 done, 1 failed or no agent, 2 bad usage,
 //! 3 no such child; see `control/`).
 
-use bootagent::{app, cli, control};
+use bootagent::{app, cli, control, selfup};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -59,15 +59,24 @@ fn main() -> ExitCode {
                 }
             }
         }
-        cli::Command::Run(options) => match app::run(&options) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(err) => {
-                if options.log_file.is_some() {
-                    log::error!("{err}"); // the log file should say why it ended, too
-                }
-                eprintln!("bootagent: {err}");
-                ExitCode::from(1)
+        cli::Command::Run(options) => {
+            // First thing: the installed binary hands over to a confirmed upgrade
+            // (docs/protocol.md section 10); returns when this binary should run itself.
+            selfup::hand_over_at_start(&options.data_dir);
+            run(&options)
+        }
+    }
+}
+
+fn run(options: &cli::Options) -> ExitCode {
+    match app::run(options) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            if options.log_file.is_some() {
+                log::error!("{err}"); // the log file should say why it ended, too
             }
-        },
+            eprintln!("bootagent: {err}");
+            ExitCode::from(1)
+        }
     }
 }

@@ -168,6 +168,10 @@ pub struct JobRecord {
     /// survives a crash.
     #[serde(skip)]
     pub unsaved: bool,
+    /// `self_upgrade` for a self-upgrade: interrupted, it ends rolled back (errcode 6),
+    /// never in between (section 7).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
 }
 
 fn is_false(b: &bool) -> bool {

@@ -22,6 +22,11 @@ pub struct StateFile {
     /// Wall-clock Unix seconds of the last write.
     pub updated: i64,
     pub children: Vec<ChildView>,
+    /// The running BootAgent's version and the binary it runs from.
+    #[serde(default)]
+    pub version: String,
+    #[serde(default)]
+    pub exe: String,
 }
 
 impl StateFile {
@@ -74,6 +79,7 @@ pub fn print(
     }
     if state.children.is_empty() {
         writeln!(out, "no child agents")?;
+        self_upgrade_lines(data_dir, &state, out)?;
         return Ok(0);
     }
     let rows: Vec<[String; 7]> = state
@@ -127,7 +133,25 @@ pub fn print(
         .children
         .iter()
         .any(|c| c.status == "fatal" || c.status == "killed");
+    self_upgrade_lines(data_dir, &state, out)?;
     Ok(u8::from(unhealthy))
+}
+
+/// The running version, where it came from, and a self-upgrade pending or failed.
+fn self_upgrade_lines(data_dir: &Path, state: &StateFile, out: &mut dyn Write) -> io::Result<()> {
+    if state.version.is_empty() {
+        return Ok(());
+    }
+    let exe = (!state.exe.is_empty()).then(|| Path::new(&state.exe));
+    let lines = match crate::selfup::Store::new(data_dir).load() {
+        Ok(selfup) => crate::selfup::describe(&selfup, &state.version, exe),
+        Err(err) => vec![format!("self-upgrade state: {err}")],
+    };
+    writeln!(out)?;
+    for line in lines {
+        writeln!(out, "{line}")?;
+    }
+    Ok(())
 }
 
 /// "2d03h", "5m07s", "42s".
@@ -168,6 +192,8 @@ mod tests {
             pid: 1,
             updated: 1_000,
             children: vec![view("BasicAgent", "running"), view("other", "stoped")],
+            version: String::new(),
+            exe: String::new(),
         };
         state.write(&dir.join(STATE_FILE)).expect("write");
         let mut out = Vec::new();

@@ -408,3 +408,215 @@ pub fn euid() -> u32 {
     // SAFETY: geteuid cannot fail and has no memory effects.
     unsafe { libc::geteuid() }
 }
+
+/// `CLOCK_MONOTONIC` in milliseconds: the one clock an exec does not reset.
+pub fn monotonic_ms() -> u64 {
+    // SAFETY: timespec is plain old data; all-zero bytes are a valid value.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
+    if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) } != 0 {
+        return 0;
+    }
+    let secs = u64::try_from(ts.tv_sec).unwrap_or(0);
+    let nanos = u64::try_from(ts.tv_nsec).unwrap_or(0);
+    secs.saturating_mul(1000).saturating_add(nanos / 1_000_000)
+}
+
+/// Sets or clears `FD_CLOEXEC` on `fd`: a descriptor handed over to the next image
+/// must survive `execve`; every other one stays close-on-exec.
+pub fn set_cloexec(fd: std::os::fd::RawFd, on: bool) -> io::Result<()> {
+    // SAFETY: F_GETFD only reads the descriptor flags; a bad fd fails with EBADF.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let flags = if on {
+        flags | libc::FD_CLOEXEC
+    } else {
+        flags & !libc::FD_CLOEXEC
+    };
+    // SAFETY: as above; F_SETFD only changes the descriptor flags.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, flags) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// True when `fd` is open and a pipe (a child's log pipe handed over by exec).
+pub fn is_pipe(fd: std::os::fd::RawFd) -> bool {
+    // SAFETY: stat is plain old data; all-zero bytes are a valid value.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` is a valid, writable stat for the call; a bad fd fails with EBADF.
+    let rc = unsafe { libc::fstat(fd, &mut st) };
+    rc == 0 && (st.st_mode & libc::S_IFMT) == libc::S_IFIFO
+}
+
+/// `alarm(2)`: `SIGALRM` in `secs` seconds (0 cancels). The timer survives `execve`,
+/// which is why the exec hand-over arms it: it catches a new image that hangs.
+pub fn alarm(secs: u32) {
+    // SAFETY: alarm(2) has no memory effects.
+    unsafe { libc::alarm(secs) };
+}
+
+/// Gives `SIGALRM` its default action (end the process) and unblocks it, so that the
+/// alarm armed before an exec ends a new image that never takes it over.
+pub fn default_sigalrm() {
+    // SAFETY: SIG_DFL is a valid disposition; sigset_t is initialised by sigemptyset
+    // before use; no memory is shared with a handler.
+    unsafe {
+        libc::signal(libc::SIGALRM, libc::SIG_DFL);
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGALRM);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+    }
+}
+
+/// A program, its arguments, environment and the descriptors to keep, ready for
+/// `execve` from a signal handler (nothing left to allocate).
+pub struct ExecImage {
+    program: std::ffi::CString,
+    _argv: Vec<std::ffi::CString>,
+    _envp: Vec<std::ffi::CString>,
+    argv_ptrs: Vec<*const libc::c_char>,
+    envp_ptrs: Vec<*const libc::c_char>,
+    keep_fds: Vec<std::os::fd::RawFd>,
+}
+
+impl ExecImage {
+    /// `None` when a part holds a NUL byte.
+    pub fn new(
+        program: &std::path::Path,
+        argv: &[std::ffi::OsString],
+        envp: &[std::ffi::OsString],
+        keep_fds: Vec<std::os::fd::RawFd>,
+    ) -> Option<ExecImage> {
+        use std::ffi::CString;
+        use std::os::unix::ffi::OsStrExt;
+        let c = |s: &std::ffi::OsStr| CString::new(s.as_bytes()).ok();
+        let program = c(program.as_os_str())?;
+        let argv: Vec<CString> = argv.iter().map(|a| c(a)).collect::<Option<_>>()?;
+        let envp: Vec<CString> = envp.iter().map(|e| c(e)).collect::<Option<_>>()?;
+        let ptrs = |v: &[CString]| {
+            let mut p: Vec<*const libc::c_char> = v.iter().map(|s| s.as_ptr()).collect();
+            p.push(std::ptr::null());
+            p
+        };
+        Some(ExecImage {
+            argv_ptrs: ptrs(&argv),
+            envp_ptrs: ptrs(&envp),
+            program,
+            _argv: argv,
+            _envp: envp,
+            keep_fds,
+        })
+    }
+
+    /// Clears close-on-exec on the descriptors to keep, then `execve`. Returns only
+    /// on failure. Async-signal-safe: fcntl and execve, nothing allocated.
+    pub fn exec(&self) -> io::Error {
+        for &fd in &self.keep_fds {
+            // SAFETY: fcntl on a descriptor number; a closed one fails with EBADF.
+            unsafe {
+                let flags = libc::fcntl(fd, libc::F_GETFD);
+                if flags >= 0 {
+                    libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
+                }
+            }
+        }
+        // SAFETY: every pointer points into CStrings owned by `self`, and both arrays
+        // end with a null pointer, as execve requires.
+        unsafe {
+            libc::execve(
+                self.program.as_ptr(),
+                self.argv_ptrs.as_ptr(),
+                self.envp_ptrs.as_ptr(),
+            )
+        };
+        io::Error::last_os_error()
+    }
+}
+
+/// The image the `SIGALRM` handler execs (leaked: one per process image).
+static ROLLBACK_IMAGE: std::sync::atomic::AtomicPtr<ExecImage> =
+    std::sync::atomic::AtomicPtr::new(std::ptr::null_mut());
+
+extern "C" fn on_sigalrm(_: libc::c_int) {
+    // SAFETY: getpid and gettid have no preconditions.
+    let (pid, tid) = unsafe {
+        (
+            libc::getpid(),
+            libc::syscall(libc::SYS_gettid) as libc::pid_t,
+        )
+    };
+    if pid != tid {
+        // Only the main thread may exec: it spawned the children, and their death
+        // signal fires when the thread that spawned them ends. Send it there.
+        // SAFETY: tgkill to our own main thread; no memory effects.
+        unsafe { libc::syscall(libc::SYS_tgkill, pid, pid, libc::SIGALRM) };
+        return;
+    }
+    let image = ROLLBACK_IMAGE.load(std::sync::atomic::Ordering::SeqCst);
+    if !image.is_null() {
+        // SAFETY: the pointer comes from Box::into_raw and is never freed.
+        let _ = unsafe { &*image }.exec();
+    }
+    // No image, or the exec failed: end as the default action would, and let init
+    // start the installed binary, which finds the upgrade unconfirmed.
+    // SAFETY: resetting to SIG_DFL and raising are async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGALRM, libc::SIG_DFL);
+        libc::raise(libc::SIGALRM);
+    }
+}
+
+/// On `SIGALRM` (the alarm armed before the exec that started this image), the main
+/// thread execs `image`: the previous version takes over a hung new one.
+pub fn exec_on_sigalrm(image: ExecImage) -> io::Result<()> {
+    let old = ROLLBACK_IMAGE.swap(
+        Box::into_raw(Box::new(image)),
+        std::sync::atomic::Ordering::SeqCst,
+    );
+    if !old.is_null() {
+        // SAFETY: `old` came from Box::into_raw above and the handler is not using it:
+        // this is called once per image, before any alarm can fire into a swap.
+        drop(unsafe { Box::from_raw(old) });
+    }
+    // SAFETY: sigaction is plain old data; the handler is an extern "C" fn that makes
+    // only async-signal-safe calls.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = on_sigalrm as extern "C" fn(libc::c_int) as usize;
+        libc::sigemptyset(&mut action.sa_mask);
+        action.sa_flags = libc::SA_RESTART;
+        if libc::sigaction(libc::SIGALRM, &action, std::ptr::null_mut()) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGALRM);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+    }
+    Ok(())
+}
+
+/// The parent pid of `pid`, from `/proc/PID/stat`.
+pub fn parent_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Takes ownership of a descriptor inherited over an exec hand-over (a child's log
+/// pipe listed in `handover.json`), and makes it close-on-exec again.
+pub fn adopt_fd(fd: std::os::fd::RawFd) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    if !is_pipe(fd) {
+        return None;
+    }
+    set_cloexec(fd, true).ok()?;
+    // SAFETY: the descriptor was inherited over execve, is open (fstat succeeded) and
+    // nothing else in this image owns it: the hand-over lists each one once.
+    Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}

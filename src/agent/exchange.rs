@@ -281,6 +281,7 @@ impl Core {
             Err(err) => return Verdict::Failed(err.to_string(), Trouble::Failed),
         };
         self.reregistrations = 0;
+        self.reports_answered = self.reports_answered.saturating_add(1);
         let mut changed = false;
         if !self.meta.registered {
             self.meta.registered = true;

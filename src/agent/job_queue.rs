@@ -33,6 +33,7 @@ fn describe(job: &Job) -> String {
         Job::Restart { name, .. } => format!("restart {name}"),
         Job::Stop { name } => format!("stop {name}"),
         Job::Start { name } => format!("start {name}"),
+        Job::SelfUpgrade(job) => format!("self_upgrade from {}", jobs::masked_url(&job.url)),
     }
 }
 
@@ -81,6 +82,11 @@ impl Core {
                         false,
                     ) {
                         info!("job {id} queued: {}", describe(&job));
+                        if matches!(job, Job::SelfUpgrade(_)) {
+                            if let Some(record) = jobs::find_record(&mut self.meta, &id) {
+                                record.action = Some(jobs::SELF_UPGRADE_ACTION.to_string());
+                            }
+                        }
                         self.queue.push_back((id, job));
                     }
                 }

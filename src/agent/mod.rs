@@ -173,6 +173,9 @@ pub struct Core {
     config_undo: Option<ConfigUndo>,
     /// The wall clock at the last `on_time`, for the time of a `dropped` event.
     wall_s: i64,
+    /// Status reports answered 200 since this image started (a self-upgrade's
+    /// probation waits for one).
+    reports_answered: u64,
 }
 
 impl Core {
@@ -220,6 +223,7 @@ impl Core {
             queue: VecDeque::new(),
             config_undo: None,
             wall_s: 0,
+            reports_answered: 0,
         };
         let delay = match (phase, start) {
             (Phase::Report, Start::Boot) => pacing::first_report_delay_ms(
@@ -236,6 +240,11 @@ impl Core {
 
     pub fn meta(&self) -> &Meta {
         &self.meta
+    }
+
+    /// Status reports answered 200 since this image started.
+    pub fn reports_answered(&self) -> u64 {
+        self.reports_answered
     }
 
     pub fn servers(&self) -> &Servers {

@@ -105,6 +105,15 @@ pub fn test_config(options: &Options, out: &mut dyn Write) -> io::Result<bool> {
             }
         }
     }
+    match crate::selfup::Store::new(&options.data_dir).load() {
+        Ok(state) => {
+            let exe = crate::selfup::current_exe();
+            for line in crate::selfup::describe(&state, env!("BOOT_VERSION"), exe.as_deref()) {
+                writeln!(out, "{line}")?;
+            }
+        }
+        Err(err) => problems.push(format!("self-upgrade state: {err}")),
+    }
     let defaults = Limits::default().entries();
     writeln!(
         out,

@@ -75,10 +75,14 @@ pub(super) fn file_url_roots(data_dir: &Path, meta: &Meta) -> Vec<PathBuf> {
 }
 
 /// On a first start, makes and saves a new identity; later, loads the saved one.
+/// `settle` sees a loaded metafile before the jobs it left in progress are failed
+/// (a self-upgrade settles its own); it returns whether it changed it, and the job
+/// it keeps in progress (a self-upgrade on probation in this image).
 pub(super) fn first_or_later_start(
     resolved: &Resolved,
     options: &Options,
     limits: &Limits,
+    settle: &mut dyn FnMut(&mut Meta) -> (bool, Option<String>),
 ) -> Result<Meta, AppError> {
     match &resolved.loaded {
         Loaded::Found { meta, recovered } => {
@@ -103,12 +107,20 @@ pub(super) fn first_or_later_start(
                 jobs::finish(&mut meta, &upgrade.id, code as u32, message);
                 resolved.store.save(&meta)?;
             }
-            let interrupted = jobs::fail_interrupted(&mut meta);
+            let (settled, keep) = settle(&mut meta);
+            let interrupted = jobs::fail_interrupted_except(&mut meta, keep.as_deref());
+            if settled && interrupted == 0 {
+                resolved.store.save(&meta)?;
+            }
             if interrupted > 0 {
                 warn!(
                     "{interrupted} job(s) were interrupted by the last stop; reporting them failed"
                 );
                 resolved.store.save(&meta)?;
+            }
+            // What is in memory is what is on disk now: every result may be reported.
+            for record in meta.jobs.iter_mut() {
+                record.unsaved = false;
             }
             Ok(meta)
         }

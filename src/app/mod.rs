@@ -20,15 +20,15 @@ use crate::cli::Options;
 use crate::clock::{Clock, RealClock};
 use crate::control::{self, local::LocalCommands};
 use crate::download::DownloadLimits;
-use crate::event_loop::{Event, EventLoop, Exit};
+use crate::event_loop::{Event, EventLoop, ExecOut, Exit, SelfProbation};
 use crate::jobrun::JobRunner;
 use crate::limits::Limits;
 use crate::meta::{Loaded, Meta, MetaError, MetaStore};
 use crate::rng::Rng;
 use crate::supervisor::{AtStart, Supervisor};
 use crate::unpack::UnpackLimits;
-use crate::{hostinfo, http, logging, reslimit, status, sys, tls};
-use log::{info, warn};
+use crate::{hostinfo, http, logging, reslimit, selfup, status, sys, tls};
+use log::{error, info, warn};
 use std::collections::BTreeSet;
 use std::fmt;
 use std::fs::{self, File};
@@ -106,7 +106,14 @@ pub fn run(options: &Options) -> Result<(), AppError> {
         what: "cannot install signal handlers".to_string(),
         err,
     })?;
-    sys::ignore_signals(&sys::IGNORED_SIGNALS).map_err(|err| AppError::Io {
+    // After an exec hand-over, SIGALRM keeps its default action until the self-upgrade
+    // is settled: the alarm armed before the exec must end a new image that hangs
+    // before it takes the alarm over (docs/protocol.md section 10).
+    let ignored: Vec<libc::c_int> = sys::IGNORED_SIGNALS
+        .into_iter()
+        .filter(|&signal| signal != libc::SIGALRM || selfup::exec_marker().is_none())
+        .collect();
+    sys::ignore_signals(&ignored).map_err(|err| AppError::Io {
         what: "cannot ignore signals".to_string(),
         err,
     })?;
@@ -135,9 +142,40 @@ pub fn run(options: &Options) -> Result<(), AppError> {
     resolved.store.create_dir()?;
     check_data_dir_mode(&options.data_dir).map_err(AppError::Unsafe)?;
     let _lock = lock_data_dir(&options.data_dir)?;
+    // The other side of an exec hand-over: the children to adopt, the clock to go on with.
+    let handover = selfup::take_handover(&options.data_dir);
     // Read again under the lock: another agent may have made the identity meanwhile.
     let resolved = resolve(options, &limits)?;
-    let mut meta = first_or_later_start(&resolved, options, &limits)?;
+    let selfup_store = selfup::Store::new(&options.data_dir);
+    let mut settled = None;
+    let mut settle = |meta: &mut Meta| match selfup_store.load() {
+        Ok(state) => {
+            let before = state.clone();
+            let wall_s = RealClock::new().wall_s();
+            let done = selfup::settle(state, meta, handover.as_ref(), wall_s);
+            let kept = done.probation.as_ref().map(|p| p.job.clone());
+            let changed = done.changed_meta;
+            settled = Some((before, done));
+            (changed, kept)
+        }
+        Err(err) => {
+            warn!("self-upgrade state: {err}; left as it is");
+            (false, None)
+        }
+    };
+    let mut meta = first_or_later_start(&resolved, options, &limits, &mut settle)?;
+    // Saved after the metafile: the journal's result comes first.
+    let settled = match settled {
+        Some((before, done)) => {
+            if done.state != before {
+                if let Err(err) = selfup_store.save(&done.state) {
+                    warn!("cannot save the self-upgrade state: {err}");
+                }
+            }
+            done
+        }
+        None => selfup::Settled::default(),
+    };
     let trust = tls::load_with_baked(&tls_files(&meta), baked::BAKED_CA).map_err(AppError::Tls)?;
     if !trust.summary.is_empty() {
         info!("TLS: {}", trust.summary);
@@ -163,8 +201,13 @@ pub fn run(options: &Options) -> Result<(), AppError> {
         _ => {}
     }
     info!(
-        "bootagent {} starting: agent {}, data directory {}, {} server(s), first {}",
+        "bootagent {} {}: agent {}, data directory {}, {} server(s), first {}",
         env!("BOOT_VERSION"),
+        match (&handover, &settled.probation) {
+            (Some(_), Some(_)) => "took over by exec (self-upgrade on probation)",
+            (Some(_), None) => "took over by exec",
+            (None, _) => "starting",
+        },
         meta.agentsn,
         options.data_dir.display(),
         resolved.servers.ordered().len(),
@@ -203,23 +246,68 @@ pub fn run(options: &Options) -> Result<(), AppError> {
         err,
     })?;
 
-    let clock = RealClock::new();
+    let clock = match &handover {
+        Some(handover) => RealClock::continuing(handover.origin_ms),
+        None => RealClock::new(),
+    };
     let fatal = meta.fatal_this_boot(&hostinfo::boot_id());
-    let (supervisor, child_logs) = start_supervisor(&data_dir, &limits, &meta, &fatal, &clock)?;
+    let (supervisor, child_logs) =
+        start_supervisor(&data_dir, &limits, &meta, &fatal, &clock, handover.as_ref())?;
+    let mut core_events = Vec::new();
+    for notice in &settled.notices {
+        warn!("{notice}");
+        core_events.push(serde_json::json!({
+            "time": clock.wall_s(),
+            "name": "bootagent",
+            "event": "fatal",
+            "message": notice,
+        }));
+    }
+    let self_probation = match (&settled.probation, &handover) {
+        (Some(upgrade), Some(handover)) => {
+            if let Err(err) = selfup::arm_rollback_on_alarm(handover) {
+                warn!("cannot take the hang alarm over ({err}): a hang ends the process");
+            }
+            Some(SelfProbation {
+                upgrade: upgrade.clone(),
+                reported: false,
+            })
+        }
+        _ => {
+            if handover.is_some() {
+                selfup::settle_handover(&data_dir);
+            }
+            None
+        }
+    };
     let facts = Facts {
         hostname: hostinfo::hostname(),
         version: hostinfo::version_string(),
         host: hostinfo::host_info(),
     };
-    let core = Core::new(
+    let mut core = Core::new(
         limits.clone(),
         facts,
         meta,
         resolved.servers,
         Rng::from_entropy(),
         clock.now_ms(),
-        Start::Boot,
+        // The first report right after an exec hand-over goes out at once.
+        if handover.is_some() {
+            Start::AfterExec
+        } else {
+            Start::Boot
+        },
     );
+    let mut effects = Vec::new();
+    for event in core_events {
+        core.push_event(clock.now_ms(), event, &mut effects);
+    }
+    if !effects.is_empty() {
+        if let Err(err) = resolved.store.save(core.meta()) {
+            warn!("{err}");
+        }
+    }
     let download = DownloadLimits {
         bytes_max: limits.download_bytes_max,
         stall_ms: limits.download_stall_ms,
@@ -254,19 +342,84 @@ pub fn run(options: &Options) -> Result<(), AppError> {
         save_retry_ms: limits.meta_save_retry_ms,
         save_retry_at: None,
         save_failures: 0,
+        data_dir: data_dir.clone(),
+        self_probation,
     }
     .run();
+    if let Exit::Exec(out) = exit {
+        return exec_hand_over(&data_dir, &clock, &child_logs, *out);
+    }
     child_logs.shutdown(); // the children are gone: drain what they wrote last
     match exit {
         Exit::Signalled(signal) => {
             info!("signal {signal}: stopped, metafile saved");
             Ok(())
         }
-        Exit::ChannelsClosed => Err(AppError::Io {
+        Exit::ChannelsClosed | Exit::Exec(_) => Err(AppError::Io {
             what: "event loop".to_string(),
             err: io::Error::other("every event source is gone"),
         }),
     }
+}
+
+/// Hands the children over to another binary by exec, on this (the main) thread.
+/// Returns only when no exec could be made: a failed exec to a new version execs
+/// this binary again, which reports the upgrade failed (errcode 6) and adopts the
+/// children; when even that fails, BootAgent ends and init starts it again.
+fn exec_hand_over(
+    data_dir: &Path,
+    clock: &RealClock,
+    child_logs: &ChildLogs,
+    out: ExecOut,
+) -> Result<(), AppError> {
+    use std::os::fd::IntoRawFd;
+    let logs = child_logs
+        .hand_over()
+        .into_iter()
+        .map(|(path, fd)| (path, fd.into_raw_fd()))
+        .collect();
+    let token = crate::rng::uuid_v4().unwrap_or_else(|_| format!("{}", clock.now_ms()));
+    let plan = out.plan;
+    let mut handover = selfup::Handover {
+        token,
+        direction: plan.direction,
+        origin_ms: clock.origin_ms(),
+        children: out.children,
+        logs,
+        job: plan.job.clone(),
+        probation_until_ms: (plan.direction == selfup::Direction::Forward).then(|| {
+            clock
+                .now_ms()
+                .saturating_add(plan.probation_s.saturating_mul(1000))
+        }),
+        previous: plan.previous.clone(),
+        reason: None,
+        forced_rollback: None,
+    };
+    info!(
+        "exec {} ({} child(ren) handed over)",
+        plan.program.display(),
+        handover.children.len()
+    );
+    let err = selfup::exec(data_dir, &handover, &plan);
+    error!("cannot exec {}: {err}", plan.program.display());
+    if plan.direction == selfup::Direction::Forward {
+        handover.direction = selfup::Direction::Rollback;
+        handover.reason = Some(format!("cannot start {}: {err}", plan.program.display()));
+        let back = selfup::ExecPlan {
+            program: PathBuf::from("/proc/self/exe"),
+            direction: selfup::Direction::Rollback,
+            job: None,
+            probation_s: 0,
+            previous: None,
+        };
+        let again = selfup::exec(data_dir, &handover, &back);
+        error!("cannot exec this binary again either: {again}");
+    }
+    Err(AppError::Io {
+        what: format!("exec {}", plan.program.display()),
+        err,
+    })
 }
 
 /// Ends what a killed predecessor's children left running (or adopts them, after an
@@ -277,6 +430,7 @@ fn start_supervisor(
     meta: &Meta,
     fatal: &BTreeSet<String>,
     clock: &RealClock,
+    handover: Option<&selfup::Handover>,
 ) -> Result<(Supervisor, ChildLogs), AppError> {
     let logs_dir = data_dir.join("logs");
     fs::DirBuilder::new()
@@ -325,15 +479,33 @@ fn start_supervisor(
         clock.now_ms(),
     );
     // The exec hand-over of a self-upgrade (docs/protocol.md section 10) is the one start
-    // that passes `true` here, and then adopts the children instead.
-    match AtStart::decide(false) {
-        AtStart::EndLeftovers => {
+    // that adopts the children instead.
+    match (AtStart::decide(handover.is_some()), handover) {
+        (AtStart::EndLeftovers, _) | (AtStart::Adopt, None) => {
             let leftovers = supervisor.end_leftovers();
             if leftovers > 0 {
                 warn!("killed {leftovers} process(es) left running by a previous BootAgent");
             }
         }
-        AtStart::Adopt => info!("adopting the children of the previous BootAgent"),
+        (AtStart::Adopt, Some(handover)) => {
+            for (path, fd) in &handover.logs {
+                match sys::adopt_fd(*fd) {
+                    Some(fd) => {
+                        if let Err(err) = logs.attach(path.clone(), fd) {
+                            warn!("{err}");
+                        }
+                    }
+                    None => warn!("hand-over: log pipe {fd} of {} is gone", path.display()),
+                }
+            }
+            let adopted = supervisor.adopt(
+                handover.children.clone(),
+                &meta.stopped,
+                clock.now_ms(),
+                clock.wall_s(),
+            );
+            info!("hand-over: adopted {adopted} running child process(es)");
+        }
     }
     // Fatal in this boot stays fatal; after a reboot every child gets a fresh start.
     let mut not_started = meta.stopped.clone();
@@ -347,6 +519,8 @@ fn start_supervisor(
             supervisor.hold_fatal(name);
         }
     }
+    // Children that ended during the exec: their SIGCHLD came before our handler.
+    supervisor.on_sigchld(clock.now_ms(), clock.wall_s());
     Ok((supervisor, logs))
 }
 

@@ -173,8 +173,11 @@ struct Inner {
     /// Write end of the wake-up pipe. Its closing (the last handle dropped) ends the thread.
     wake: File,
     shared: Arc<Shared>,
-    thread: Mutex<Option<thread::JoinHandle<()>>>,
+    thread: Mutex<Option<thread::JoinHandle<HandedOver>>>,
 }
+
+/// The pipes still open when the thread stops for a hand-over, with their log files.
+type HandedOver = Vec<(PathBuf, File)>;
 
 /// A pipe on its way to the log thread.
 struct Attachment {
@@ -188,6 +191,8 @@ struct Shared {
     /// Pipes attached or queued.
     attached: AtomicUsize,
     stopping: AtomicBool,
+    /// Stopping to hand the pipes over to the next image (an exec), not to close them.
+    handing_over: AtomicBool,
     read_bytes: AtomicU64,
     dropped_bytes: AtomicU64,
     /// Bytes dropped for being over `bytes_per_s_max`.
@@ -207,6 +212,7 @@ impl Shared {
             attached_max: attached_max.min(ATTACH_QUEUE_MAX),
             attached: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
+            handing_over: AtomicBool::new(false),
             read_bytes: AtomicU64::new(0),
             dropped_bytes: AtomicU64::new(0),
             shed_bytes: AtomicU64::new(0),
@@ -319,13 +325,33 @@ impl ChildLogs {
     /// are closed: a child still writing gets `SIGPIPE` (or `EPIPE`). Later calls, from
     /// any clone, return at once.
     pub fn shutdown(&self) {
+        drop(self.stop_thread());
+    }
+
+    /// Stops the thread without closing the pipes, for an exec hand-over: returns
+    /// the read ends still open with their log files. What the children write
+    /// meanwhile waits in the pipes for the next image.
+    pub fn hand_over(&self) -> Vec<(PathBuf, OwnedFd)> {
+        self.inner.shared.handing_over.store(true, Ordering::SeqCst);
+        self.stop_thread()
+            .into_iter()
+            .map(|(path, file)| (path, OwnedFd::from(file)))
+            .collect()
+    }
+
+    fn stop_thread(&self) -> Vec<(PathBuf, File)> {
         // Held until the thread has ended, so that a concurrent call also returns after.
         let mut thread = self.inner.thread.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(handle) = thread.take() {
-            self.inner.shared.stopping.store(true, Ordering::SeqCst);
-            self.inner.wake();
-            if handle.join().is_err() {
+        let Some(handle) = thread.take() else {
+            return Vec::new();
+        };
+        self.inner.shared.stopping.store(true, Ordering::SeqCst);
+        self.inner.wake();
+        match handle.join() {
+            Ok(pipes) => pipes,
+            Err(_) => {
                 log::error!("the child log thread panicked");
+                Vec::new()
             }
         }
     }
@@ -374,7 +400,7 @@ struct Worker {
 impl Worker {
     /// The thread: a round per wake-up, until `shutdown` (or the last handle's drop)
     /// and a drain of at most `SHUTDOWN_DRAIN_MS`.
-    fn run(mut self) {
+    fn run(mut self) -> Vec<(PathBuf, File)> {
         // SAFETY: gettid has no preconditions and touches no memory.
         #[cfg(test)]
         self.shared
@@ -406,6 +432,11 @@ impl Worker {
             self.take_attachments();
             let round_start = Instant::now();
             let readable = self.read_round();
+            if self.shared.stopping.load(Ordering::SeqCst)
+                && self.shared.handing_over.load(Ordering::SeqCst)
+            {
+                break; // what is left in the pipes is the next image's to read
+            }
             if drain_until.is_none() {
                 let pause = self.batch_pause(round_start.duration_since(last_round));
                 if !pause.is_zero() {
@@ -422,6 +453,15 @@ impl Worker {
             }
         }
         self.shared.attached.store(0, Ordering::SeqCst);
+        if !self.shared.handing_over.load(Ordering::SeqCst) {
+            return Vec::new();
+        }
+        self.take_attachments();
+        self.pipes
+            .drain(..)
+            .filter(|pipe| pipe.open)
+            .map(|pipe| (pipe.path, pipe.read_end))
+            .collect()
     }
 
     /// How long to let the pipes fill before the next round, so that a chatty child's

@@ -33,7 +33,7 @@ pub use recover::roll_back_interrupted;
 
 use crate::download::DownloadLimits;
 use crate::event_loop::Event;
-use crate::jobs::{ErrCode, Install, Job};
+use crate::jobs::{ErrCode, Install, Job, SelfUpgrade};
 use crate::supervisor::{Supervisor, CHILDREN_MAX};
 use crate::unpack::UnpackLimits;
 use crate::wheel::Millis;
@@ -64,10 +64,25 @@ pub type JobResult = (ErrCode, String);
 /// What the worker thread is asked to do.
 pub struct Prepare {
     pub id: String,
-    pub install: Install,
+    pub work: Work,
 }
 
-/// What the worker thread did: the package is in `agents/NAME/VERSION`.
+/// A package to install, or a new BootAgent binary.
+pub enum Work {
+    Install(Install),
+    SelfUpgrade(SelfUpgrade),
+}
+
+/// A self-upgrade ready to switch to: the loop execs `bin/VERSION/bootagent`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SelfSwitch {
+    pub id: String,
+    pub version: String,
+    pub probation_s: u64,
+}
+
+/// What the worker thread did: the package is in `agents/NAME/VERSION` (or the
+/// binary in `bin/VERSION/bootagent`); `Ok` holds the version.
 #[derive(Debug)]
 pub struct Prepared {
     pub id: String,
@@ -91,6 +106,8 @@ enum Phase {
     },
     /// A new version must stay up until `until`.
     Probation(Box<Probation>),
+    /// A new BootAgent binary is ready: the loop execs it (`take_switch`).
+    Switching,
 }
 
 struct Probation {
@@ -117,6 +134,7 @@ pub struct JobRunner {
     worker: SyncSender<Prepare>,
     cancel: Arc<AtomicBool>,
     current: Option<Current>,
+    switch: Option<SelfSwitch>,
 }
 
 /// What the runner needs from the loop to carry a job on.
@@ -163,6 +181,7 @@ impl JobRunner {
             worker,
             cancel,
             current: None,
+            switch: None,
         })
     }
 
@@ -176,10 +195,28 @@ impl JobRunner {
     /// its record in the metafile makes the next start roll it back (errcode 6).
     pub fn abandon(&mut self, why: &str) -> Option<(String, JobResult)> {
         let current = self.current.take()?;
+        self.switch = None;
         if matches!(current.job, Job::Install(_)) {
             return None;
         }
+        if matches!(current.job, Job::SelfUpgrade(_)) {
+            // An upgrade ends confirmed or rolled back (section 7): nothing switched.
+            let why = format!(
+                "{why}; still bootagent {}",
+                crate::selfup::running_version()
+            );
+            self.self_upgrade_done(&(ErrCode::StartFailed, why.clone()));
+            return Some((current.id, (ErrCode::StartFailed, why)));
+        }
         Some((current.id, (ErrCode::Internal, why.to_string())))
+    }
+
+    /// The self-upgrade ready to switch to, once: the loop execs it. The job stays
+    /// in progress; the image after the exec settles it.
+    pub fn take_switch(&mut self) -> Option<SelfSwitch> {
+        let switch = self.switch.take()?;
+        self.current = None;
+        Some(switch)
     }
 
     /// Aborts a download in progress (shutdown).
@@ -209,10 +246,25 @@ impl JobRunner {
                     format!("{CHILDREN_MAX} agents are installed: the most BootAgent supervises");
                 return Some((ErrCode::InstallFailed, why));
             }
+            Job::SelfUpgrade(job) => {
+                if let Err(why) = crate::selfup::begin(&self.data_dir, &id, job, ctx.wall_s) {
+                    return Some((ErrCode::InstallFailed, why));
+                }
+                let prepare = Prepare {
+                    id: id.clone(),
+                    work: Work::SelfUpgrade((**job).clone()),
+                };
+                if self.worker.try_send(prepare).is_err() {
+                    let result = (ErrCode::Internal, "the job worker is not available".into());
+                    self.self_upgrade_done(&result);
+                    return Some(result);
+                }
+                Phase::Preparing
+            }
             Job::Install(install) => {
                 let prepare = Prepare {
                     id: id.clone(),
-                    install: (**install).clone(),
+                    work: Work::Install((**install).clone()),
                 };
                 if self.worker.try_send(prepare).is_err() {
                     return Some((ErrCode::Internal, "the job worker is not available".into()));
@@ -277,6 +329,20 @@ impl JobRunner {
             );
             return None;
         }
+        if let Job::SelfUpgrade(job) = &current.job {
+            return match prepared.result {
+                Ok(version) => {
+                    self.switch = Some(SelfSwitch {
+                        id: prepared.id,
+                        version,
+                        probation_s: job.probation_s,
+                    });
+                    current.phase = Phase::Switching;
+                    None
+                }
+                Err(result) => self.finish(result),
+            };
+        }
         let Job::Install(install) = &current.job else {
             return None;
         };
@@ -302,7 +368,7 @@ impl JobRunner {
         let current = self.current.as_mut()?;
         let name = current.job.agent().unwrap_or_default().to_string();
         match &mut current.phase {
-            Phase::Preparing => None,
+            Phase::Preparing | Phase::Switching => None,
             Phase::Stopping { uninstall, until } => {
                 if ctx.supervisor.pid(&name).is_some() {
                     if ctx.now >= *until {
@@ -377,10 +443,18 @@ impl JobRunner {
 
     fn finish(&mut self, result: JobResult) -> Option<(String, JobResult)> {
         let current = self.current.take()?;
+        if matches!(current.job, Job::SelfUpgrade(_)) {
+            self.self_upgrade_done(&result);
+        }
         let (code, mut message) = result;
         if let (ErrCode::Success, Some(note)) = (code, &current.note) {
             message = format!("{message}; {note}");
         }
         Some((current.id, (code, message)))
+    }
+
+    /// A self-upgrade ended before any switch: `bin/state.json` forgets it.
+    fn self_upgrade_done(&self, result: &JobResult) {
+        crate::selfup::refused(&self.data_dir, &result.1);
     }
 }

@@ -1,7 +1,7 @@
 //! The worker thread's side of an install or upgrade: download, checksum, unpack,
 //! and the move into `agents/NAME/VERSION`, with the package's SHA256 beside it.
 
-use super::{current_version, JobResult, Prepare, Prepared, SHA256_SUFFIX, TMP_DIR};
+use super::{current_version, JobResult, Prepare, Prepared, Work, SHA256_SUFFIX, TMP_DIR};
 use crate::download::{self, DownloadLimits};
 use crate::event_loop::Event;
 use crate::jobs::{ErrCode, Install};
@@ -23,14 +23,20 @@ pub(super) fn work(
 ) {
     for request in requests {
         let mut note = None;
-        let result = prepare(
-            data_dir,
-            &request.install,
-            download,
-            unpack,
-            cancel,
-            &mut note,
-        );
+        let result = match &request.work {
+            Work::Install(install) => {
+                prepare(data_dir, install, download, unpack, cancel, &mut note)
+            }
+            Work::SelfUpgrade(job) => match crate::selfup::prepare(data_dir, job, download, cancel)
+            {
+                Ok(crate::selfup::Ready::Switch { version }) => Ok(version),
+                Ok(crate::selfup::Ready::AlreadyRunning { version }) => Err((
+                    ErrCode::Success,
+                    format!("bootagent {version} already runs this very binary"),
+                )),
+                Err(result) => Err(result),
+            },
+        };
         let prepared = Prepared {
             id: request.id,
             result,

@@ -35,6 +35,9 @@ impl Supervisor {
             .collect();
         names.sort();
         for name in names {
+            if self.slots.contains_key(&name) {
+                continue; // adopted over an exec hand-over
+            }
             if !valid_name(&name) {
                 skipped.push(format!("agents/{name}: not a valid agent name"));
                 continue;

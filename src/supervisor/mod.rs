@@ -8,6 +8,7 @@
 //! Nothing here polls: with no limits enforced through `/proc`, a supervisor
 //! whose children run wakes only for `SIGCHLD`.
 
+mod adopt;
 mod discover;
 mod limits;
 mod oom;

@@ -43,19 +43,7 @@ impl Supervisor {
             Ok(pid) => {
                 slot.started_wall = Some(wall_s);
                 slot.killed_for = None;
-                // What no cgroup enforces (all of it under /proc sampling, or one
-                // controller missing on cgroup v1) is sampled.
-                let mut sampled = self.mechanism.fallback_limits(&slot.settings.limits);
-                if slot.cgroup.is_none() {
-                    sampled = slot.settings.limits;
-                }
-                if !sampled.is_empty() {
-                    let throttle = Throttle::new(sampled, now);
-                    let at = now.saturating_add(throttle.interval_ms());
-                    slot.throttle = Some(throttle);
-                    slot.sample_timer =
-                        Some(self.wheel.insert(at, (name.to_string(), Timer::Sample)));
-                }
+                self.arm_sampling(name, now);
                 Input::Spawned { pid }
             }
             Err(err) => {
@@ -67,6 +55,29 @@ impl Supervisor {
                     error: err.to_string(),
                 }
             }
+        }
+    }
+}
+
+impl Supervisor {
+    /// Samples `/proc` for what no cgroup enforces (all of it under `/proc`
+    /// sampling, or one controller missing on cgroup v1).
+    pub(super) fn arm_sampling(&mut self, name: &str, now: Millis) {
+        let Some(slot) = self.slots.get_mut(name) else {
+            return;
+        };
+        let mut sampled = self.mechanism.fallback_limits(&slot.settings.limits);
+        if slot.cgroup.is_none() {
+            sampled = slot.settings.limits;
+        }
+        if !sampled.is_empty() {
+            let throttle = Throttle::new(sampled, now);
+            let at = now.saturating_add(throttle.interval_ms());
+            slot.throttle = Some(throttle);
+            if let Some(id) = slot.sample_timer.take() {
+                self.wheel.cancel(id);
+            }
+            slot.sample_timer = Some(self.wheel.insert(at, (name.to_string(), Timer::Sample)));
         }
     }
 }

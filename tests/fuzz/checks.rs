@@ -113,6 +113,17 @@ fn check_job(value: &Value, cpus: u32) -> Verdict {
                         check_servers(list)?;
                     }
                 }
+                Job::SelfUpgrade(job) => {
+                    printable("a url", &job.url, jobs::URL_BYTES_MAX)?;
+                    if let Some(version) = &job.version {
+                        if !unpack::valid_version(version) {
+                            return Err(format!("accepted the version {version:?}"));
+                        }
+                    }
+                    if job.probation_s > jobs::PROBATION_MAX_S {
+                        return Err(format!("accepted probation {}", job.probation_s));
+                    }
+                }
                 Job::Install(install) => {
                     printable("a url", &install.url, jobs::URL_BYTES_MAX)?;
                     let scheme_ok = ["http://", "https://", "file://", "ftp://"]

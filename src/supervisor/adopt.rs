@@ -1,0 +1,73 @@
+//! Across BootAgent's exec hand-over (docs/protocol.md section 10): what the old image
+//! carries of each child, and how the new one adopts it (same pid, same counters,
+//! same deadlines on the continued monotonic scale), never starting it again.
+
+use super::{Supervisor, CHILDREN_MAX};
+use crate::child::{Child, Exit, Input, State};
+use crate::selfup::CarriedSlot;
+use crate::wheel::Millis;
+use log::{info, warn};
+use std::collections::BTreeSet;
+
+impl Supervisor {
+    /// What the next image needs of every child.
+    pub fn carry(&self) -> Vec<CarriedSlot> {
+        self.slots
+            .iter()
+            .map(|(name, slot)| CarriedSlot {
+                name: name.clone(),
+                child: slot.child.carry(),
+                started_wall: slot.started_wall,
+            })
+            .collect()
+    }
+
+    /// Takes over the children of the previous image (call before `discover`, which
+    /// then leaves them be). A process that is no longer this process's child is
+    /// taken as exited. Returns how many processes were adopted.
+    pub fn adopt(
+        &mut self,
+        carried: Vec<CarriedSlot>,
+        stopped: &BTreeSet<String>,
+        now: Millis,
+        wall_s: i64,
+    ) -> usize {
+        let me = std::process::id() as i32;
+        let mut adopted = 0;
+        for slot in carried {
+            let name = slot.name;
+            if !super::valid_name(&name) || self.slots.len() >= CHILDREN_MAX {
+                warn!("hand-over: child {name:?} not adopted");
+                continue;
+            }
+            self.add(&name, now);
+            let Some(own) = self.slots.get_mut(&name) else {
+                continue;
+            };
+            if own.broken.is_some() {
+                continue; // its agent.json went bad: fatal, as at any start
+            }
+            let policy = own.child.policy;
+            own.child = Child::adopt(policy, slot.child);
+            own.started_wall = slot.started_wall;
+            let pid = own.child.pid();
+            if let Some(pid) = pid {
+                if crate::sys::parent_of(pid) == Some(me) {
+                    adopted += 1;
+                    info!("{name}: adopted, pid {pid}");
+                    self.arm_sampling(&name, now);
+                } else {
+                    warn!("{name}: pid {pid} is gone since the hand-over");
+                    let exit = Exit::Signal(libc::SIGKILL);
+                    self.input(&name, Input::Exited { exit, limit: None }, now, wall_s);
+                }
+            } else if own.child.state == State::Stopped && !stopped.contains(&name) {
+                // Not running though it should (it was being started): as at any start.
+                self.input(&name, Input::Start, now, wall_s);
+            }
+            self.arm_state_timer(&name);
+        }
+        self.changed = true;
+        adopted
+    }
+}
