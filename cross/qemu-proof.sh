@@ -18,6 +18,16 @@
 #   install    an `install` job queued through the admin API (a .tgz holding `run`,
 #              served by the reference server under /files/, with its SHA256) ends with
 #              errcode 0, and the child BasicAgent is reported `running` at version 1.0
+#   selfupgrade a second build of TARGET (BOOT_VERSION=9.9.9, cargo's --target-dir
+#              target/proof-v2) is sent as a `self_upgrade` job: errcode 0, the same
+#              agent process reports version 9.9.9, the preinstalled child `up` keeps
+#              its pid and parent; killed, it is restarted by the new image; the agent
+#              stops on SIGTERM, and started again (the installed binary) it hands over
+#              to 9.9.9. The new image is exec'd by the emulated agent, which hands
+#              execve to the host kernel: under emulation this needs binfmt_misc to
+#              know TARGET's machine, so the proof registers qemu for it (flag F, for
+#              the time of the proof; root and a mountable binfmt_misc needed) unless
+#              it is registered already, and says SKIPPED when it cannot
 #
 # The children are `#!/bin/sh` scripts that write their pid to a file and
 # `exec sleep 1000`: programs of the host, not of TARGET. That is deliberate. qemu user
@@ -41,7 +51,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PROOFS=(version test register identity supervise install)
+PROOFS=(version test register identity supervise install selfupgrade)
 
 die() {
   echo "cross/qemu-proof.sh: $*" >&2
@@ -88,6 +98,7 @@ cleanup() {
     echo "--- reference server output (last 30 lines)"
     tail -n 30 "$scratch/server.out" 2>/dev/null || true
   fi
+  if [ -n "${binfmt_entry:-}" ]; then echo -1 >"$binfmt_entry" 2>/dev/null || true; fi
   rm -rf "$scratch"
 }
 trap cleanup EXIT
@@ -293,6 +304,91 @@ proof_install() {
   echo "  BasicAgent: running at version 1.0, pid $pid, a child of the agent ($agent_pid)"
   stop_agent
   wait_for 10 "end of the child BasicAgent (pid $pid) with the agent" gone "$pid"
+}
+
+# binfmt_ready: the host kernel can run a TARGET binary (natively, or through a
+# binfmt_misc entry for qemu, registered here when none is and it can be).
+binfmt_entry=""
+binfmt_ready() {
+  [ ${#runner[@]} -eq 0 ] && return 0
+  local dir=/proc/sys/fs/binfmt_misc magic mask machine
+  if [ ! -e "$dir/register" ]; then
+    mount -t binfmt_misc binfmt_misc "$dir" 2>/dev/null || return 1
+  fi
+  case "$arch" in
+    aarch64) machine='\xb7\x00' magic='\x7fELF\x02\x01\x01' mask='\xff\xff\xff\xff\xff\xff\xff' ;;
+    armv7l) machine='\x28\x00' magic='\x7fELF\x01\x01\x01' mask='\xff\xff\xff\xff\xff\xff\xff' ;;
+    *) return 1 ;;
+  esac
+  # An entry of the distribution (qemu-user-static's) or of an earlier run will do.
+  if grep -qs "^interpreter .*${runner[0]}" "$dir"/qemu-* "$dir"/bootagent-proof-* 2>/dev/null; then
+    grep -qs '^enabled' "$dir"/qemu-* "$dir"/bootagent-proof-* && return 0
+  fi
+  local name="bootagent-proof-$arch" interpreter
+  interpreter=$(command -v "${runner[0]}") || return 1
+  # binfmt_misc reads the \x escapes itself: they go in as text.
+  local zeros='\x00\x00\x00\x00\x00\x00\x00\x00\x00' ones='\xff\xff\xff\xff\xff\xff\xff\xff'
+  printf '%s\n' ":$name:M::$magic$zeros\x02\x00$machine:$mask\x00$ones\xfe\xff\xff\xff:$interpreter:F" \
+    >"$dir/register" 2>/dev/null || return 1
+  binfmt_entry="$dir/$name"
+}
+
+proof_selfupgrade() {
+  local dir="$scratch/data/agents/up" pid_file="$scratch/up.pid" v2=9.9.9 new sum id job
+  local result errcode pid new_pid before
+  if ! binfmt_ready; then
+    echo "  SKIPPED: the host kernel cannot run a $target binary (no binfmt_misc entry for"
+    echo "  ${runner[0]}, and none can be registered here: needs root and binfmt_misc)"
+    return 0
+  fi
+  BOOT_VERSION=$v2 cargo build --quiet --release --locked --target "$target" \
+    --target-dir target/proof-v2 || die "cannot build the second binary (BOOT_VERSION=$v2)"
+  new="target/proof-v2/$target/release/bootagent"
+  cp "$new" "$scratch/files/bootagent-$v2"
+  sum=$(sha256sum "$new")
+  sum=${sum%% *}
+  mkdir -p "$dir/1.0"
+  chmod 0700 "$scratch/data"
+  write_child "$dir/1.0/run" "$pid_file"
+  ln -sfn 1.0 "$dir/current"
+  start_registered
+  wait_for 30 "report of the preinstalled child up running" child_running up
+  pid=$(check_child up "$pid_file")
+  before=$agent_pid
+  id="qemu-proof-selfupgrade-$(date +%s)-$$"
+  job=$(jq -cn --arg sn "$(agent_field .sn)" --arg id "$id" --arg sum "$sum" \
+    --arg url "http://$server_addr/files/bootagent-$v2" \
+    '{sn: $sn, job: {id: $id, action: "self_upgrade", url: $url, checksum: ("SHA256:" + $sum), probation: 3}}')
+  admin_post /admin/jobs "$job" >/dev/null || die "the reference server refused the job $job"
+  wait_for 120 "result of the self_upgrade job $id" job_done "$id"
+  result=$(agent_field ".job_results[\"$id\"]" | jq -c .)
+  errcode=$(jq -r .errcode <<<"$result")
+  [ "$errcode" = 0 ] || die "the self_upgrade job failed: $result"
+  ! agent_exited || die "the agent's process ended during the self-upgrade"
+  [ "$agent_pid" = "$before" ] || die "the agent's pid changed"
+  case "$(agent_field .version)" in
+    bootagent-$v2-*) ;;
+    *) die "the agent reports $(agent_field .version) after the upgrade, not $v2" ;;
+  esac
+  [ "$(check_child up "$pid_file")" = "$pid" ] || die "the child up was restarted by the upgrade"
+  [ "$(child_field up .restarts)" = 0 ] || die "the child up counts a restart"
+  echo "  self_upgrade job $id: $result"
+  echo "  same agent process $agent_pid now reports $(agent_field .version); child up kept pid $pid"
+  kill -KILL "$pid"
+  wait_for 30 "restart of up by the new image" child_restarted up "$pid"
+  new_pid=$(check_child up "$pid_file")
+  echo "  kill -9 $pid: restarted by the new image as pid $new_pid"
+  stop_agent
+  wait_for 10 "end of the child up (pid $new_pid) with the agent" gone "$new_pid"
+  before=$(agent_field .reports)
+  start_agent
+  wait_for 30 "report after the restart" reports_at_least $((before + 1))
+  case "$(agent_field .version)" in
+    bootagent-$v2-*) ;;
+    *) die "started again, the installed binary runs $(agent_field .version), not $v2" ;;
+  esac
+  echo "  started again: the installed binary handed over to $v2"
+  stop_agent
 }
 
 echo "cross/qemu-proof.sh: $bin under ${runner[*]:-no emulator} against the reference server at $server_addr"

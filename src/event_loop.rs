@@ -100,8 +100,11 @@ impl<C: Clock> EventLoop<'_, C> {
             if self.save_retry_at.is_some_and(|at| now >= at) {
                 effects.push(Effect::SaveMeta);
             }
-            if stopping.is_none() {
+            // On probation after a self-upgrade, the next job waits for the verdict.
+            if stopping.is_none() && self.self_probation.is_none() {
                 self.run_jobs(now, wall_s, None, &mut effects);
+            }
+            if stopping.is_none() {
                 if let Some(exit) = self.self_upgrade(now, wall_s, &mut effects) {
                     return exit;
                 }

@@ -248,7 +248,8 @@ fn parse_self_upgrade(map: &Map<String, Value>) -> Result<Job, String> {
         url: url(map)?,
         checksum: checksum(map)?,
         version: version(map)?,
-        probation_s: probation(map, crate::selfup::PROBATION_DEFAULT_S)?,
+        probation_s: probation(map, crate::selfup::PROBATION_DEFAULT_S)?
+            .max(crate::selfup::PROBATION_MIN_S),
     })))
 }
 

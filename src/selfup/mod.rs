@@ -58,9 +58,10 @@ pub const STATE_FILE: &str = "state.json";
 pub const BINARY_NAME: &str = "bootagent";
 /// Largest `state.json` read.
 const STATE_BYTES_MAX: u64 = 64 * 1024;
-/// Default probation of a self-upgrade (seconds), and its ceiling.
+/// Default probation of a self-upgrade (seconds), its floor (a shorter one is raised
+/// to it: the new image needs a report answered within it) and its ceiling.
 pub const PROBATION_DEFAULT_S: u64 = 120;
-pub const PROBATION_MAX_S: u64 = 3600;
+pub const PROBATION_MIN_S: u64 = 2;
 /// The alarm armed before the exec fires this long after the probation should have
 /// ended: a new image that neither confirmed nor rolled back by then is hung.
 pub const HANG_MARGIN_S: u64 = 15;

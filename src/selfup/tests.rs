@@ -65,6 +65,8 @@ fn meta_with(id: &str, state: JobState, errcode: u32) -> Meta {
         message: "m".into(),
         delivered: false,
         state,
+        refused: false,
+        unsaved: false,
         action: Some("self_upgrade".into()),
     });
     meta
