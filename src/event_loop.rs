@@ -259,6 +259,9 @@ impl<C: Clock> EventLoop<'_, C> {
                 upgrade.version, upgrade.from_version
             );
             info!("self-upgrade confirmed: {message}");
+            if let Err(err) = crate::selfup::confirming(&self.data_dir, &upgrade.version) {
+                error!("cannot save the self-upgrade state: {err}");
+            }
             self.core
                 .job_done(now, &upgrade.job, ErrCode::Success, message, effects);
             self.carry_out(effects); // the result is on disk before the state says so

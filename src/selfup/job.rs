@@ -97,6 +97,18 @@ pub fn switching(
     })
 }
 
+/// Probation passed: before its result is written, the state says this version is
+/// confirmed, so that whatever happens next, a start runs it (and settles the job 0).
+pub fn confirming(data_dir: &Path, version: &str) -> std::io::Result<()> {
+    let store = Store::new(data_dir);
+    let mut state = store.load().map_err(std::io::Error::other)?;
+    state.confirmed = Some(version.to_string());
+    if let Some(pending) = state.pending.as_mut() {
+        pending.phase = Phase::Confirming;
+    }
+    store.save(&state)
+}
+
 /// Probation passed (the result is in the journal already): this version is the
 /// one starts hand over to; the running and the previous are kept, older removed.
 pub fn confirmed(data_dir: &Path, version: &str, from_version: &str) {

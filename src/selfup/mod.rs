@@ -40,7 +40,7 @@ pub use handover::{
     HANDOVER_FILE, ROLLBACK_ENV,
 };
 pub use handover::{arm_rollback_on_alarm, exec, settle as settle_handover, Direction};
-pub use job::{begin, confirmed, refused, rolled_back, started_well, switching};
+pub use job::{begin, confirmed, confirming, refused, rolled_back, started_well, switching};
 pub use prepare::{prepare, Ready};
 pub use start::{hand_over_at_start, settle, OnProbation, Settled};
 
@@ -118,6 +118,9 @@ pub enum Phase {
     Preparing,
     /// The exec to the new version happened (or was about to): on probation.
     Switched,
+    /// Probation passed: the new version is confirmed; its result (errcode 0) is being
+    /// written to the journal.
+    Confirming,
 }
 
 /// A self-upgrade in progress.
@@ -315,6 +318,7 @@ pub fn describe(state: &State, running_version: &str, exe: Option<&Path>) -> Vec
         let phase = match p.phase {
             Phase::Preparing => "downloading and checking".to_string(),
             Phase::Switched => format!("on probation ({} s)", p.probation_s),
+            Phase::Confirming => "confirmed".to_string(),
         };
         let to = if p.version.is_empty() {
             "a new version".to_string()

@@ -201,6 +201,28 @@ pub fn settle(
             let reason = "interrupted before the switch (BootAgent stopped)".to_string();
             fail(&mut state, reason, meta);
         }
+        (None, Phase::Confirming) if running == pending.version => {
+            // Confirmed, then stopped before the result was written: it is 0.
+            crate::jobs::finish(
+                meta,
+                &pending.job,
+                ErrCode::Success as u32,
+                format!(
+                    "bootagent {} running (was {})",
+                    pending.version, pending.from_version
+                ),
+            );
+            settled_meta = true;
+            state.pending = None;
+            state.failed = None;
+        }
+        (None, Phase::Confirming) => {
+            let reason = format!(
+                "bootagent {} was confirmed but this start is {running}",
+                pending.version
+            );
+            fail(&mut state, reason, meta);
+        }
         (None, Phase::Switched) => {
             let forward = handover.filter(|h| h.direction == Direction::Forward);
             match (forward, &pending.failure) {

@@ -189,3 +189,25 @@ fn a_changed_installed_binary_wins() {
         .as_deref()
         .is_some_and(|n| n.contains("changed")));
 }
+
+#[test]
+fn a_confirmation_cut_before_its_result_ends_confirmed() {
+    let mut meta = meta_with("j", JobState::Running, 0);
+    let mut state = pending(Phase::Confirming, running_version());
+    state.confirmed = Some(running_version().to_string());
+    let settled = settle(state, &mut meta, None, 10);
+    assert!(settled.changed_meta);
+    assert_eq!(meta.jobs[0].errcode, 0);
+    assert_eq!(meta.jobs[0].state, JobState::Finished);
+    assert_eq!(settled.state.confirmed.as_deref(), Some(running_version()));
+    assert!(settled.state.pending.is_none());
+
+    // The installed binary does not count such a start as a crash during probation.
+    let exe = std::path::PathBuf::from("/proc/self/exe")
+        .canonicalize()
+        .expect("own path");
+    let mut state = pending(Phase::Confirming, "9.9.9");
+    state.confirmed = Some("9.9.9".into());
+    assert_eq!(decide(&mut state, &exe, 100), Some("9.9.9".into()));
+    assert!(state.pending.as_ref().is_some_and(|p| p.failure.is_none()));
+}
