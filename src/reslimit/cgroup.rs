@@ -48,7 +48,39 @@ pub struct Cgroup {
     procs: Vec<File>,
 }
 
+/// What names a child's cgroup across BootAgent's exec hand-over (docs/protocol.md
+/// section 10): the next image opens it again with [`Cgroup::adopt`].
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CgroupParts {
+    pub v2: bool,
+    pub dirs: Vec<PathBuf>,
+    pub memory_dir: Option<PathBuf>,
+}
+
 impl Cgroup {
+    /// What the next image needs to take this cgroup over.
+    pub fn parts(&self) -> CgroupParts {
+        CgroupParts {
+            v2: self.version == Version::V2,
+            dirs: self.dirs.clone(),
+            memory_dir: self.memory_dir.clone(),
+        }
+    }
+
+    /// Takes over the cgroup of a child adopted after an exec hand-over, as it is
+    /// (limits and processes untouched): opens its `cgroup.procs` again.
+    pub fn adopt(parts: CgroupParts) -> io::Result<Cgroup> {
+        let mut cgroup = Cgroup::new(if parts.v2 { Version::V2 } else { Version::V1 });
+        for dir in &parts.dirs {
+            let procs = dir.join(PROCS_FILE);
+            let file = OpenOptions::new().write(true).open(&procs); // O_CLOEXEC
+            cgroup.procs.push(file.map_err(|e| with_path(e, &procs))?);
+        }
+        cgroup.dirs = parts.dirs;
+        cgroup.memory_dir = parts.memory_dir;
+        Ok(cgroup)
+    }
+
     /// Creates `<parent>/<name>` in each hierarchy of `mechanism` and writes the limits
     /// that are set (a new cgroup has none): v2 `memory.max`, `memory.swap.max` 0 and
     /// `memory.oom.group` 1 where present, `cpu.max`; v1 `memory.limit_in_bytes`,

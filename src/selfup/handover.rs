@@ -56,6 +56,11 @@ pub struct CarriedSlot {
     pub name: String,
     pub child: Carried,
     pub started_wall: Option<i64>,
+    /// The child's cgroup (with its limits), kept as it is.
+    #[serde(default)]
+    pub cgroup: Option<crate::reslimit::CgroupParts>,
+    #[serde(default)]
+    pub oom_kills_seen: u64,
 }
 
 /// Which way an exec goes.

@@ -4,6 +4,7 @@
 
 use super::{Supervisor, CHILDREN_MAX};
 use crate::child::{Child, Exit, Input, State};
+use crate::reslimit::Cgroup;
 use crate::selfup::CarriedSlot;
 use crate::wheel::Millis;
 use log::{info, warn};
@@ -18,6 +19,8 @@ impl Supervisor {
                 name: name.clone(),
                 child: slot.child.carry(),
                 started_wall: slot.started_wall,
+                cgroup: slot.cgroup.as_ref().map(Cgroup::parts),
+                oom_kills_seen: slot.oom_kills_seen,
             })
             .collect()
     }
@@ -50,11 +53,23 @@ impl Supervisor {
             let policy = own.child.policy;
             own.child = Child::adopt(policy, slot.child);
             own.started_wall = slot.started_wall;
+            own.oom_kills_seen = slot.oom_kills_seen;
+            if let Some(parts) = slot.cgroup {
+                match Cgroup::adopt(parts) {
+                    Ok(cgroup) => own.cgroup = Some(cgroup),
+                    Err(err) => warn!("{name}: its cgroup cannot be taken over: {err}"),
+                }
+            }
             let pid = own.child.pid();
+            let tracked = own.cgroup.is_some();
             if let Some(pid) = pid {
                 if crate::sys::parent_of(pid) == Some(me) {
                     adopted += 1;
                     info!("{name}: adopted, pid {pid}");
+                    if !tracked {
+                        // Its escaped processes are found as at its spawn without a cgroup.
+                        self.without_cgroups(&format!("{name}: adopted without a cgroup"));
+                    }
                     self.arm_sampling(&name, now);
                 } else {
                     warn!("{name}: pid {pid} is gone since the hand-over");
