@@ -286,6 +286,7 @@ fn upgrade_keeps_every_child_and_survives_a_restart() {
     let child = host.alive_starts()[0];
     let installed = exe(agent_pid);
     assert_eq!(host.version(), Some(reported(&this_version())));
+    let cgroups = fs::read_to_string(format!("/proc/{child}/cgroup")).unwrap_or_default();
 
     host.upgrade("up1", &v2, 2);
     let result = host.result("up1", UPGRADE_DEADLINE);
@@ -310,6 +311,8 @@ fn upgrade_keeps_every_child_and_survives_a_restart() {
     assert_eq!(host.starts(), vec![child], "svc was restarted");
     assert!(alive(child));
     assert_eq!(parent(child), Some(agent_pid));
+    let now_in = fs::read_to_string(format!("/proc/{child}/cgroup")).unwrap_or_default();
+    assert_eq!(now_in, cgroups, "svc changed cgroups");
     let tick = last_tick(&host.log());
     assert!(
         wait_until(DEADLINE, || last_tick(&host.log()) > tick + 5),
