@@ -221,3 +221,30 @@ fn http_error(err: ureq::Error, url: &str, ctx: &Ctx<'_>) -> DownloadError {
         other => network(format!("{other} with {}", target())),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::join_location;
+
+    #[test]
+    fn redirects_resolve_against_the_url_they_came_from() {
+        let base = "http://h:8080/dir/pkg.tgz?x=1";
+        let check = |location: &str, expected: Option<&str>| {
+            assert_eq!(
+                join_location(base, location).as_deref(),
+                expected,
+                "{location}"
+            );
+        };
+        check("https://m.example/p.tgz", Some("https://m.example/p.tgz"));
+        check("//m.example/p.tgz", Some("http://m.example/p.tgz"));
+        check("/other/p.tgz", Some("http://h:8080/other/p.tgz"));
+        check("p2.tgz", Some("http://h:8080/dir/p2.tgz"));
+        check("ftp://elsewhere/p.tgz", None);
+        check("file:///etc/shadow", None);
+        assert_eq!(
+            join_location("http://h", "p.tgz").as_deref(),
+            Some("http://h/p.tgz")
+        );
+    }
+}
