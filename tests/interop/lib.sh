@@ -113,9 +113,12 @@ agents_json() {
 # agent_json PORT EXPR: evaluates EXPR over `a` (the first agent known) and prints it;
 # fails when there is no agent or EXPR is false or None.
 agent_json() {
-  agents_json "$1" | python3 -c '
+  agents_json "$1" 2>/dev/null | python3 -c '
 import json, sys
-agents = json.load(sys.stdin)
+try:
+    agents = json.load(sys.stdin)
+except ValueError:
+    sys.exit(1)
 if not agents:
     sys.exit(1)
 a = agents[0]
@@ -145,8 +148,8 @@ total_reports_at_least() {
 
 # admin_job PORT JSON: queues the job, prints its id.
 admin_job() {
-  curl -fsS --max-time 5 -d "{\"job\": $2}" "http://127.0.0.1:$1/admin/jobs" |
-    python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])'
+  curl -fsS --max-time 5 -d "{\"job\": $2}" "http://127.0.0.1:$1/admin/jobs" 2>/dev/null |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])' 2>/dev/null
 }
 
 # job_errcode PORT ID: prints the errcode reported for job ID; fails while there is none.
