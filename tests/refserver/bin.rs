@@ -1,7 +1,7 @@
 //! `refserver`: the reference control server as a program, for a person or a script.
 //!
 //! ```text
-//! cargo run --example refserver -- [--listen ADDR] [--step N|none] [--files DIR] [--for SECS]
+//! cargo run --example refserver -- [--listen ADDR] [--step N|none] [--files DIR] [--for SECS] [--adopt]
 //! cargo run --example refserver -- --demo [--step N] [--for SECS] [--agent PATH]
 //! ```
 //!
@@ -34,7 +34,7 @@ macro_rules! say {
 }
 
 const USAGE: &str = "\
-usage: refserver [--listen ADDR] [--step N|none] [--files DIR] [--for SECS]
+usage: refserver [--listen ADDR] [--step N|none] [--files DIR] [--for SECS] [--adopt]
        refserver --demo [--listen ADDR] [--step N|none] [--files DIR] [--for SECS] [--agent PATH]
 
   --listen ADDR   address to listen on (default 127.0.0.1:8080; 127.0.0.1:0 with --demo)
@@ -42,6 +42,8 @@ usage: refserver [--listen ADDR] [--step N|none] [--files DIR] [--for SECS]
                   (default 600; 5 with --demo); `none` leaves the field out
   --files DIR     serve DIR under /files/
   --for SECS      stop after SECS seconds (default: run until Ctrl-C; 30 with --demo)
+  --adopt         accept status reports from agents registered elsewhere, as one server
+                  of a cluster with a shared registry (behind a load balancer) would
   --demo          run the bootagent binary built beside this example against the server
   --agent PATH    with --demo: the agent binary to run (default target/<profile>/bootagent)
   -h, --help      this text
@@ -61,6 +63,7 @@ struct Args {
     for_secs: Option<f64>,
     demo: bool,
     agent: Option<PathBuf>,
+    adopt: bool,
     help: bool,
 }
 
@@ -104,6 +107,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
             },
             "--agent" => parsed.agent = Some(PathBuf::from(value)),
             "--demo" => parsed.demo = true,
+            "--adopt" => parsed.adopt = true,
             "-h" | "--help" => parsed.help = true,
             _ => return Err(format!("unknown argument {arg:?} (try --help)")),
         }
@@ -150,6 +154,7 @@ fn start(args: &Args, default_listen: &str, default_step: u64) -> Result<RefServ
             .listen
             .clone()
             .unwrap_or_else(|| default_listen.to_string()),
+        adopt_unknown: args.adopt,
     };
     let srv = RefServer::start(opts.clone())
         .map_err(|e| format!("cannot listen on {}: {e}", opts.listen))?;

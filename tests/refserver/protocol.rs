@@ -93,19 +93,10 @@ pub(super) fn register(shared: &Shared, body: &Value) -> Reply {
     if !st.agents.contains_key(&sn) {
         st.next_agent_order += 1;
     }
-    let agent = st.agents.entry(sn.clone()).or_insert_with(|| Agent {
-        order,
-        hostname: String::new(),
-        version: None,
-        host: None,
-        previous_sn: None,
-        registrations: 0,
-        reports: 0,
-        last_report: None,
-        last_seen: Instant::now(),
-        job_results: BTreeMap::new(),
-        events: VecDeque::new(),
-    });
+    let agent = st
+        .agents
+        .entry(sn.clone())
+        .or_insert_with(|| new_agent(order));
     agent.hostname = hostname;
     agent.version = obj
         .get("version")
@@ -129,6 +120,23 @@ pub(super) fn register(shared: &Shared, body: &Value) -> Reply {
         answer["secret"] = json!(secret);
     }
     Reply::Json(200, answer, Vec::new())
+}
+
+/// An agent this server has just come to know, `order`-th of them.
+fn new_agent(order: u64) -> Agent {
+    Agent {
+        order,
+        hostname: String::new(),
+        version: None,
+        host: None,
+        previous_sn: None,
+        registrations: 0,
+        reports: 0,
+        last_report: None,
+        last_seen: Instant::now(),
+        job_results: BTreeMap::new(),
+        events: VecDeque::new(),
+    }
 }
 
 /// Checks a status report's shape (docs/protocol.md §3); `Err` names the first problem.
@@ -224,6 +232,11 @@ pub(super) fn status(shared: &Shared, body: &Value) -> Reply {
         .unwrap_or_default();
 
     let mut st = shared.state();
+    if st.adopt_unknown && !st.agents.contains_key(sn) {
+        let order = st.next_agent_order;
+        st.next_agent_order += 1;
+        st.agents.insert(sn.to_string(), new_agent(order));
+    }
     let Some(agent) = st.agents.get_mut(sn) else {
         return error(404, format!("unknown agentsn {sn}: register first"));
     };

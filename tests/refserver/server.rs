@@ -93,6 +93,9 @@ pub struct Options {
     pub files_dir: Option<PathBuf>,
     /// Address to listen on, e.g. `"127.0.0.1:8080"`; port 0 picks a free one.
     pub listen: String,
+    /// Accept status reports from agents this server never registered, as one server of
+    /// a cluster whose registry is shared (behind a load balancer) would.
+    pub adopt_unknown: bool,
 }
 
 impl Default for Options {
@@ -102,6 +105,7 @@ impl Default for Options {
             step: Some(DEFAULT_STEP),
             files_dir: None,
             listen: "127.0.0.1:0".to_string(),
+            adopt_unknown: false,
         }
     }
 }
@@ -143,6 +147,7 @@ impl RefServer {
             state: Mutex::new(State {
                 step: opts.step,
                 files_dir: opts.files_dir,
+                adopt_unknown: opts.adopt_unknown,
                 conflict_sn: None,
                 aliases: HashMap::new(),
                 credentials: None,

@@ -63,6 +63,8 @@ pub(super) struct Agent {
 pub(super) struct State {
     pub(super) step: Option<u64>,
     pub(super) files_dir: Option<PathBuf>,
+    /// See `Options::adopt_unknown`.
+    pub(super) adopt_unknown: bool,
     /// SN handed out by the next registration (an SN conflict), then cleared.
     pub(super) conflict_sn: Option<String>,
     /// Old SN → SN handed out for it after a conflict.
