@@ -74,6 +74,10 @@ wait_for() {
   done
 }
 
+gone() {
+  ! kill -0 "$1" 2>/dev/null
+}
+
 port_open() {
   (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }

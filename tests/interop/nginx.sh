@@ -243,7 +243,7 @@ $(tls_server "$pwrong" wrongname "TLSv1.2 TLSv1.3" "")"
 # end_agent_of NAME: stops the last agent started (SIGTERM, waits).
 end_agent_of() {
   kill -TERM "$AGENT_PID" 2>/dev/null
-  wait_for 10 bash -c "! kill -0 $AGENT_PID 2>/dev/null"
+  wait_for 10 gone "$AGENT_PID"
   wait "$AGENT_PID" 2>/dev/null || true
 }
 
