@@ -536,3 +536,56 @@ fn kill_9_anywhere_leaves_one_version_and_one_result() {
         assert_eq!(host.version(), Some(reported(&expected)));
     }
 }
+
+/// A new image that cannot get a report answered within its probation: the previous
+/// binary takes over again by exec, in the same process, and the children never notice.
+#[test]
+fn a_new_image_that_cannot_report_is_rolled_back_in_place() {
+    let v2 = second_build();
+    let v1 = this_version();
+    let host = Host::new("selfup-noreport");
+    let agent_pid = host.agent.pid();
+    let child = host.alive_starts()[0];
+    host.upgrade("nr", &v2, 2);
+    // Once the job is on disk, no report gets a 200 until the rollback is done.
+    assert!(wait_until(DEADLINE, || fs::read_to_string(
+        host.scratch.data().join("meta.json")
+    )
+    .is_ok_and(|m| m.contains("\"id\": \"nr\""))));
+    host.server.set_sticky_fault(Some(Fault::Status(500)));
+    let back = format!("bootagent {v1} took over by exec");
+    assert!(
+        wait_until(UPGRADE_DEADLINE, || {
+            let log = host.agent.log_text();
+            log.contains(&format!("bootagent {V2} took over by exec")) && log.contains(&back)
+        }),
+        "no rollback by exec; log:\n{}",
+        host.agent.log_text()
+    );
+    host.server.set_sticky_fault(None);
+    let result = host.result("nr", UPGRADE_DEADLINE);
+    assert_eq!(result["errcode"], 6, "{result}");
+    assert!(
+        result["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("no status report"),
+        "{result}"
+    );
+    assert!(wait_until(DEADLINE, || host.version() == Some(reported(&v1))));
+    assert_eq!(host.agent.pid(), agent_pid);
+    assert_eq!(
+        exe(agent_pid),
+        PathBuf::from(env!("CARGO_BIN_EXE_bootagent"))
+            .canonicalize()
+            .expect("own path")
+    );
+    assert_eq!(host.starts(), vec![child], "svc was restarted");
+    assert!(alive(child));
+    assert_eq!(parent(child), Some(agent_pid));
+    let tick = last_tick(&host.log());
+    assert!(
+        wait_until(DEADLINE, || last_tick(&host.log()) > tick + 5),
+        "svc's output stopped reaching its log"
+    );
+}
