@@ -487,11 +487,11 @@ fn kill_9_anywhere_leaves_one_version_and_one_result() {
     let v2 = second_build();
     let v1 = this_version();
     let mut seed: u64 = 0x5e1f_u64;
-    for round in 0..6 {
+    for round in 0..8 {
         seed = seed
             .wrapping_mul(6_364_136_223_846_793_005)
             .wrapping_add(1_442_695_040_888_963_407);
-        let delay_ms = (seed >> 33) % 4_000;
+        let delay_ms = (seed >> 33) % 7_000;
         let mut host = Host::new(&format!("selfup-kill-{round}"));
         host.upgrade("k", &v2, 2);
         // From the moment the job is on disk (before it, a lost answer loses the job).
@@ -508,6 +508,7 @@ fn kill_9_anywhere_leaves_one_version_and_one_result() {
             code == 0 || code == 6,
             "round {round} ({delay_ms} ms): {result}"
         );
+        eprintln!("round {round}: kill -9 {delay_ms} ms after the job was on disk: errcode {code}");
         let expected = if code == 0 {
             V2.to_string()
         } else {
