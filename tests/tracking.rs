@@ -26,16 +26,17 @@ fn preinstall(data: &Path, name: &str, script: &str) -> PathBuf {
 }
 
 /// A child whose `run` starts a daemon in a new session, with an empty environment
-/// (no marker to find it by), which writes its pid to `daemon.N`; then the main
+/// (no marker to find it by), that ignores `SIGTERM` and writes its pid to `daemon.N`; then the main
 /// process records its own pid in `starts` and sleeps.
 const DAEMONIZER: &str = "n=$(($(cat starts 2>/dev/null | wc -l) + 1))\n\
-    setsid -f env -i /bin/sh -c \"echo \\$\\$ > daemon.$n.tmp; mv daemon.$n.tmp daemon.$n; exec sleep 1000\"\n\
+    setsid -f env -i /bin/sh -c \"trap '' TERM; echo \\$\\$ > daemon.$n.tmp; mv daemon.$n.tmp daemon.$n; exec sleep 1000\"\n\
     echo $$ >> starts\n\
     exec sleep 1000";
 
-/// A child whose daemon keeps its environment (the marker), for the fallback.
+/// A child whose daemon keeps its environment (the marker) and ignores `SIGTERM`, for
+/// the fallback.
 const MARKED_DAEMONIZER: &str = "n=$(($(cat starts 2>/dev/null | wc -l) + 1))\n\
-    setsid -f /bin/sh -c \"echo \\$\\$ > daemon.$n.tmp; mv daemon.$n.tmp daemon.$n; exec sleep 1000\"\n\
+    setsid -f /bin/sh -c \"trap '' TERM; echo \\$\\$ > daemon.$n.tmp; mv daemon.$n.tmp daemon.$n; exec sleep 1000\"\n\
     echo $$ >> starts\n\
     exec sleep 1000";
 

@@ -54,8 +54,14 @@ impl Supervisor {
     /// Cleans up after the leader of a group exited; names the limit it was killed for.
     pub(super) fn after_exit(&mut self, name: &str, pid: i32) -> Option<String> {
         let slot = self.slots.get_mut(name)?;
-        // What is left of the group goes too: no orphans holding ports or files.
+        // What is left of the group goes too: no orphans holding ports or files. Without
+        // a cgroup (emptied below), so do those that left the group but carry its mark.
         let _ = sys::signal_group(pid, libc::SIGKILL);
+        if slot.cgroup.is_none() && self.subreaper {
+            for stray in sys::marked_processes(&[&super::child_marker(&self.data_dir, name)]) {
+                let _ = sys::signal_process(stray, libc::SIGKILL);
+            }
+        }
         for id in [slot.sample_timer.take(), slot.resume_timer.take()]
             .into_iter()
             .flatten()

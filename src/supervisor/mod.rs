@@ -119,7 +119,9 @@ impl Supervisor {
         };
         supervisor.kmsg = oom::open_kmsg(&supervisor.mechanism);
         if supervisor.mechanism == Mechanism::Proc && supervisor.track.is_none() {
-            supervisor.without_cgroups("no cgroup can be made on this host");
+            supervisor.without_cgroups(
+                "children get no cgroup of their own (limit_mechanism=proc, or none can be made here)",
+            );
         }
         supervisor
     }

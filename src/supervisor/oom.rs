@@ -147,8 +147,14 @@ impl Supervisor {
             };
             let limit = (self.slots.get(&name))
                 .and_then(|slot| slot.settings.limits.memory_bytes)
-                .map_or_else(|| "memory".to_string(), memory_limit);
-            let message = format!("{who} killed by the kernel: over the child's {limit} limit");
+                .map(memory_limit);
+            let message = match limit {
+                Some(limit) => {
+                    format!("{who} killed by the kernel: over the child's {limit} limit")
+                }
+                // Counted in the child's cgroup, but the host (or a cgroup above) ran out.
+                None => format!("{who} killed by the kernel: out of memory"),
+            };
             self.push_worker_kills(&name, message, count, wall_s);
         }
     }
