@@ -33,6 +33,8 @@ pub(super) struct LogFile {
     pub(super) failing: Option<u64>,
     /// False once `splice(2)` was refused for this file (a file system without it).
     splices: bool,
+    /// The file again, without `O_APPEND`, for `splice(2)` (see `open`).
+    splice_out: Option<File>,
     /// Start of the current one-second window of `bytes_per_s_max`.
     window_start: Option<Instant>,
     /// Bytes that may still be written in the current window.
@@ -57,6 +59,7 @@ impl LogFile {
             users: 0,
             failing: None,
             splices: true,
+            splice_out: None,
             window_start: None,
             allowance_bytes: 0,
             shed_bytes: 0,
@@ -189,6 +192,13 @@ impl LogFile {
             Some(file) => file,
             None => self.open().ok()?,
         };
+        // At the file's end as it is now (someone may have truncated it).
+        let end = file.metadata().map(|meta| meta.len());
+        let (Some(out), Ok(end)) = (self.splice_out.as_ref(), end) else {
+            self.file = Some(file);
+            return None;
+        };
+        self.size_bytes = end;
         let room = config.file_bytes_max.saturating_sub(self.size_bytes);
         if !self.rotates || room <= chunk {
             self.file = Some(file);
@@ -197,7 +207,7 @@ impl LogFile {
         let len = usize::try_from((room - chunk).min(allowed_bytes - chunk))
             .unwrap_or(usize::MAX)
             .min(SPLICE_BYTES_MAX);
-        match super::splice_into(pipe, &file, Some(self.size_bytes), len) {
+        match super::splice_into(pipe, out, Some(end), len) {
             Ok(moved) => {
                 self.size_bytes = self.size_bytes.saturating_add(moved as u64);
                 self.file = Some(file);
@@ -290,23 +300,21 @@ impl LogFile {
         }
     }
 
-    /// Writes `data` at the end: at `size_bytes` in a regular file (not `O_APPEND`, which
-    /// `splice(2)` refuses; BootAgent is its only writer), else where the device takes it.
+    /// Appends `data` (`O_APPEND`: at the end even after someone truncated the file).
     fn put(&self, file: &File, data: &[u8]) -> io::Result<()> {
-        if self.rotates {
-            file.write_all_at(data, self.size_bytes)
-        } else {
-            (&*file).write_all(data)
-        }
+        (&*file).write_all(data)
     }
 
-    /// Opens (creating) the file for writing at its end, and reads its size and kind.
+    /// Opens (creating) the file for appending, and reads its size and kind; for a
+    /// regular file, also a second descriptor without `O_APPEND` (which `splice(2)`
+    /// refuses) for `splice_from`.
     fn open(&mut self) -> io::Result<File> {
+        self.splice_out = None;
         let open = || {
             OpenOptions::new()
                 .create(true)
                 .read(true)
-                .write(true)
+                .append(true)
                 .mode(FILE_MODE)
                 .open(&self.path)
         };
@@ -325,6 +333,9 @@ impl LogFile {
         let meta = file.metadata()?;
         self.rotates = meta.file_type().is_file();
         self.size_bytes = meta.len();
+        if self.rotates {
+            self.splice_out = OpenOptions::new().write(true).open(&self.path).ok();
+        }
         Ok(file)
     }
 

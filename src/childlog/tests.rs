@@ -249,6 +249,36 @@ fn output_over_the_rate_is_dropped_and_the_log_says_how_much() {
     );
 }
 
+/// An operator's `: > NAME.log` (logrotate's copytruncate) mid-stream: what follows is
+/// written at the new end, not after a hole of zeros where the old end was.
+#[test]
+fn a_log_truncated_by_hand_goes_on_at_its_new_end() {
+    let _spawning = spawning();
+    let dir = Scratch::new("truncated");
+    let config = LogConfig {
+        bytes_per_s_max: 0,
+        ..LogConfig::default()
+    };
+    let logs = ChildLogs::start(config).expect("start");
+    let path = dir.path("agent.log");
+    let go = dir.path("go");
+    let script = format!(
+        "yes 0123456789abcdef | head -c 300000; while [ ! -e {} ]; do sleep 0.01; done; \
+         yes 0123456789abcdef | head -c 300000",
+        go.display()
+    );
+    let child = spawn(&logs, &path, &script);
+    wait_until("the first part", || {
+        fs::metadata(&path).is_ok_and(|m| m.len() == 300_000)
+    });
+    fs::File::create(&path).expect("truncate");
+    fs::write(&go, b"").expect("go");
+    finish(&logs, vec![child]);
+    let bytes = fs::read(&path).expect("read");
+    assert_eq!(bytes.len(), 300_000, "only the second part");
+    assert!(!bytes.contains(&0), "no hole of zeros");
+}
+
 #[test]
 fn a_chatty_child_does_not_starve_a_quiet_one() {
     let _spawning = spawning();
