@@ -238,3 +238,41 @@ fn cgroup_v1_cpu_quota_throttles_a_spinning_process() {
     assert!(pct <= 15, "{pct}% of a CPU under a 10% quota");
     assert!(throttled > 0);
 }
+
+/// After an exec hand-over, a child's cgroup is taken back as it is: on a fake
+/// hierarchy of plain files, with the interface files the kernel would have made.
+#[test]
+fn reopen_takes_a_childs_cgroup_back_as_it_is() {
+    let root = std::env::temp_dir().join(format!("cgroup-{}-reopen", std::process::id()));
+    let leaf = root.join("memory/bootagent/agent-x-0000abcd");
+    fs::create_dir_all(&leaf).expect("scratch tree");
+    fs::write(leaf.join(PROCS_FILE), "4242\n").expect("procs");
+    fs::write(
+        leaf.join("memory.oom_control"),
+        "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n",
+    )
+    .expect("oom_control");
+    let mechanism = Mechanism::CgroupV1 {
+        memory: Some(root.join("memory/bootagent")),
+        cpu: None,
+    };
+    let cgroup = Cgroup::reopen(&mechanism, None, "agent-x-0000abcd");
+    let found = cgroup
+        .as_ref()
+        .map(|c| (c.dirs().to_vec(), c.pids(), c.oom_kills()));
+    assert_eq!(found.ok(), Some((vec![leaf.clone()], vec![4242], 3)));
+    assert_eq!(
+        read_trimmed(&leaf.join(PROCS_FILE)),
+        "4242",
+        "nothing cleared"
+    );
+    let missing = Cgroup::reopen(&mechanism, None, "agent-y-0000abcd");
+    assert_eq!(
+        missing.map(drop).map_err(|e| e.kind()),
+        Err(io::ErrorKind::NotFound)
+    );
+    let none = Cgroup::reopen(&Mechanism::Proc, None, "agent-x-0000abcd");
+    assert!(none.is_err());
+    drop(cgroup); // its Drop removes only empty directories; a plain-file tree stays
+    let _ = fs::remove_dir_all(&root);
+}
