@@ -18,7 +18,10 @@ const JOIN_SELF: &[u8] = b"0";
 const CPU_PERIOD_US: u64 = 100_000;
 /// How long `remove` (and `create`, for a leftover) waits for killed processes to leave.
 const CGROUP_EMPTY_WAIT_MS: u64 = 1_000;
-/// Pause between two looks at a cgroup that is being emptied.
+/// Pauses between two looks at a cgroup that is being emptied: the first short (killed
+/// processes are usually gone within a millisecond, and a child's restart waits on
+/// this), doubling up to the longest.
+const CGROUP_EMPTY_POLL_FIRST_US: u64 = 100;
 const CGROUP_EMPTY_POLL_MS: u64 = 10;
 /// Deepest nesting of sub-cgroups (a child may make its own) that removal walks.
 const CGROUP_DEPTH_MAX: usize = 16;
@@ -353,6 +356,7 @@ fn write_if_present(dir: &Path, file: &str, value: &str) -> io::Result<()> {
 /// Kills everything in `dir` and below, then removes the directories, until done or
 /// `deadline`. A directory that is already gone is done.
 fn clear(dir: &Path, version: Version, deadline: Instant) -> io::Result<()> {
+    let mut pause = Duration::from_micros(CGROUP_EMPTY_POLL_FIRST_US);
     loop {
         let mut pids = Vec::new();
         match collect_pids(dir, 0, &mut pids) {
@@ -377,7 +381,8 @@ fn clear(dir: &Path, version: Version, deadline: Instant) -> io::Result<()> {
         } else {
             kill_all(dir, version, &pids);
         }
-        std::thread::sleep(Duration::from_millis(CGROUP_EMPTY_POLL_MS));
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(CGROUP_EMPTY_POLL_MS));
     }
 }
 

@@ -16,6 +16,11 @@
 //!   environment cannot name (a daemon that overwrote its environment) is still ended
 //!   at BootAgent's shutdown, as a child of BootAgent.
 //!
+//! The price: a start waits for the child to join its cgroup between fork and exec, and
+//! the kernel's move of a process into a cgroup may wait for an RCU grace period (a few
+//! milliseconds, up to some 15 ms on cgroup v1; starts close together share one), so a
+//! restart takes that much longer than one without a cgroup.
+//!
 //! # At start: end the leftovers, or adopt
 //!
 //! [`AtStart::decide`] is the one place that decides what a start does with processes a
