@@ -157,48 +157,6 @@ impl Cgroup {
         Ok(cgroup)
     }
 
-    /// The cgroup `create` (or `create_tracking`) made for `name`, opened as it is:
-    /// nothing cleared, no limit written. For a child adopted across BootAgent's exec
-    /// hand-over, whose processes are already in it.
-    pub fn reopen(
-        mechanism: &Mechanism,
-        track: Option<&TrackParent>,
-        name: &str,
-    ) -> io::Result<Cgroup> {
-        check_name(name)?;
-        let (version, parents, memory) = match (mechanism, track) {
-            (Mechanism::CgroupV2 { dir }, _) => (Version::V2, vec![dir.clone()], Some(dir)),
-            (Mechanism::CgroupV1 { memory, cpu }, _) => (
-                Version::V1,
-                memory.iter().chain(cpu).cloned().collect(),
-                memory.as_ref(),
-            ),
-            (Mechanism::Proc, Some(track)) => {
-                let version = if track.v2 { Version::V2 } else { Version::V1 };
-                (version, vec![track.dir.clone()], None)
-            }
-            (Mechanism::Proc, None) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::Unsupported,
-                    "children get no cgroup on this host",
-                ))
-            }
-        };
-        let mut cgroup = Cgroup::new(version);
-        for parent in parents {
-            let dir = parent.join(name);
-            if cgroup.dirs.contains(&dir) {
-                continue; // co-mounted v1 hierarchies
-            }
-            let procs = dir.join(PROCS_FILE);
-            let file = OpenOptions::new().write(true).open(&procs);
-            cgroup.procs.push(file.map_err(|e| with_path(e, &procs))?);
-            cgroup.dirs.push(dir);
-        }
-        cgroup.memory_dir = memory.map(|parent| parent.join(name));
-        Ok(cgroup)
-    }
-
     /// The processes in the cgroup and its sub-cgroups (of every hierarchy it is in).
     pub fn pids(&self) -> Vec<i32> {
         let mut pids = Vec::new();

@@ -29,11 +29,11 @@
 //! this data directory's child cgroups (`agent-NAME-TAG`) and every process carrying this
 //! data directory's marker, before any child starts, so no child ever runs twice. The
 //! exec hand-over of a self-upgrade (docs/protocol.md section 10) is the one start that
-//! adopts them instead: it passes `handover = true`, ends nothing, and takes each adopted
-//! child's cgroup back with [`Supervisor::adopt_cgroup`].
+//! adopts them instead: it passes `handover = true`, ends nothing, and each adopted child
+//! keeps its cgroup (`adopt.rs`).
 
 use super::{path_tag, Supervisor};
-use crate::reslimit::{self, Cgroup, Mechanism};
+use crate::reslimit::{self, Mechanism};
 use crate::sys;
 use crate::wheel::Millis;
 use log::{info, warn};
@@ -109,28 +109,6 @@ impl Supervisor {
             }
         }
         ended + sys::kill_marked_processes(&Supervisor::marker(&self.data_dir))
-    }
-
-    /// For a child adopted across the exec hand-over (`AtStart::Adopt`): takes its
-    /// cgroup back as it is, so that stopping it reaches every process again and a
-    /// worker's OOM kill already counted is not reported twice. Without one, the child
-    /// is tracked as a subreaper would.
-    pub fn adopt_cgroup(&mut self, name: &str) {
-        let cgroup_name = format!("agent-{name}-{}", self.cgroup_tag);
-        let reopened = Cgroup::reopen(&self.mechanism, self.track.as_ref(), &cgroup_name);
-        let Some(slot) = self.slots.get_mut(name) else {
-            return;
-        };
-        match reopened {
-            Ok(cgroup) => {
-                slot.oom_kills_seen = cgroup.oom_kills();
-                slot.cgroup = Some(cgroup);
-            }
-            Err(err) => {
-                let why = format!("{name}: its cgroup is not there after the hand-over ({err})");
-                self.without_cgroups(&why);
-            }
-        }
     }
 
     /// As a subreaper: reaps orphans reparented to BootAgent, each by its pid; a
