@@ -19,9 +19,6 @@
 #   daemons    redis-server and nginx as child agents, installed by jobs with limits:
 #              kill -9 restarts them, a worker's memory kill is reported, stopping
 #              leaves no process, also after BootAgent itself was SIGKILLed
-#   cgroupv2   (tests/interop/cgroupv2.sh) a real arm64 kernel under qemu with cgroup2
-#              and +memory +cpu: memory kill, CPU throttle, setsid child stopped,
-#              delegated layout
 #
 # It installs what it needs from Debian (apt-get, as root), builds the release binaries,
 # runs each case, prints `PASS name` or `FAIL name: why` per check, `FIGURE ...` lines,
@@ -37,7 +34,7 @@ cd "$ROOT" || exit 2
 # shellcheck source=tests/interop/lib.sh
 . tests/interop/lib.sh
 
-ALL_CASES=(nginx vsftpd squid haproxy daemons cgroupv2)
+ALL_CASES=(nginx vsftpd squid haproxy daemons)
 if [ $# -gt 0 ]; then
   CASES=("$@")
 else
