@@ -95,6 +95,22 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// CPU time (ms) in a `/proc/.../stat` file so far.
+fn cpu_ms(stat: &str) -> u64 {
+    let stat = fs::read_to_string(stat).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
+        + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+    // SAFETY: sysconf has no memory effects.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    ticks * 1000 / hz
+}
+
 fn wait_socket(data: &Path) {
     assert!(
         wait_until(DEADLINE, || UnixStream::connect(data.join("control.sock"))
@@ -424,6 +440,9 @@ fn a_flood_of_connections_and_a_silent_client_leave_the_agent_reporting_on_time(
         .expect("timeout");
 
     // Connections as fast as one thread can open them, for 4 s, with some held open.
+    let loop_stat = format!("/proc/{0}/task/{0}/stat", agent.pid());
+    let all_stat = format!("/proc/{}/stat", agent.pid());
+    let (loop_before, all_before) = (cpu_ms(&loop_stat), cpu_ms(&all_stat));
     let flooding = Instant::now();
     let flood_socket = socket.clone();
     let flood = std::thread::spawn(move || {
@@ -452,7 +471,12 @@ fn a_flood_of_connections_and_a_silent_client_leave_the_agent_reporting_on_time(
         .windows(2)
         .map(|w| w[1] - w[0])
         .collect();
-    eprintln!("{connections} connections in 4 s; reports {gaps:?} apart");
+    eprintln!(
+        "{connections} connections in 4 s; reports {gaps:?} apart; CPU of the loop thread \
+         {} ms, of the whole agent {} ms",
+        cpu_ms(&loop_stat) - loop_before,
+        cpu_ms(&all_stat) - all_before
+    );
     assert!(connections > 100, "the flood ran: {connections}");
     assert!(
         times.len() >= 3,
