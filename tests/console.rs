@@ -290,15 +290,24 @@ fn a_user_other_than_root_or_the_agent_s_own_is_refused() {
         return;
     }
     const NOBODY: u32 = 65534;
+    // Under the system's temporary directory, not the checkout (which may sit in a home
+    // directory that the other user cannot enter), with a copy of the binary.
+    let tmp = std::env::temp_dir().join(format!("bootagent-console-uid-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&tmp);
+    fs::create_dir_all(&tmp).expect("scratch");
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755)).expect("chmod");
+    let scratch = Scratch { path: tmp };
+    let binary = scratch.path.join("bootagent");
+    fs::copy(env!("CARGO_BIN_EXE_bootagent"), &binary).expect("copy of the binary");
+    fs::set_permissions(&binary, fs::Permissions::from_mode(0o755)).expect("chmod");
     let server = start_server(Some(600));
-    let scratch = Scratch::new("console-uid");
     let data = scratch.data();
     let version = preinstall(&data, "BasicAgent", SLEEPER);
     let mut agent = Agent::start(&scratch, &["-S", &server.addr()]);
     assert!(wait_until(DEADLINE, || starts(&version).len() == 1));
     wait_socket(&data);
     let as_nobody = || {
-        bootagent()
+        std::process::Command::new(&binary)
             .args(["restart", "BasicAgent", "-D"])
             .arg(&data)
             .uid(NOBODY)
@@ -317,14 +326,8 @@ fn a_user_other_than_root_or_the_agent_s_own_is_refused() {
     );
 
     // ...and when the modes let it in, the peer's credentials do.
-    let mut dir = data.clone();
-    loop {
-        let mode = fs::metadata(&dir).expect("dir").permissions().mode();
-        fs::set_permissions(&dir, fs::Permissions::from_mode(mode | 0o011)).expect("chmod");
-        if dir == scratch.path || !dir.pop() {
-            break;
-        }
-    }
+    let mode = fs::metadata(&data).expect("dir").permissions().mode();
+    fs::set_permissions(&data, fs::Permissions::from_mode(mode | 0o011)).expect("chmod");
     fs::set_permissions(data.join("control.sock"), fs::Permissions::from_mode(0o666))
         .expect("chmod socket");
     let out = as_nobody();
