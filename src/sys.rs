@@ -620,3 +620,15 @@ pub fn adopt_fd(fd: std::os::fd::RawFd) -> Option<std::os::fd::OwnedFd> {
     // nothing else in this image owns it: the hand-over lists each one once.
     Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
 }
+
+/// `listen(2)` again on a listening socket: sets the length of its queue of connections
+/// not yet accepted (std asks for the system's maximum).
+pub fn set_backlog(socket: &impl AsRawFd, backlog: u32) -> io::Result<()> {
+    let backlog = libc::c_int::try_from(backlog).unwrap_or(libc::c_int::MAX);
+    // SAFETY: listen(2) takes a descriptor and a number; no memory effects.
+    let rc = unsafe { libc::listen(socket.as_raw_fd(), backlog) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

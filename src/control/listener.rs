@@ -4,7 +4,9 @@
 //!
 //! Bounds, each a field of `Limits`:
 //! - `control_accepts_per_s`: a token bucket of as many connections; past it a
-//!   connection gets "busy" and is closed by the acceptor itself.
+//!   connection gets "busy" and is closed by the acceptor itself, which then pauses
+//!   `SHED_PAUSE_MS`; the kernel queues at most `BACKLOG_MAX` connections meanwhile,
+//!   so a flood blocks in its own `connect` and costs the agent little CPU.
 //! - `control_clients_max`: clients being served at once; past it, "busy".
 //! - `control_request_bytes_max` and `control_client_timeout_ms`: one request line,
 //!   read within that time in all (a client that sends nothing, or one byte at a
@@ -33,6 +35,13 @@ use std::time::{Duration, Instant};
 const SOCKET_MODE: u32 = 0o600;
 /// Pause after a failed `accept(2)` (out of descriptors), so it cannot spin.
 const ACCEPT_ERROR_PAUSE_MS: u64 = 100;
+/// Pause after answering a connection "busy" for the rate: a flood then waits in the
+/// kernel's backlog (its `connect` blocks) instead of costing this thread a core, and
+/// a command behind it is still taken within a few hundred milliseconds.
+const SHED_PAUSE_MS: u64 = 2;
+/// Connections the kernel holds for the acceptor (std asks for the system's maximum,
+/// thousands, which a flood would fill and a command would then wait behind).
+const BACKLOG_MAX: u32 = 16;
 
 /// The bounds of the socket, from `Limits`.
 #[derive(Clone, Debug)]
@@ -79,6 +88,7 @@ pub fn listen(
         Err(err) => return Err(err),
     }
     let listener = UnixListener::bind(&path)?;
+    sys::set_backlog(&listener, BACKLOG_MAX)?;
     fs::set_permissions(&path, fs::Permissions::from_mode(SOCKET_MODE))?;
     let owner = sys::euid();
     thread::Builder::new()
@@ -149,6 +159,8 @@ fn accept_loop(
                 &stream,
                 &Reply::new(EXIT_FAILED, "busy: too many connections, try again"),
             );
+            drop(stream);
+            thread::sleep(Duration::from_millis(SHED_PAUSE_MS));
             continue;
         }
         match sys::peer_uid(&stream) {

@@ -108,7 +108,7 @@ fn tail(
 ) -> io::Result<Option<File>> {
     let mut opened: Vec<File> = Vec::new();
     for path in files(newest) {
-        match File::open(&path) {
+        match open_log(&path) {
             Ok(file) => opened.push(file),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
@@ -172,6 +172,23 @@ fn tail(
     Ok(newest_open.filter(|_| newest_exists))
 }
 
+/// Opens a log file for reading: a regular file only (a FIFO put in its place must not
+/// hold the command: it is opened without waiting, then refused).
+fn open_log(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    Ok(file)
+}
+
 /// Copies the rest of `file` to `out`, one chunk at a time.
 fn copy(file: &mut File, buf: &mut [u8], out: &mut dyn Write) -> io::Result<u64> {
     let mut total = 0u64;
@@ -213,7 +230,7 @@ fn follow(
             if let Some(mut old) = open.take() {
                 copy(&mut old, buf, out)?;
             }
-            open = File::open(newest).ok();
+            open = open_log(newest).ok();
             continue;
         }
         if let Some(file) = open.as_mut() {
