@@ -46,13 +46,29 @@ fn ask(data_dir: &Path, verb: Verb, name: &str, timeout_ms: u64) -> Result<Reply
     let mut bytes = Vec::new();
     let read = (&mut stream)
         .take(REPLY_BYTES_MAX as u64)
-        .read_to_end(&mut bytes)
-        .map_err(|e| match e.kind() {
-            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => format!(
-                "no answer from bootagent within {timeout_ms} ms (it may still carry the command out)"
-            ),
-            _ => format!("reading bootagent's answer: {e}"),
-        });
+        .read_to_end(&mut bytes);
+    // A reset before any answer: the socket was still held open by a process that
+    // died, e.g. a child of an agent killed with -9 that had not reached exec yet.
+    let reset = |e: &io::Error| {
+        matches!(
+            e.kind(),
+            io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+        )
+    };
+    if bytes.is_empty()
+        && (read.as_ref().err().is_some_and(reset) || sent.as_ref().err().is_some_and(reset))
+    {
+        return Err(format!(
+            "bootagent is not running (the connection to {} was reset before an answer)",
+            path.display()
+        ));
+    }
+    let read = read.map_err(|e| match e.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => format!(
+            "no answer from bootagent within {timeout_ms} ms (it may still carry the command out)"
+        ),
+        _ => format!("reading bootagent's answer: {e}"),
+    });
     if let (Err(e), true) = (&sent, bytes.is_empty()) {
         return Err(format!("cannot send the command to bootagent: {e}"));
     }
