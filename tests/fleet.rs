@@ -162,3 +162,59 @@ fn a_restarted_agent_waits_a_random_delay_before_its_first_report() {
         "not at once: {delays:?}"
     );
 }
+
+/// A server that answers every request 503 with `Retry-After` as an HTTP date 3 s after
+/// its own `Date`, its clock set an hour off the agent's; returns the arrival times
+/// (at most `count`, within 30 s).
+fn serve_dated_retry_after(
+    listener: std::net::TcpListener,
+    count: usize,
+) -> std::thread::JoinHandle<Vec<Instant>> {
+    use std::io::{Read, Write};
+    std::thread::spawn(move || {
+        let mut arrivals = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let _ = listener.set_nonblocking(true);
+        while arrivals.len() < count && Instant::now() < deadline {
+            let Ok((mut stream, _)) = listener.accept() else {
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            };
+            let _ = stream.set_nonblocking(false);
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut buf = [0u8; 65536];
+            let _ = stream.read(&mut buf); // head and the small body, in one read on loopback
+            arrivals.push(Instant::now());
+            let server_now = std::time::SystemTime::now() + Duration::from_secs(3600);
+            let date = httpdate::fmt_http_date(server_now);
+            let retry = httpdate::fmt_http_date(server_now + Duration::from_secs(3));
+            let reply = format!(
+                "HTTP/1.1 503 Service Unavailable\r\nDate: {date}\r\nRetry-After: {retry}\r\n\
+                 Content-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+            );
+            let _ = stream.write_all(reply.as_bytes());
+        }
+        arrivals
+    })
+}
+
+#[test]
+fn retry_after_as_an_http_date_counts_from_the_servers_own_date() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let server = serve_dated_retry_after(listener, 3);
+    let scratch = Scratch::new("fleet-retry-date");
+    let _agent = Agent::start(&scratch, &["-S", &addr]);
+    let arrivals = server.join().expect("the dated server ran");
+    assert_eq!(arrivals.len(), 3, "three tries within 30 s: {arrivals:?}");
+    let gaps: Vec<u128> = arrivals
+        .windows(2)
+        .map(|w| (w[1] - w[0]).as_millis())
+        .collect();
+    // 3 s by the server's clock, plus up to 50 %: not 0 (a date in the agent's past)
+    // nor an hour (a date in its future).
+    assert!(
+        gaps.iter().all(|g| (2_900..=4_800).contains(g)),
+        "waits 3-4.5 s: {gaps:?}"
+    );
+}
