@@ -171,7 +171,7 @@ fn run() -> Result<(), String> {
         at += stage.seconds;
     }
     let bins = shared.bins.lock().map_err(|_| "lock")?.clone();
-    report(&bins, &spans, step_s);
+    report(&bins, &spans, step_s, retry_after_s);
     Ok(())
 }
 
@@ -258,7 +258,7 @@ fn read_request(stream: &mut TcpStream) -> Option<String> {
 }
 
 /// The per-second series and each stage's figures.
-fn report(bins: &[[u32; 3]], spans: &[(String, u64, u64)], step_s: u64) {
+fn report(bins: &[[u32; 3]], spans: &[(String, u64, u64)], step_s: u64, retry_after_s: u64) {
     let per_second: Vec<u32> = bins.iter().map(|b| b[0] + b[1] + b[2]).collect();
     println!("requests per second (registrations + reports + 503 answers), 10 s a line:");
     for (name, from, to) in spans {
@@ -275,19 +275,25 @@ fn report(bins: &[[u32; 3]], spans: &[(String, u64, u64)], step_s: u64) {
         let sum: u64 = window.iter().map(|&n| u64::from(n)).sum();
         let mean = sum as f64 / window.len().max(1) as f64;
         let peak = window.iter().copied().max().unwrap_or(0);
-        (sum, mean, peak)
+        // The busiest 5 s, per second: the same peak without most of the noise of
+        // one-second counts (a spread fleet's counts are Poisson-like).
+        let peak5 = window
+            .windows(5)
+            .map(|w| w.iter().map(|&n| f64::from(n)).sum::<f64>() / 5.0)
+            .fold(0.0, f64::max);
+        (sum, mean, peak, peak5)
     };
-    println!("stage        seconds  requests  mean/s  peak/s  peak/mean");
+    println!("stage        seconds  requests  mean/s  peak/s  peak/mean  peak5s/mean");
     let mut steady_mean = None;
     for (name, from, to) in spans {
-        let (sum, mean, peak) = figures(*from, *to);
-        let ratio = if mean > 0.0 {
-            f64::from(peak) / mean
+        let (sum, mean, peak, peak5) = figures(*from, *to);
+        let (ratio, ratio5) = if mean > 0.0 {
+            (f64::from(peak) / mean, peak5 / mean)
         } else {
-            0.0
+            (0.0, 0.0)
         };
         println!(
-            "{name:<12} {:>7}  {sum:>8}  {mean:>6.1}  {peak:>6}  {ratio:>9.2}",
+            "{name:<12} {:>7}  {sum:>8}  {mean:>6.1}  {peak:>6}  {ratio:>9.2}  {ratio5:>11.2}",
             to - from
         );
         if name == "steady" {
@@ -300,8 +306,9 @@ fn report(bins: &[[u32; 3]], spans: &[(String, u64, u64)], step_s: u64) {
     let Some(steady_mean) = steady_mean else {
         return;
     };
+    let mut previous = "";
     for (name, from, to) in spans {
-        let (_, mean, peak) = figures(*from, *to);
+        let (_, mean, peak, peak5) = figures(*from, *to);
         if name == "steady" {
             let ratio = f64::from(peak) / mean.max(f64::MIN_POSITIVE);
             println!(
@@ -311,10 +318,29 @@ fn report(bins: &[[u32; 3]], spans: &[(String, u64, u64)], step_s: u64) {
         } else if name.starts_with("recover") {
             let ratio = f64::from(peak) / steady_mean.max(f64::MIN_POSITIVE);
             println!(
-                "TARGET {name} at t={from} s: peak {peak}/s = {ratio:.2} x steady mean (target <= 2.0): {}",
-                verdict(ratio <= 2.0)
+                "TARGET {name} at t={from} s: peak {peak}/s = {ratio:.2} x steady mean (target <= 2.0): {}; busiest 5 s {:.2} x",
+                verdict(ratio <= 2.0),
+                peak5 / steady_mean.max(f64::MIN_POSITIVE)
             );
+            // Every agent must come back once within one wait: the returning
+            // requests average N / (mean wait), whatever the agents do.
+            let floor = match previous {
+                "refused" => step_s as f64 / (0.75 * step_s.min(300) as f64),
+                "throttled" => step_s as f64 / (1.25 * retry_after_s.clamp(1, step_s) as f64),
+                _ => 0.0,
+            };
+            if floor > 0.0 {
+                println!(
+                    "       the returning wave alone averages {floor:.2} x steady mean (waits of {} after {previous})",
+                    if previous == "refused" {
+                        "50-100 % of min(step, 300 s)"
+                    } else {
+                        "Retry-After plus 0-50 %"
+                    }
+                );
+            }
         }
+        previous = name;
     }
 }
 
