@@ -10,7 +10,9 @@
 //! ```
 //!
 //! It prints `listening on ADDR` first (the script starts the agents then), and the
-//! report when the last stage ends. Stage kinds: `refused` closes the listening socket
+//! report when the last stage ends. With `--started-file PATH`, the first stage lasts
+//! from the server's start until PATH exists (the whole fleet is started) plus its
+//! seconds. Stage kinds: `refused` closes the listening socket
 //! (the kernel refuses connections; those attempts are not counted), `throttled`
 //! answers every request 503 with `Retry-After`, any other name answers normally.
 //! It reads each request whole and answers with `Connection: close`; it never parses
@@ -29,6 +31,8 @@ const REFUSED: u8 = 1;
 const THROTTLED: u8 = 2;
 /// Worker threads answering connections.
 const WORKERS: usize = 4;
+/// Longest wait for `--started-file` (the time to start the fleet).
+const START_S_MAX: u64 = 600;
 /// Largest request head and body read.
 const REQUEST_BYTES_MAX: usize = 64 * 1024;
 
@@ -86,6 +90,7 @@ fn run() -> Result<(), String> {
     let mut step_s = 60u64;
     let mut retry_after_s = 30u64;
     let mut stages = "cold=60,steady=120".to_string();
+    let mut started_file: Option<String> = None;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
@@ -96,6 +101,7 @@ fn run() -> Result<(), String> {
                 retry_after_s = value.parse().map_err(|_| "--retry-after: not a number")?
             }
             "--stages" => stages = value,
+            "--started-file" => started_file = Some(value),
             _ => return Err(format!("unknown flag {flag}")),
         }
     }
@@ -108,7 +114,7 @@ fn run() -> Result<(), String> {
         mode: AtomicU8::new(NORMAL),
         step_s,
         retry_after_s,
-        bins: Mutex::new(vec![[0; 3]; total as usize + 60]),
+        bins: Mutex::new(vec![[0; 3]; (START_S_MAX + total) as usize + 60]),
     });
     let (tx, rx) = sync_channel::<TcpStream>(4096);
     let rx = Arc::new(Mutex::new(rx));
@@ -151,7 +157,18 @@ fn run() -> Result<(), String> {
 
     let mut spans = Vec::new();
     let mut at = 0u64;
-    for stage in &stages {
+    for (i, stage) in stages.iter().enumerate() {
+        // The first stage counts from the moment the whole fleet is started (the
+        // file appears), so that a slow start of N processes does not eat into it.
+        if let (0, Some(path)) = (i, &started_file) {
+            while !std::path::Path::new(path).exists() {
+                if shared.start.elapsed().as_secs() >= START_S_MAX {
+                    break; // the bins would not hold the rest
+                }
+                thread::sleep(Duration::from_millis(100));
+            }
+            at = shared.start.elapsed().as_secs();
+        }
         let mode = match stage.name.as_str() {
             "refused" => REFUSED,
             "throttled" => THROTTLED,
@@ -167,7 +184,8 @@ fn run() -> Result<(), String> {
         );
         let until = shared.start + Duration::from_secs(at + stage.seconds);
         thread::sleep(until.saturating_duration_since(Instant::now()));
-        spans.push((stage.name.clone(), at, at + stage.seconds));
+        let from = if i == 0 { 0 } else { at };
+        spans.push((stage.name.clone(), from, at + stage.seconds));
         at += stage.seconds;
     }
     let bins = shared.bins.lock().map_err(|_| "lock")?.clone();
