@@ -10,7 +10,9 @@
 //! ```
 //!
 //! It prints `listening on ADDR` first (the script starts the agents then), and the
-//! report when the last stage ends. Stage kinds: `refused` closes the listening socket
+//! report when the last stage ends. With `--started-file PATH`, the first stage lasts
+//! from the server's start until PATH exists (the whole fleet is started) plus its
+//! seconds. Stage kinds: `refused` closes the listening socket
 //! (the kernel refuses connections; those attempts are not counted), `throttled`
 //! answers every request 503 with `Retry-After`, any other name answers normally.
 //! It reads each request whole and answers with `Connection: close`; it never parses
@@ -29,6 +31,8 @@ const REFUSED: u8 = 1;
 const THROTTLED: u8 = 2;
 /// Worker threads answering connections.
 const WORKERS: usize = 4;
+/// Longest wait for `--started-file` (the time to start the fleet).
+const START_S_MAX: u64 = 600;
 /// Largest request head and body read.
 const REQUEST_BYTES_MAX: usize = 64 * 1024;
 
@@ -86,6 +90,7 @@ fn run() -> Result<(), String> {
     let mut step_s = 60u64;
     let mut retry_after_s = 30u64;
     let mut stages = "cold=60,steady=120".to_string();
+    let mut started_file: Option<String> = None;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
@@ -96,6 +101,7 @@ fn run() -> Result<(), String> {
                 retry_after_s = value.parse().map_err(|_| "--retry-after: not a number")?
             }
             "--stages" => stages = value,
+            "--started-file" => started_file = Some(value),
             _ => return Err(format!("unknown flag {flag}")),
         }
     }
@@ -108,7 +114,7 @@ fn run() -> Result<(), String> {
         mode: AtomicU8::new(NORMAL),
         step_s,
         retry_after_s,
-        bins: Mutex::new(vec![[0; 3]; total as usize + 60]),
+        bins: Mutex::new(vec![[0; 3]; (START_S_MAX + total) as usize + 60]),
     });
     let (tx, rx) = sync_channel::<TcpStream>(4096);
     let rx = Arc::new(Mutex::new(rx));
@@ -151,7 +157,18 @@ fn run() -> Result<(), String> {
 
     let mut spans = Vec::new();
     let mut at = 0u64;
-    for stage in &stages {
+    for (i, stage) in stages.iter().enumerate() {
+        // The first stage counts from the moment the whole fleet is started (the
+        // file appears), so that a slow start of N processes does not eat into it.
+        if let (0, Some(path)) = (i, &started_file) {
+            while !std::path::Path::new(path).exists() {
+                if shared.start.elapsed().as_secs() >= START_S_MAX {
+                    break; // the bins would not hold the rest
+                }
+                thread::sleep(Duration::from_millis(100));
+            }
+            at = shared.start.elapsed().as_secs();
+        }
         let mode = match stage.name.as_str() {
             "refused" => REFUSED,
             "throttled" => THROTTLED,
@@ -167,11 +184,12 @@ fn run() -> Result<(), String> {
         );
         let until = shared.start + Duration::from_secs(at + stage.seconds);
         thread::sleep(until.saturating_duration_since(Instant::now()));
-        spans.push((stage.name.clone(), at, at + stage.seconds));
+        let from = if i == 0 { 0 } else { at };
+        spans.push((stage.name.clone(), from, at + stage.seconds));
         at += stage.seconds;
     }
     let bins = shared.bins.lock().map_err(|_| "lock")?.clone();
-    report(&bins, &spans, step_s);
+    report(&bins, &spans, step_s, retry_after_s);
     Ok(())
 }
 
@@ -258,7 +276,7 @@ fn read_request(stream: &mut TcpStream) -> Option<String> {
 }
 
 /// The per-second series and each stage's figures.
-fn report(bins: &[[u32; 3]], spans: &[(String, u64, u64)], step_s: u64) {
+fn report(bins: &[[u32; 3]], spans: &[(String, u64, u64)], step_s: u64, retry_after_s: u64) {
     let per_second: Vec<u32> = bins.iter().map(|b| b[0] + b[1] + b[2]).collect();
     println!("requests per second (registrations + reports + 503 answers), 10 s a line:");
     for (name, from, to) in spans {
@@ -275,19 +293,25 @@ fn report(bins: &[[u32; 3]], spans: &[(String, u64, u64)], step_s: u64) {
         let sum: u64 = window.iter().map(|&n| u64::from(n)).sum();
         let mean = sum as f64 / window.len().max(1) as f64;
         let peak = window.iter().copied().max().unwrap_or(0);
-        (sum, mean, peak)
+        // The busiest 5 s, per second: the same peak without most of the noise of
+        // one-second counts (a spread fleet's counts are Poisson-like).
+        let peak5 = window
+            .windows(5)
+            .map(|w| w.iter().map(|&n| f64::from(n)).sum::<f64>() / 5.0)
+            .fold(0.0, f64::max);
+        (sum, mean, peak, peak5)
     };
-    println!("stage        seconds  requests  mean/s  peak/s  peak/mean");
+    println!("stage        seconds  requests  mean/s  peak/s  peak/mean  peak5s/mean");
     let mut steady_mean = None;
     for (name, from, to) in spans {
-        let (sum, mean, peak) = figures(*from, *to);
-        let ratio = if mean > 0.0 {
-            f64::from(peak) / mean
+        let (sum, mean, peak, peak5) = figures(*from, *to);
+        let (ratio, ratio5) = if mean > 0.0 {
+            (f64::from(peak) / mean, peak5 / mean)
         } else {
-            0.0
+            (0.0, 0.0)
         };
         println!(
-            "{name:<12} {:>7}  {sum:>8}  {mean:>6.1}  {peak:>6}  {ratio:>9.2}",
+            "{name:<12} {:>7}  {sum:>8}  {mean:>6.1}  {peak:>6}  {ratio:>9.2}  {ratio5:>11.2}",
             to - from
         );
         if name == "steady" {
@@ -300,8 +324,9 @@ fn report(bins: &[[u32; 3]], spans: &[(String, u64, u64)], step_s: u64) {
     let Some(steady_mean) = steady_mean else {
         return;
     };
+    let mut previous = "";
     for (name, from, to) in spans {
-        let (_, mean, peak) = figures(*from, *to);
+        let (_, mean, peak, peak5) = figures(*from, *to);
         if name == "steady" {
             let ratio = f64::from(peak) / mean.max(f64::MIN_POSITIVE);
             println!(
@@ -311,10 +336,29 @@ fn report(bins: &[[u32; 3]], spans: &[(String, u64, u64)], step_s: u64) {
         } else if name.starts_with("recover") {
             let ratio = f64::from(peak) / steady_mean.max(f64::MIN_POSITIVE);
             println!(
-                "TARGET {name} at t={from} s: peak {peak}/s = {ratio:.2} x steady mean (target <= 2.0): {}",
-                verdict(ratio <= 2.0)
+                "TARGET {name} at t={from} s: peak {peak}/s = {ratio:.2} x steady mean (target <= 2.0): {}; busiest 5 s {:.2} x",
+                verdict(ratio <= 2.0),
+                peak5 / steady_mean.max(f64::MIN_POSITIVE)
             );
+            // Every agent must come back once within one wait: the returning
+            // requests average N / (mean wait), whatever the agents do.
+            let floor = match previous {
+                "refused" => step_s as f64 / (0.75 * step_s.min(300) as f64),
+                "throttled" => step_s as f64 / (1.25 * retry_after_s.clamp(1, step_s) as f64),
+                _ => 0.0,
+            };
+            if floor > 0.0 {
+                println!(
+                    "       the returning wave alone averages {floor:.2} x steady mean (waits of {} after {previous})",
+                    if previous == "refused" {
+                        "50-100 % of min(step, 300 s)"
+                    } else {
+                        "Retry-After plus 0-50 %"
+                    }
+                );
+            }
         }
+        previous = name;
     }
 }
 
