@@ -401,9 +401,11 @@ pub fn record(
 }
 
 /// Forgets delivered ids beyond the last `remembered`, oldest delivered first.
-/// An id whose result is undelivered is never forgotten.
+/// An id whose result is undelivered is never forgotten; refusals, which are
+/// not remembered as executed, do not count.
 pub fn forget_delivered(meta: &mut Meta, remembered: usize) {
-    let mut excess = meta.jobs.len().saturating_sub(remembered.max(1));
+    let executed = meta.jobs.iter().filter(|r| !r.refused).count();
+    let mut excess = executed.saturating_sub(remembered.max(1));
     meta.jobs.retain(|r| {
         let forget = excess > 0 && r.delivered;
         excess -= usize::from(forget);

@@ -189,6 +189,30 @@ fn journal_forgets_the_oldest_delivered_first_and_never_an_undelivered_one() {
         8
     ));
     assert!(find_record(&mut meta, "late").is_none());
+    // Refusals do not push executed ids out.
+    let mut meta = Meta::new("sn".into(), String::new(), 600);
+    record(
+        &mut meta,
+        "done".into(),
+        JobState::Finished,
+        ok(),
+        false,
+        100,
+    );
+    acknowledge(&mut meta, &carried("done"), 2);
+    for i in 0..5 {
+        let full = (9, "queue full".to_string());
+        record(
+            &mut meta,
+            format!("q{i}"),
+            JobState::Finished,
+            full,
+            true,
+            100,
+        );
+    }
+    forget_delivered(&mut meta, 2);
+    assert!(find_record(&mut meta, "done").is_some(), "still remembered");
 }
 
 #[test]

@@ -809,3 +809,94 @@ fn sigterm_during_a_download_ends_the_job_and_starts_nothing_more() {
     assert_eq!(host.result("t3", DEADLINE)["errcode"], 9, "queued, not run");
     host.wait_status("svc", "running", "1.0");
 }
+
+#[test]
+fn kill_9_at_random_moments_loses_no_acknowledged_state_and_runs_no_job_twice() {
+    let seed: u64 = std::env::var("BOOT_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0xacce);
+    println!("seed {seed} (BOOT_TEST_SEED replays it)");
+    let mut rng = seed;
+    let mut host = Host::new("job-kill-state", &[]);
+    let pkg = package(&host.files, "svc", "1.0", SLEEPER, &[]);
+    let mut first = host.install_job("i0", "install", "svc", &host.url(&pkg), &sha256(&pkg));
+    first["restart"] = json!({"grace_s": 1});
+    host.send(first);
+    assert_eq!(host.result("i0", DEADLINE)["errcode"], 0);
+    host.wait_status("svc", "running", "1.0");
+    for round in 1..6 {
+        let (action, step) = if round % 2 == 1 {
+            ("stop", 2)
+        } else {
+            ("start", 1)
+        };
+        let (job, config) = (format!("{action}{round}"), format!("c{round}"));
+        host.send(json!({"id": job, "action": action, "name": "svc"}));
+        host.send(json!({"id": config, "action": "config", "step": step}));
+        assert!(wait_until(DEADLINE, || host.server.queued_jobs(&host.sn) == 0));
+        let delay = next_random(&mut rng) % 400;
+        std::thread::sleep(Duration::from_millis(delay));
+        // What the server was told before the kill must hold after it.
+        let told = host
+            .server
+            .agent(&host.sn)
+            .map(|a| a.job_results)
+            .unwrap_or_default();
+        host.agent.kill9();
+        host.agent = Agent::start(&host.scratch, &[]);
+        let job_result = host.result(&job, DEADLINE);
+        let config_result = host.result(&config, DEADLINE);
+        for (id, before) in &told {
+            let after = host.result(id, DEADLINE);
+            assert_eq!(
+                &after, before,
+                "round {round} ({delay} ms): {id} was told, then changed"
+            );
+        }
+        let reports = host.server.agent(&host.sn).map_or(0, |a| a.reports);
+        assert!(wait_until(DEADLINE, || host
+            .server
+            .agent(&host.sn)
+            .is_some_and(|a| a.reports > reports + 1)));
+        if config_result["errcode"] == 0 {
+            let report = host.server.agent(&host.sn).and_then(|a| a.last_report);
+            let reported = report.map(|r| r["step"].clone()).unwrap_or_default();
+            assert_eq!(
+                reported, step,
+                "round {round} ({delay} ms): the step was lost"
+            );
+        }
+        if job_result["errcode"] == 0 {
+            let status = if action == "stop" {
+                "stoped"
+            } else {
+                "running"
+            };
+            host.wait_status("svc", status, "1.0");
+            std::thread::sleep(Duration::from_millis(500));
+            host.wait_status("svc", status, "1.0");
+        } else {
+            // Not acknowledged: put the child in the state this round wanted.
+            let redo = format!("{job}-again");
+            host.send(json!({"id": redo, "action": action, "name": "svc"}));
+            assert_eq!(host.result(&redo, DEADLINE)["errcode"], 0);
+        }
+    }
+    // No job id was ever answered with two different results.
+    let mut seen: std::collections::BTreeMap<String, Value> = Default::default();
+    for request in host.server.requests_to("/agent/status") {
+        let results = request
+            .json
+            .as_ref()
+            .and_then(|j| j["jobs"].as_array().cloned())
+            .unwrap_or_default();
+        for r in results {
+            let id = r["id"].as_str().unwrap_or_default().to_string();
+            if let Some(before) = seen.insert(id.clone(), r.clone()) {
+                assert_eq!(before, r, "{id} answered twice, differently");
+            }
+        }
+    }
+    host.agent.stop();
+}

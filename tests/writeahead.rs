@@ -2,7 +2,8 @@
 //! its receipt is on disk: on a full disk it is refused with errcode 5 and runs
 //! when sent again once there is room; the metafile is written again when space
 //! returns, without anything else changing. A flood of jobs in one answer gets a
-//! result for each, or a `dropped` event counting the rest.
+//! result for each, or a `dropped` event counting the rest; a full event queue
+//! holds its bound exactly (docs/protocol.md section 3).
 
 mod common;
 
@@ -11,6 +12,7 @@ use serde_json::{json, Value};
 use std::ffi::CString;
 use std::fs;
 use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -121,8 +123,30 @@ fn on_a_full_disk_a_job_is_refused_with_errcode_5_and_runs_when_sent_again() {
         }
         Err(why) => panic!("CI runs as root and must run the full-disk case: {why}"),
     };
-    let (server, mut agent, sn) = start(&scratch, &["-o", "meta_save_retry_ms=200"]);
     let data = scratch.data();
+    // A child that records each start, preinstalled on the small disk.
+    let starts = scratch.path.join("svc.starts");
+    let run = data.join("agents/svc/1.0/run");
+    fs::create_dir_all(run.parent().expect("dir")).expect("agent dir");
+    let script = format!(
+        "#!/bin/sh\necho $$ >> {}\nexec sleep 1000\n",
+        starts.display()
+    );
+    fs::write(&run, script).expect("run");
+    fs::set_permissions(&run, fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::os::unix::fs::symlink("1.0", data.join("agents/svc/current")).expect("current");
+    let pids = || -> Vec<i32> {
+        fs::read_to_string(&starts)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    };
+    let (server, mut agent, sn) = start(&scratch, &["-o", "meta_save_retry_ms=200"]);
+    assert!(
+        wait_until(DEADLINE, || pids().len() == 1),
+        "the child started"
+    );
     let step_reported = |server: &RefServer| {
         server
             .agent(&sn)
@@ -133,7 +157,11 @@ fn on_a_full_disk_a_job_is_refused_with_errcode_5_and_runs_when_sent_again() {
 
     fill(&data);
     let job = json!({"id": "c1", "action": "config", "step": 7});
+    let stop = json!({"id": "s1", "action": "stop", "name": "svc"});
+    server.queue_job(&sn, stop.clone());
     server.queue_job(&sn, job.clone());
+    let stop_refused = result(&server, &sn, "s1", &agent);
+    assert_eq!(stop_refused["errcode"], 5, "{stop_refused}");
     let refused = result(&server, &sn, "c1", &agent);
     assert_eq!(refused["errcode"], 5, "{refused}");
     assert!(
@@ -147,6 +175,8 @@ fn on_a_full_disk_a_job_is_refused_with_errcode_5_and_runs_when_sent_again() {
         .agent(&sn)
         .is_some_and(|a| a.reports > reports + 1)));
     assert_eq!(step_reported(&server), 1, "the refused job did not run");
+    assert_eq!(pids().len(), 1);
+    assert!(alive(pids()[0]), "the refused stop did not run");
 
     // Room again: the metafile is written again, though nothing else happens.
     let written = || {
@@ -180,8 +210,17 @@ fn on_a_full_disk_a_job_is_refused_with_errcode_5_and_runs_when_sent_again() {
         agent.log_text()
     );
     assert!(wait_until(DEADLINE, || step_reported(&server) == 7));
+    server.queue_job(&sn, stop);
+    assert!(
+        wait_until(DEADLINE, || server
+            .agent(&sn)
+            .and_then(|a| a.job_results.get("s1").cloned())
+            .is_some_and(|r| r["errcode"] == 0)),
+        "the stop sent again did not run"
+    );
+    assert!(wait_until(DEADLINE, || !alive(pids()[0])));
 
-    // What the server was told survives a kill -9.
+    // What the server was told survives a kill -9: the step, the stopped child.
     agent.kill9();
     let agent = Agent::start(&scratch, &[]);
     let reports = server.agent(&sn).map_or(0, |a| a.reports);
@@ -189,6 +228,18 @@ fn on_a_full_disk_a_job_is_refused_with_errcode_5_and_runs_when_sent_again() {
         .agent(&sn)
         .is_some_and(|a| a.reports > reports)));
     assert_eq!(step_reported(&server), 7, "log:\n{}", agent.log_text());
+    assert_eq!(pids().len(), 1, "the stopped child stays stopped");
+}
+
+fn alive(pid: i32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| {
+            !stat
+                .rsplit(')')
+                .next()
+                .is_some_and(|r| r.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
 }
 
 #[test]
@@ -256,4 +307,68 @@ fn ten_thousand_jobs_in_one_answer_get_ten_thousand_results_or_a_dropped_count()
             .is_some_and(|r| r["errcode"] == 7)),
         "{refused} sent again did not run"
     );
+}
+
+#[test]
+fn a_full_event_queue_holds_its_bound_exactly_with_one_dropped_event() {
+    const MAX: usize = 256; // pending_events_max
+    let scratch = Scratch::new("wa-events");
+    let server = start_server(Some(1));
+    let data = scratch.data();
+    // An agent back from a long outage: its event queue is full, and a child
+    // that fails at once adds more.
+    let run = data.join("agents/crash/1.0/run");
+    fs::create_dir_all(run.parent().expect("dir")).expect("agent dir");
+    fs::write(&run, "#!/bin/sh\nexit 3\n").expect("run");
+    fs::set_permissions(&run, fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::os::unix::fs::symlink("1.0", data.join("agents/crash/current")).expect("current");
+    let events: Vec<Value> = (1..=MAX)
+        .map(|seq| {
+            json!({"seq": seq, "event": {"time": 1_763_700_000, "name": "old", "event": "exited",
+                   "code": 1, "message": "exited with code 1"}})
+        })
+        .collect();
+    let meta = json!({"schema": 1, "agentsn": "5d3c3e46-1bb5-4d2c-a8c4-3b1e2f0a9c11",
+        "registered": true, "servers_cli": server.url(), "step_s": 1,
+        "events": events, "event_seq": MAX});
+    fs::set_permissions(&data, fs::Permissions::from_mode(0o700)).expect("chmod");
+    fs::write(data.join("meta.json"), meta.to_string()).expect("meta.json");
+    let agent = Agent::start(&scratch, &[]);
+    let reports = || -> Vec<Value> {
+        server
+            .requests_to("/agent/status")
+            .into_iter()
+            .filter_map(|r| r.json)
+            .collect()
+    };
+    let dropped_count = |report: &Value| -> Vec<u64> {
+        report["events"]
+            .as_array()
+            .map(|events| {
+                events
+                    .iter()
+                    .filter(|e| e["event"] == "dropped")
+                    .map(|e| e["count"].as_u64().unwrap_or(0))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || reports()
+            .iter()
+            .any(|r| dropped_count(r).iter().sum::<u64>() >= 2)),
+        "no report counted the dropped events; log:\n{}",
+        agent.log_text()
+    );
+    for report in reports() {
+        let events = report["events"].as_array().map_or(0, Vec::len);
+        assert!(
+            events <= MAX,
+            "{events} events in one report: the bound is {MAX}"
+        );
+        assert!(
+            dropped_count(&report).len() <= 1,
+            "one `dropped` event: {report}"
+        );
+    }
 }
