@@ -42,6 +42,9 @@
 #
 # Environment:
 #   BENCH_SIZES_MIB     package sizes in MiB (default "64 256")
+#   BENCH_FORMAT        the package's compression: gzip (default, BasicAgent-1.0.tgz),
+#                       xz (.tar.xz, `xz -1`) or zstd (.tar.zst, `zstd -3`); the
+#                       pipeline then runs `tar xJf` or `tar --zstd -xf`
 #   BENCH_ROUNDS        rounds per size (default 3)
 #   BENCH_KEEP          1 to keep the work directory (logs, packages)
 #   BENCH_BOOTAGENT     a BootAgent binary to measure instead of building one
@@ -59,7 +62,14 @@ export LC_ALL=C # $EPOCHREALTIME and printf with a '.' decimal point
 read -r -a SIZES <<<"${BENCH_SIZES_MIB:-64 256}"
 readonly SIZES
 readonly ROUNDS="${BENCH_ROUNDS:-3}"
-readonly PKG_NAME=BasicAgent PKG_FILE=BasicAgent-1.0.tgz
+readonly FORMAT="${BENCH_FORMAT:-gzip}"
+case "$FORMAT" in
+  gzip) PKG_FILE=BasicAgent-1.0.tgz COMPRESS=(gzip -1) UNTAR=(-xzf) ;;
+  xz) PKG_FILE=BasicAgent-1.0.tar.xz COMPRESS=(xz -1 -T1) UNTAR=(-xJf) ;;
+  zstd) PKG_FILE=BasicAgent-1.0.tar.zst COMPRESS=(zstd -q -3) UNTAR=(--zstd -xf) ;;
+  *) echo "BENCH_FORMAT must be gzip, xz or zstd" >&2; exit 2 ;;
+esac
+readonly PKG_NAME=BasicAgent PKG_FILE COMPRESS UNTAR
 readonly POLL_S=0.1            # sampling and polling interval
 readonly SERVER_DEADLINE=15    # s for the reference server to listen
 readonly REGISTER_DEADLINE=20  # s for a BootAgent to register
@@ -247,7 +257,7 @@ make_package() {
   printf '#!/bin/sh\nexec sleep 100000\n' >"$src/run"
   chmod 755 "$src/run"
   head -c "${size}M" /dev/urandom >"$src/data.bin"
-  tar -C "$src" -cf - run data.bin | gzip -1 >"$dir/$PKG_FILE"
+  tar -C "$src" -cf - run data.bin | "${COMPRESS[@]}" >"$dir/$PKG_FILE"
   rm -rf "$src"
   sync "$dir/$PKG_FILE" # no dirty pages of it left to write back during a round
   read -r sum _ < <(sha256sum "$dir/$PKG_FILE")
@@ -381,7 +391,7 @@ pipeline() {
     2>>"$dir/errors" && T_CURL=$(now_us) &&
     read -r sum _ < <(sha256sum "$dir/f") && T_SUM=$(now_us) &&
     { [[ $sum == "${SUM[$size]}" ]] || { echo "sha256sum: $sum" >>"$dir/errors"; false; }; } &&
-    tar -C "$dir" -xzf "$dir/f" 2>>"$dir/errors" && T_TAR=$(now_us)
+    tar -C "$dir" "${UNTAR[@]}" "$dir/f" 2>>"$dir/errors" && T_TAR=$(now_us)
 }
 
 # One curl pipeline for the SIZE MiB package; figures under key "SIZE/ROUND".
@@ -437,7 +447,7 @@ print_rounds() {
   done
   printf '\ncurl pipeline, every round (sync: after it, not in its time):\n'
   printf '%-6s %-5s | %-9s | %-9s %-9s %-9s | %-7s | %-9s\n' size round pipeline curl sha256sum \
-    'tar xzf' CPU '+sync'
+    'tar x' CPU '+sync'
   for size in "${SIZES[@]}"; do
     for ((round = 1; round <= ROUNDS; round++)); do
       key=$size/$round

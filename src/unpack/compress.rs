@@ -123,7 +123,7 @@ mod zstd {
                             return Err(invalid("zstd skippable frame is truncated".to_string()));
                         }
                     }
-                    Err(e) => return Err(invalid(format!("zstd: {e}"))),
+                    Err(e) => return Err(invalid(message(&e))),
                 }
             }
         }
@@ -131,6 +131,28 @@ mod zstd {
 
     fn invalid(message: String) -> io::Error {
         io::Error::new(io::ErrorKind::InvalidData, message)
+    }
+
+    /// One line for a decoder error, said here rather than by the decoder's own
+    /// `Display` (whose code is a good part of the decoder's size).
+    fn message(e: &FrameDecoderError) -> String {
+        match e {
+            FrameDecoderError::WindowSizeTooBig { requested, max } => {
+                format!("zstd frame asks for a window of {requested} bytes (at most {max})")
+            }
+            FrameDecoderError::ReadFrameHeaderError(_)
+            | FrameDecoderError::FrameHeaderError(_)
+            | FrameDecoderError::FailedToInitialize(_) => "zstd frame header is bad".to_string(),
+            FrameDecoderError::FailedToReadBlockHeader(_)
+            | FrameDecoderError::FailedToReadBlockBody(_) => {
+                "zstd block is corrupt or truncated".to_string()
+            }
+            FrameDecoderError::FailedToReadChecksum(_) => "zstd checksum is truncated".to_string(),
+            FrameDecoderError::DictNotProvided { .. } => {
+                "zstd frame needs a dictionary".to_string()
+            }
+            _ => "zstd stream is corrupt".to_string(),
+        }
     }
 
     impl<R: Read> Read for ZstdReader<R> {
@@ -158,7 +180,7 @@ mod zstd {
                 }
                 self.decoder
                     .decode_blocks(&mut self.source, BlockDecodingStrategy::UptoBlocks(1))
-                    .map_err(|e| invalid(format!("zstd: {e}")))?;
+                    .map_err(|e| invalid(message(&e)))?;
             }
         }
     }

@@ -9,7 +9,6 @@
 
 use super::archive::{read_error, Extractor};
 use super::{bad, quote, read_full, UnpackError};
-use std::collections::HashMap;
 use std::io::{self, Read};
 use std::path::PathBuf;
 
@@ -73,9 +72,10 @@ impl Header {
     }
 }
 
-/// A multiply-linked file: where its data went, or the names waiting for it.
-#[derive(Default)]
+/// A multiply-linked file (device and inode): where its data went, or the names
+/// waiting for it.
 struct Linked {
+    key: ((u32, u32), u32),
     written: Option<PathBuf>,
     waiting: Vec<(PathBuf, u32, String)>,
 }
@@ -86,7 +86,8 @@ pub(super) fn extract_cpio(
     mut stream: Box<dyn Read + '_>,
     extractor: &mut Extractor<'_>,
 ) -> Result<(), UnpackError> {
-    let mut linked: HashMap<((u32, u32), u32), Linked> = HashMap::new();
+    // At most HARD_LINKS_PENDING_MAX files: a list is small and quick enough.
+    let mut linked: Vec<Linked> = Vec::new();
     let mut pending_names: usize = 0;
     loop {
         let mut raw = [0u8; HEADER_BYTES];
@@ -121,12 +122,25 @@ pub(super) fn extract_cpio(
         match header.mode & MODE_TYPE_MASK {
             MODE_REGULAR if header.nlink > 1 => {
                 let key = (header.dev, header.ino);
-                if !linked.contains_key(&key) && linked.len() >= HARD_LINKS_PENDING_MAX {
-                    return Err(bad(format!(
-                        "cpio payload has more than {HARD_LINKS_PENDING_MAX} hard-linked files"
-                    )));
-                }
-                let file = linked.entry(key).or_default();
+                let index = match linked.iter().position(|file| file.key == key) {
+                    Some(index) => index,
+                    None if linked.len() >= HARD_LINKS_PENDING_MAX => {
+                        return Err(bad(format!(
+                            "cpio payload has more than {HARD_LINKS_PENDING_MAX} hard-linked files"
+                        )))
+                    }
+                    None => {
+                        linked.push(Linked {
+                            key,
+                            written: None,
+                            waiting: Vec::new(),
+                        });
+                        linked.len() - 1
+                    }
+                };
+                let Some(file) = linked.get_mut(index) else {
+                    return Err(bad("cpio hard link table is inconsistent".to_string()));
+                };
                 match &file.written {
                     Some(first) if header.size == 0 => {
                         let first = first.clone();
@@ -191,7 +205,7 @@ pub(super) fn extract_cpio(
         skip(&mut stream, padding(header.size))?;
     }
     // Names whose data never came: an empty file, the others linked to it.
-    for file in linked.into_values() {
+    for file in linked {
         let mut waiting = file.waiting.into_iter();
         if let Some((rel, mode, shown)) = waiting.next() {
             extractor.write_file(&mut io::empty(), &rel, mode, 0, &shown)?;

@@ -82,24 +82,24 @@ mod compress;
 mod cpio;
 mod deb;
 mod entry;
+mod format;
 mod program;
 mod rpm;
 mod tree;
 
-use archive::{extract_tar, Extractor};
 pub use budget::{dir_mode, file_mode, Budget, CappedReader, StreamBound};
 pub use compress::DECODER_WINDOW_BYTES_MAX;
-use compress::{decoder, Compression};
 pub use cpio::HARD_LINKS_PENDING_MAX;
 pub use deb::{CONTROL_FILE_BYTES_MAX, CONTROL_TAR_BYTES_MAX};
+use format::{unpack_archive, Format, HEAD_BYTES};
 pub use rpm::{HEADER_DATA_BYTES_MAX, HEADER_TAGS_MAX};
 use std::fmt;
 use std::fs::{self, File, OpenOptions, Permissions};
-use std::io::{self, BufReader, Read, Seek, Write};
+use std::io::{self, Read, Seek, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
-use tree::{check_run, find_root, read_version_file, sync_tree};
+use tree::sync_tree;
 
 /// Errcode of section 7 for a package that cannot be installed as it is.
 pub const ERRCODE_BAD_PACKAGE: u32 = 4;
@@ -127,10 +127,6 @@ pub const VERSION_FILE_BYTES_MAX: u64 = 256;
 /// Longest version string (section 7).
 pub const VERSION_BYTES_MAX: usize = 64;
 
-/// Bytes read to tell the format: a tar header, whose magic is at offset 257.
-const HEAD_BYTES: usize = 512;
-const TAR_MAGIC_AT: usize = 257;
-const TAR_MAGIC: &[u8] = b"ustar";
 const RUN_FILE: &str = "run";
 /// A version that would collide with the `current` symlink.
 const RESERVED_VERSION: &str = "current";
@@ -248,31 +244,6 @@ pub struct Program<'a> {
     pub exec: Option<&'a str>,
 }
 
-/// The formats, told by content.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Format {
-    Tar(Compression),
-    Rpm,
-    Deb,
-    Executable,
-}
-
-impl Format {
-    fn sniff(head: &[u8]) -> Format {
-        if head.starts_with(rpm::RPM_MAGIC) {
-            Format::Rpm
-        } else if head.starts_with(deb::AR_MAGIC) {
-            Format::Deb
-        } else if let Some(compression) = Compression::sniff(head) {
-            Format::Tar(compression)
-        } else if head.get(TAR_MAGIC_AT..TAR_MAGIC_AT + TAR_MAGIC.len()) == Some(TAR_MAGIC) {
-            Format::Tar(Compression::None)
-        } else {
-            Format::Executable
-        }
-    }
-}
-
 /// Unpacks the downloaded file `package` into `dest`, which must not exist: it is
 /// created with mode 0755, and on success `dest/run` exists and is executable.
 /// See the module documentation for the formats, the rules and the bounds. On
@@ -321,73 +292,6 @@ pub fn unpack_package(
         }
     }
     result
-}
-
-/// A tar (compressed or not), an rpm or a deb: extract, then make sure of `run`.
-fn unpack_archive(
-    file: File,
-    format: Format,
-    dest: &Path,
-    limits: &UnpackLimits,
-    budget: &mut Budget,
-    program: &Program<'_>,
-) -> Result<Unpacked, UnpackError> {
-    let mut extractor = Extractor::new(dest, limits, budget);
-    let mut package_version = None;
-    let mut scripts = Vec::new();
-    match format {
-        Format::Tar(compression) => {
-            let stream = decoder(compression, Box::new(BufReader::new(file)))?;
-            extract_tar(Box::new(extractor.capped(stream)), &mut extractor)?;
-            if program.exec.is_some() {
-                program::link_run(&extractor, program)?;
-            } else {
-                find_root(dest)?;
-            }
-        }
-        Format::Rpm => {
-            extractor.relocate_links = true;
-            let info = rpm::unpack_rpm(file, &mut extractor)?;
-            let version = match (&info.version, &info.release) {
-                (Some(version), Some(release)) => Some(format!("{version}-{release}")),
-                (version, _) => version.clone(),
-            };
-            package_version = version.and_then(usable_package_version);
-            scripts = info.scripts.iter().map(|s| s.to_string()).collect();
-            program::link_run(&extractor, program)?;
-        }
-        Format::Deb => {
-            extractor.relocate_links = true;
-            let info = deb::unpack_deb(file, &mut extractor)?;
-            package_version = info
-                .version
-                .map(|version| version.replace(':', "_"))
-                .and_then(usable_package_version);
-            scripts = info.scripts;
-            program::link_run(&extractor, program)?;
-        }
-        Format::Executable => return Err(bad("not an archive".to_string())),
-    }
-    check_run(dest)?;
-    Ok(Unpacked {
-        version_file: read_version_file(dest)?,
-        package_version,
-        scripts,
-        bytes: extractor.file_bytes,
-        entries: extractor.entries(),
-    })
-}
-
-/// A package's own version if it is usable as a directory name; logged if not.
-fn usable_package_version(version: String) -> Option<String> {
-    if valid_version(&version) {
-        return Some(version);
-    }
-    log::warn!(
-        "ignoring the package's version {}: not a usable version",
-        quote(version.as_bytes())
-    );
-    None
 }
 
 /// Version from a URL file name `NAME-VERSION` + `.tar.gz`, `.tgz`, `.tar.xz`,
