@@ -77,7 +77,7 @@ maintainer=${MAINTAINER:-$(sed -n 's/^authors = \["\([^"]*\)".*/\1/p' Cargo.toml
 [[ "$maintainer" =~ ^[^\<\>]+\ \<[^@\<\>\ ]+@[^@\<\>\ ]+\.[^@\<\>\ ]+\>$ ]] ||
   die "maintainer \"$maintainer\" is not \"Name <address>\" (Cargo.toml authors, or MAINTAINER=)"
 case "$maintainer" in
-  *@localhost* | *@localhost.*) die "maintainer $maintainer: an address on localhost reaches nobody" ;;
+  *@localhost*) die "maintainer $maintainer: an address on localhost reaches nobody" ;;
 esac
 # The changelog's date: the last commit's (reproducible), else now.
 changelog_date=$(date -R -u -d "@$(git log -1 --format=%ct 2>/dev/null || date +%s)")
