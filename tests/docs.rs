@@ -74,7 +74,9 @@ fn every_section_the_code_cites_exists() {
         .filter_map(|title| title.split_once('.'))
         .filter_map(|(number, _)| number.parse().ok())
         .collect();
-    assert_eq!(sections, (1..=10).collect::<Vec<u32>>(), "sections 1 to 10");
+    let count = u32::try_from(sections.len()).expect("a few sections");
+    assert!(count >= 10, "sections 1 to 10 at least: {sections:?}");
+    assert_eq!(sections, (1..=count).collect::<Vec<u32>>(), "numbered in order");
     let mut files = Vec::new();
     for dir in ["src", "tests", "package", "cross"] {
         text_files(&repo().join(dir), &mut files);
