@@ -34,8 +34,8 @@ step "tools"
 if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-    qemu-user-static gcc-aarch64-linux-gnu musl-tools dpkg-dev file binutils curl jq \
-    shellcheck qemu-system-arm cpio lintian >/dev/null
+    qemu-user-static gcc-aarch64-linux-gnu libc6-dev-arm64-cross musl-tools dpkg-dev \
+    file binutils curl jq shellcheck qemu-system-arm cpio lintian >/dev/null
 fi
 for target in "${required[@]}"; do
   rustup target add "$target" >/dev/null 2>&1 ||
@@ -49,7 +49,7 @@ if rustup target add armv7-unknown-linux-musleabihf >/dev/null 2>&1; then
   armv7_std=1
   if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-      gcc-arm-linux-gnueabihf >/dev/null
+      gcc-arm-linux-gnueabihf libc6-dev-armhf-cross >/dev/null
   fi
 fi
 
