@@ -56,9 +56,9 @@ done
 # in as many again).
 BOOT_DEADLINE_S=${BOOT_DEADLINE_S:-240}
 
-for tool in qemu-system-aarch64 apt-get apt-cache dpkg-deb cpio gzip; do
+for tool in qemu-system-aarch64 apt-get apt-cache dpkg-deb cpio gzip file od; do
   command -v "$tool" >/dev/null ||
-    die "$tool is not installed (apt-get install qemu-system-arm cpio dpkg)"
+    die "$tool is not installed (apt-get install qemu-system-arm cpio dpkg file)"
 done
 if [ ! -x "$bin" ]; then
   cross/build.sh aarch64-unknown-linux-musl >/dev/null 2>&1 ||

@@ -150,7 +150,8 @@ deb() {
     xargs -0 md5sum) >"$root/DEBIAN/md5sums"
   local variant="" relations=""
   if [ -n "$tls" ]; then
-    variant=" This build speaks HTTPS (rustls) as well as HTTP."
+    variant="
+ This build speaks HTTPS (rustls) as well as HTTP."
     relations="Provides: ${package%-tls}
 Conflicts: ${package%-tls}
 Replaces: ${package%-tls}
