@@ -76,7 +76,11 @@ fn every_section_the_code_cites_exists() {
         .collect();
     let count = u32::try_from(sections.len()).expect("a few sections");
     assert!(count >= 10, "sections 1 to 10 at least: {sections:?}");
-    assert_eq!(sections, (1..=count).collect::<Vec<u32>>(), "numbered in order");
+    assert_eq!(
+        sections,
+        (1..=count).collect::<Vec<u32>>(),
+        "numbered in order"
+    );
     let mut files = Vec::new();
     for dir in ["src", "tests", "package", "cross"] {
         text_files(&repo().join(dir), &mut files);
