@@ -7,10 +7,13 @@
 # the binary says the package's version), then writes into DIR
 # (default target/package), each with a NAME.sha256 beside it for `sha256sum -c`:
 #
-#   NAME-VERSION-linux-ARCH[-tls].tar.gz  the binary, README, init/ for systemd, sysvinit,
-#                                         OpenRC, BusyBox init and OpenWrt procd
+#   NAME-VERSION-linux-ARCH[-tls].tar.gz  the binary, README, protocol.md, init/ for
+#                                         systemd, sysvinit, OpenRC, BusyBox init and
+#                                         OpenWrt procd
 #   name[-tls]_VERSION_DEBARCH.deb        /usr/sbin/bootagent, the systemd unit, the
-#                                         sysvinit script, /etc/default/bootagent
+#                                         sysvinit script, /etc/default/bootagent, and
+#                                         in /usr/share/doc/name: README, protocol.md,
+#                                         changelog, copyright (lintian finds no error)
 #
 #   package/package.sh BootAgent 1.2.1-1
 #   package/package.sh BootAgent 1.2.1-1 --tls --target aarch64-unknown-linux-musl
@@ -18,6 +21,9 @@
 # --bin FILE packages FILE as it is instead of building (one TARGET, which names the
 # architecture). VERSION is a Debian version without an epoch. The -tls packages are
 # the builds with HTTPS; their .deb conflicts with the plain one and replaces it.
+# The .deb's Maintainer is the first of Cargo.toml's `authors` (MAINTAINER="Name
+# <address>" overrides it). It prints one line per file made, with its size; the
+# build's own output goes to DIR/build-TARGET.log (its end is shown when it fails).
 # Needs: dpkg-deb, tar, gzip, sha256sum (and what cross/build.sh needs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -67,7 +73,14 @@ suffix=${tls:+-tls}
 package=${name,,}$suffix # Debian package names are lowercase
 upstream=${version%-*}
 cargo_version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
-license=$(sed -n 's/^license = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+maintainer=${MAINTAINER:-$(sed -n 's/^authors = \["\([^"]*\)".*/\1/p' Cargo.toml | head -n 1)}
+[[ "$maintainer" =~ ^[^\<\>]+\ \<[^@\<\>\ ]+@[^@\<\>\ ]+\.[^@\<\>\ ]+\>$ ]] ||
+  die "maintainer \"$maintainer\" is not \"Name <address>\" (Cargo.toml authors, or MAINTAINER=)"
+case "$maintainer" in
+  *@localhost*) die "maintainer $maintainer: an address on localhost reaches nobody" ;;
+esac
+# The changelog's date: the last commit's (reproducible), else now.
+changelog_date=$(date -R -u -d "@$(git log -1 --format=%ct 2>/dev/null || date +%s)")
 if [ "$upstream" != "$cargo_version" ]; then
   echo "package/package.sh: note: VERSION $version, but Cargo.toml says $cargo_version" >&2
 fi
@@ -76,9 +89,11 @@ mkdir -p "$out"
 stage=$(mktemp -d "$out/.stage.XXXXXX")
 trap 'rm -rf "$stage"' EXIT
 
-# sha256 FILE: writes FILE.sha256 in the `sha256sum -c` format, beside FILE.
+# sha256 FILE: writes FILE.sha256 in the `sha256sum -c` format, beside FILE, and
+# prints the summary line of FILE.
 sha256() {
   (cd "$(dirname "$1")" && sha256sum "$(basename "$1")" >"$(basename "$1").sha256")
+  printf 'package/package.sh: %s  %s bytes\n' "$1" "$(stat -c %s "$1")"
 }
 
 # tarball ARCH BIN: NAME-VERSION-linux-ARCH[-tls].tar.gz.
@@ -88,6 +103,7 @@ tarball() {
   install -d -m 0755 "$root"/init/{systemd,sysvinit,openrc,busybox,openwrt}
   install -m 0755 "$2" "$root/bootagent"
   install -m 0644 package/README "$root/README"
+  install -m 0644 docs/protocol.md "$root/protocol.md"
   install -m 0644 "$init/systemd/bootagent.service" "$root/init/systemd/"
   install -m 0755 "$init/sysvinit/bootagent" "$root/init/sysvinit/bootagent"
   install -m 0644 "$init/sysvinit/bootagent.default" "$root/init/sysvinit/"
@@ -99,7 +115,6 @@ tarball() {
   tar -C "$stage" --sort=name --owner=0 --group=0 --numeric-owner -cf - "$stem" |
     gzip -9n >"$out/$stem.tar.gz"
   sha256 "$out/$stem.tar.gz"
-  echo "package/package.sh: $out/$stem.tar.gz"
 }
 
 # deb DEBARCH BIN: name[-tls]_VERSION_DEBARCH.deb.
@@ -112,16 +127,31 @@ deb() {
   install -m 0644 "$init/systemd/bootagent.service" "$root/lib/systemd/system/"
   install -m 0755 "$init/sysvinit/bootagent" "$root/etc/init.d/bootagent"
   install -m 0644 "$init/sysvinit/bootagent.default" "$root/etc/default/bootagent"
-  install -m 0644 package/README "$root/usr/share/doc/$package/README"
-  printf 'BootAgent\nLicense: %s\n' "$license" >"$root/usr/share/doc/$package/copyright"
-  chmod 0644 "$root/usr/share/doc/$package/copyright"
+  local doc="$root/usr/share/doc/$package"
+  install -m 0644 package/README "$doc/README"
+  install -m 0644 package/debian/copyright "$doc/copyright"
+  # Documentation over 4 kB is compressed (Debian policy 12.3), the changelog always;
+  # a Debian revision (1.2.1-1) makes it changelog.Debian.gz, a native version changelog.gz.
+  gzip -9n <docs/protocol.md >"$doc/protocol.md.gz"
+  local changelog="$doc/changelog.Debian.gz"
+  [[ "$version" == *-* ]] || changelog="$doc/changelog.gz"
+  printf '%s (%s) unstable; urgency=medium\n\n  * BootAgent %s%s.\n\n -- %s  %s\n' \
+    "$package" "$version" "$upstream" "${tls:+, with HTTPS}" "$maintainer" "$changelog_date" |
+    gzip -9n >"$changelog"
+  chmod 0644 "$doc/protocol.md.gz" "$changelog"
+  # BootAgent is static on purpose (one binary for every host, firmware images first).
+  install -d -m 0755 "$root/usr/share/lintian/overrides"
+  printf '%s: statically-linked-binary [usr/sbin/bootagent]\n' "$package" \
+    >"$root/usr/share/lintian/overrides/$package"
+  chmod 0644 "$root/usr/share/lintian/overrides/$package"
   install -m 0755 package/debian/postinst package/debian/prerm package/debian/postrm "$root/DEBIAN/"
   printf '/etc/default/bootagent\n/etc/init.d/bootagent\n' >"$root/DEBIAN/conffiles"
   (cd "$root" && find . -path ./DEBIAN -prune -o -type f -printf '%P\0' | sort -z |
     xargs -0 md5sum) >"$root/DEBIAN/md5sums"
   local variant="" relations=""
   if [ -n "$tls" ]; then
-    variant=" This build speaks HTTPS (rustls) as well as HTTP."
+    variant="
+ This build speaks HTTPS (rustls) as well as HTTP."
     relations="Provides: ${package%-tls}
 Conflicts: ${package%-tls}
 Replaces: ${package%-tls}
@@ -135,7 +165,7 @@ Replaces: $package-tls
 Package: $package
 Version: $version
 Architecture: $1
-Maintainer: ${MAINTAINER:-BootAgent developers <bootagent@localhost>}
+Maintainer: $maintainer
 Installed-Size: $(du -sk --exclude=DEBIAN "$root" | cut -f1)
 Section: admin
 Priority: optional
@@ -147,7 +177,6 @@ EOF
   chmod 0644 "$root/DEBIAN/control" "$root/DEBIAN/conffiles" "$root/DEBIAN/md5sums"
   dpkg-deb --root-owner-group --build "$root" "$file" >/dev/null
   sha256 "$file"
-  echo "package/package.sh: $file"
 }
 
 for target in "${targets[@]}"; do
@@ -159,8 +188,23 @@ for target in "${targets[@]}"; do
   esac
   binary=$bin
   if [ -z "$binary" ]; then
-    BOOT_VERSION="$version" cross/build.sh "$target" ${tls:+--tls} >/dev/null || die "cannot build $target (cross/build.sh $target ${tls:+--tls})"
+    log="$out/build-$target${suffix}.log"
+    if ! BOOT_VERSION="$version" cross/build.sh "$target" ${tls:+--tls} >"$log" 2>&1; then
+      tail -n 30 "$log" >&2
+      die "cannot build $target (cross/build.sh $target ${tls:+--tls}; whole output in $log)"
+    fi
     binary="target/$target/release/bootagent"
+    # The binary must say the package's version (where it can run here: natively or
+    # under qemu user emulation).
+    said=""
+    case "$target" in
+      x86_64-*) [ "$(uname -m)" != x86_64 ] || said=$("$binary" -V) ;;
+      aarch64-*) if command -v qemu-aarch64-static >/dev/null; then said=$(qemu-aarch64-static "$binary" -V); fi ;;
+    esac
+    if [ -n "$said" ]; then
+      [[ "$said" == "bootagent $version "* ]] || die "$binary says \"${said%%$'\n'*}\", not version $version"
+    fi
+    echo "package/package.sh: built ${said:+${said%%$'\n'*}: }$binary"
   fi
   tarball "$arch" "$binary"
   deb "$debarch" "$binary"

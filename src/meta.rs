@@ -26,7 +26,7 @@ pub const META_SCHEMA: u32 = 1;
 /// Longest agent serial number accepted from a metafile or a server.
 pub const SN_BYTES_MAX: usize = 128;
 
-const META_FILE: &str = "meta.json";
+pub const META_FILE: &str = "meta.json";
 const PREV_FILE: &str = "meta.json.prev";
 const PREV_TMP_FILE: &str = "meta.json.prev.tmp";
 

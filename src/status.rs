@@ -2,8 +2,9 @@
 //! (`state.json` in the data directory), and `bootagent status`, which prints it
 //! as a table for a person at the console.
 //!
-//! Exit codes of `bootagent status`: 0 every child is fine, 1 a child is `fatal`
-//! or `killed`, 3 no state to show (BootAgent never ran with this data directory).
+//! Exit codes of `bootagent status`: 0 every child is fine (or there is none: an empty
+//! table), 1 a child is `fatal` or `killed`, 3 no state to show (BootAgent never ran
+//! with this data directory).
 
 use crate::supervisor::ChildView;
 use serde::{Deserialize, Serialize};
@@ -58,6 +59,25 @@ pub fn print(
     let path = data_dir.join(STATE_FILE);
     let mut state = match StateFile::read(&path) {
         Ok(state) => state,
+        // The agent writes its view when a child changes: one that never had a child
+        // has none yet, but it has an identity. Its table is empty.
+        Err(err) if err.kind() == io::ErrorKind::NotFound => match meta_written(data_dir) {
+            Some(updated) => StateFile {
+                pid: 0,
+                updated,
+                children: Vec::new(),
+                version: String::new(),
+                exe: String::new(),
+            },
+            None => {
+                writeln!(
+                    out,
+                    "no status: BootAgent has not run with the data directory {}",
+                    data_dir.display()
+                )?;
+                return Ok(3);
+            }
+        },
         Err(err) => {
             writeln!(out, "no status: {}: {err}", path.display())?;
             return Ok(3);
@@ -76,11 +96,6 @@ pub fn print(
             "bootagent is not running; last known state, {} ago:",
             duration(now_wall.saturating_sub(state.updated))
         )?;
-    }
-    if state.children.is_empty() {
-        writeln!(out, "no child agents")?;
-        self_upgrade_lines(data_dir, &state, out)?;
-        return Ok(0);
     }
     let rows: Vec<[String; 7]> = state
         .children
@@ -152,6 +167,16 @@ fn self_upgrade_lines(data_dir: &Path, state: &StateFile, out: &mut dyn Write) -
         writeln!(out, "{line}")?;
     }
     Ok(())
+}
+
+/// When the metafile was last written (wall-clock Unix seconds), if there is one.
+fn meta_written(data_dir: &Path) -> Option<i64> {
+    let modified = std::fs::metadata(data_dir.join(crate::meta::META_FILE))
+        .ok()?
+        .modified()
+        .ok()?;
+    let since_epoch = modified.duration_since(std::time::UNIX_EPOCH).ok()?;
+    Some(i64::try_from(since_epoch.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// "2d03h", "5m07s", "42s".
@@ -232,8 +257,22 @@ mod tests {
             3
         );
         assert!(String::from_utf8_lossy(&out).contains("no such child: zz"));
+
+        // No view yet, but an identity: an agent without children, an empty table.
+        fs::remove_file(dir.join(STATE_FILE)).expect("remove the view");
+        fs::write(dir.join(crate::meta::META_FILE), "{}").expect("write a metafile");
+        let mut out = Vec::new();
+        assert_eq!(print(&dir, true, 0, None, &mut out).expect("print"), 0);
+        let text = String::from_utf8_lossy(&out);
+        assert_eq!(
+            text.lines().collect::<Vec<_>>(),
+            ["NAME  VERSION  STATE  PID  UPTIME  RESTARTS  LAST EXIT"],
+            "{text}"
+        );
+
         fs::remove_dir_all(&dir).ok();
         let mut out = Vec::new();
         assert_eq!(print(&dir, true, 0, None, &mut out).expect("print"), 3);
+        assert!(String::from_utf8_lossy(&out).contains("has not run"));
     }
 }

@@ -108,7 +108,7 @@ impl Host {
                     .stdout(Stdio::null())
                     .stderr(Stdio::null())
                     .spawn()
-                    .expect("python3 runs (pip install pyftpdlib)");
+                    .expect("python3 runs (apt-get install python3-pyftpdlib)");
                 self.ftp = Some((child, port));
                 assert!(
                     wait_until(DEADLINE, || std::net::TcpStream::connect((
@@ -116,7 +116,7 @@ impl Host {
                         port
                     ))
                     .is_ok()),
-                    "pyftpdlib did not start: pip install pyftpdlib"
+                    "pyftpdlib did not start: apt-get install python3-pyftpdlib"
                 );
                 port
             }

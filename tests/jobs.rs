@@ -652,14 +652,14 @@ fn install_from_a_real_ftp_server_on_loopback() {
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn();
-    let mut ftp = ftp.expect("python3 runs (pip install pyftpdlib)");
+    let mut ftp = ftp.expect("python3 runs (apt-get install python3-pyftpdlib)");
     assert!(
         wait_until(DEADLINE, || std::net::TcpStream::connect((
             "127.0.0.1",
             port
         ))
         .is_ok()),
-        "pyftpdlib did not start: pip install pyftpdlib"
+        "pyftpdlib did not start: apt-get install python3-pyftpdlib"
     );
     let url = format!("ftp://127.0.0.1:{port}/ftpagent-1.0.tgz");
     host.send(host.install_job("f1", "install", "ftpagent", &url, &sha256(&pkg)));

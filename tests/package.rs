@@ -258,6 +258,16 @@ fn package(scratch: &Path, extra: &[&str]) -> PathBuf {
         "package/package.sh failed: {}",
         text(&result.stderr)
     );
+    // A short summary: one line per file made, with its size.
+    let summary = text(&result.stdout);
+    let lines: Vec<&str> = summary.lines().collect();
+    assert_eq!(lines.len(), 2, "{summary}");
+    assert!(
+        lines
+            .iter()
+            .all(|line| line.starts_with("package/package.sh: ") && line.ends_with(" bytes")),
+        "{summary}"
+    );
     out
 }
 
@@ -297,9 +307,46 @@ fn deb_installs_into_a_scratch_root_with_the_expected_files_and_modes() {
         ("etc/default/bootagent", 0o644),
         ("usr/share/doc/bootagent/README", 0o644),
         ("usr/share/doc/bootagent/copyright", 0o644),
+        ("usr/share/doc/bootagent/changelog.Debian.gz", 0o644),
+        ("usr/share/doc/bootagent/protocol.md.gz", 0o644),
+        ("usr/share/lintian/overrides/bootagent", 0o644),
     ] {
         assert_eq!(mode(&root.join(path)), expected, "mode of /{path}");
     }
+    // The protocol, whole; the changelog names this version and the maintainer.
+    let gunzip = |path: &str| {
+        let out = run(Command::new("gzip").arg("-dc").arg(root.join(path)));
+        assert!(out.status.success(), "gzip -dc {path}");
+        text(&out.stdout)
+    };
+    assert_eq!(
+        gunzip("usr/share/doc/bootagent/protocol.md.gz"),
+        fs::read_to_string(repo().join("docs/protocol.md")).expect("docs/protocol.md")
+    );
+    let changelog = gunzip("usr/share/doc/bootagent/changelog.Debian.gz");
+    assert!(
+        changelog.starts_with("bootagent (1.2.1-1) unstable; urgency=medium\n"),
+        "{changelog}"
+    );
+    let maintainer = field("Maintainer");
+    let maintainer = maintainer.trim();
+    assert!(
+        changelog.contains(&format!("\n -- {maintainer}  ")),
+        "{changelog}"
+    );
+    assert!(
+        maintainer.contains(" <") && maintainer.ends_with('>') && !maintainer.contains("localhost"),
+        "Maintainer: {maintainer}"
+    );
+    let copyright =
+        fs::read_to_string(root.join("usr/share/doc/bootagent/copyright")).expect("copyright");
+    assert!(copyright.starts_with(
+        "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n"
+    ));
+    assert!(
+        copyright.contains("\nLicense: MIT or Apache-2.0\n"),
+        "{copyright}"
+    );
     let installed = run(Command::new(root.join("usr/sbin/bootagent")).arg("-V"));
     assert!(text(&installed.stdout).starts_with("bootagent "));
     // Everything in the archive belongs to root.
@@ -319,7 +366,22 @@ fn deb_installs_into_a_scratch_root_with_the_expected_files_and_modes() {
     assert_eq!(conffiles, "/etc/default/bootagent\n/etc/init.d/bootagent\n");
     for script in ["postinst", "prerm", "postrm"] {
         assert_eq!(mode(&control.join(script)), 0o755, "mode of {script}");
+        // systemd through deb-systemd-helper and deb-systemd-invoke, which respect
+        // policy-rc.d and the administrator's enable/disable; systemctl only reloads.
+        let body = fs::read_to_string(control.join(script)).expect(script);
+        for line in body.lines().filter(|line| line.contains("systemctl")) {
+            assert!(
+                line.trim_start().starts_with('#')
+                    || line.contains("systemctl --system daemon-reload"),
+                "{script} calls systemctl: {line}"
+            );
+        }
     }
+    let helpers = |script: &str| fs::read_to_string(control.join(script)).expect(script);
+    assert!(helpers("postinst").contains("deb-systemd-helper enable bootagent.service"));
+    assert!(helpers("postinst").contains("deb-systemd-invoke restart bootagent.service"));
+    assert!(helpers("prerm").contains("deb-systemd-invoke stop bootagent.service"));
+    assert!(helpers("postrm").contains("deb-systemd-helper purge bootagent.service"));
 }
 
 #[test]
@@ -335,6 +397,7 @@ fn tarball_holds_the_binary_readme_and_every_init_integration() {
     for (path, perms) in [
         ("bootagent", "-rwxr-xr-x"),
         ("README", "-rw-r--r--"),
+        ("protocol.md", "-rw-r--r--"),
         ("init/systemd/bootagent.service", "-rw-r--r--"),
         ("init/sysvinit/bootagent", "-rwxr-xr-x"),
         ("init/sysvinit/bootagent.default", "-rw-r--r--"),
@@ -433,5 +496,176 @@ fn every_init_file_parses() {
         entries[0]
     );
     assert_eq!(fields[2], "respawn");
-    assert!(fields[3].starts_with("/usr/sbin/bootagent "));
+    assert!(fields[3].contains("exec /usr/sbin/bootagent $a "));
+}
+
+/// The process field of the BusyBox inittab line as shipped, with this test's binary,
+/// data directory and log, and `extra` options added to its `a="…"`.
+fn inittab_process(scratch: &Scratch, extra: &str) -> String {
+    let inittab = fs::read_to_string(repo().join("package/init/busybox/inittab")).expect("inittab");
+    let line = inittab
+        .lines()
+        .find_map(|line| line.strip_prefix("::respawn:"))
+        .expect("a ::respawn: line");
+    assert!(line.contains("a=\"-D /var/lib/bootagent\""), "{line}");
+    line.replace("/usr/sbin/bootagent", env!("CARGO_BIN_EXE_bootagent"))
+        .replace("/var/lib/bootagent", &scratch.data().display().to_string())
+        .replace(
+            "/var/log/bootagent.log",
+            &scratch.log().display().to_string(),
+        )
+        .replace("a=\"-D ", &format!("a=\"{extra}-D "))
+}
+
+/// Runs an inittab process field as BusyBox init does (`/bin/sh -c "exec FIELD"`, since
+/// it holds shell syntax), in a process group of its own, output to `out`.
+fn start_as_busybox_init(process: &str, out: &Path) -> std::process::Child {
+    use std::os::unix::process::CommandExt;
+    let out = fs::File::create(out).expect("output file");
+    Command::new("/bin/sh")
+        .arg("-c")
+        .arg(format!("exec {process}"))
+        .stdin(std::process::Stdio::null())
+        .stdout(out.try_clone().expect("output file"))
+        .stderr(out)
+        .process_group(0)
+        .spawn()
+        .expect("sh starts")
+}
+
+/// Kills a process group started by `start_as_busybox_init` when dropped.
+struct KillGroup(u32);
+
+impl Drop for KillGroup {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.0)])
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+/// The names of a process's children.
+fn children_of(pid: u32) -> Vec<String> {
+    fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|child| child.parse().ok())
+        .filter_map(process_name)
+        .collect()
+}
+
+#[test]
+fn busybox_inittab_line_waits_with_one_line_without_a_server_and_runs_with_one() {
+    let version = text(&run(bootagent().arg("-V")).stdout);
+    if !version.contains("compiled-in servers: none") {
+        return; // built with BOOT_SERVER_ADDR: it always has a server
+    }
+    // No server: one line saying why, then a wait (a `sleep`), not a respawn loop.
+    let scratch = Scratch::new("busybox-waits");
+    let out = scratch.path.join("console");
+    let mut line = start_as_busybox_init(&inittab_process(&scratch, ""), &out);
+    let _kill = KillGroup(line.id());
+    assert!(
+        wait_until(DEADLINE, || children_of(line.id()) == ["sleep"]),
+        "the inittab line does not wait: {}",
+        fs::read_to_string(&out).unwrap_or_default()
+    );
+    let console = fs::read_to_string(&out).expect("console output");
+    assert_eq!(
+        console,
+        "bootagent: waiting, checking again every 60 s: problem: no server address: none \
+         compiled in (BOOT_SERVER_ADDR), none given with -S on the first start, none from a \
+         server\n"
+    );
+    assert!(
+        line.try_wait().expect("wait").is_none(),
+        "it exited: init would respawn it"
+    );
+    assert!(
+        !scratch.data().join("meta.json").exists(),
+        "it registered nowhere"
+    );
+
+    // With a server: BootAgent runs in the line's own process (exec).
+    let server = start_server(Some(1));
+    let scratch = Scratch::new("busybox-runs");
+    let process = inittab_process(&scratch, &format!("-S {} ", server.addr()));
+    let mut line = start_as_busybox_init(&process, &scratch.path.join("console"));
+    let _kill = KillGroup(line.id());
+    assert!(
+        wait_until(DEADLINE, || server
+            .agents()
+            .first()
+            .is_some_and(|agent| agent.reports >= 1)),
+        "the agent of the inittab line did not register and report"
+    );
+    assert_eq!(process_name(line.id()).as_deref(), Some("bootagent"));
+    let log = fs::read_to_string(scratch.log()).expect("the agent logs to -L");
+    assert!(!log.is_empty());
+    let _ = Command::new("kill").arg(line.id().to_string()).status();
+    let status = line.wait().expect("wait");
+    assert!(status.success(), "SIGTERM: {status:?}");
+}
+
+/// The OpenWrt script's start_service, with procd's and uci's functions stubbed: what
+/// it prints and the procd calls it makes.
+fn openwrt_start_service(servers: &str, data: &Path) -> (bool, String) {
+    let script = format!(
+        ". {script}\n\
+         PROG={bin}\n\
+         config_load() {{ :; }}\n\
+         config_get() {{ case $3 in servers) eval \"$1=\\\"{servers}\\\"\" ;; *) eval \"$1=\\\"{data}\\\"\" ;; esac; }}\n\
+         procd_open_instance() {{ echo procd_open_instance; }}\n\
+         procd_set_param() {{ echo \"procd_set_param $*\"; }}\n\
+         procd_append_param() {{ echo \"procd_append_param $*\"; }}\n\
+         procd_close_instance() {{ echo procd_close_instance; }}\n\
+         logger() {{ shift 3; echo \"logger: $*\"; }}\n\
+         start_service\n",
+        script = repo().join("package/init/openwrt/bootagent").display(),
+        bin = env!("CARGO_BIN_EXE_bootagent"),
+        data = data.display(),
+    );
+    let out = run(Command::new("sh").arg("-c").arg(script));
+    (out.status.success(), text(&out.stdout) + &text(&out.stderr))
+}
+
+#[test]
+fn openwrt_script_starts_nothing_without_a_server_and_says_so_once() {
+    let version = text(&run(bootagent().arg("-V")).stdout);
+    let scratch = Scratch::new("openwrt");
+    if version.contains("compiled-in servers: none") {
+        let (ok, said) = openwrt_start_service("", &scratch.data());
+        assert!(!ok, "start_service succeeded without a server:\n{said}");
+        assert_eq!(said.lines().count(), 1, "{said}");
+        assert!(
+            said.starts_with("logger: not started: no server address"),
+            "{said}"
+        );
+        assert!(!said.contains("procd_open_instance"), "{said}");
+    }
+    let (ok, said) = openwrt_start_service("127.0.0.1:9", &scratch.data());
+    assert!(ok, "{said}");
+    let command = format!(
+        "procd_set_param command {} -D {} -S 127.0.0.1:9",
+        env!("CARGO_BIN_EXE_bootagent"),
+        scratch.data().display()
+    );
+    assert!(said.lines().any(|line| line == command), "{said}");
+}
+
+#[test]
+fn openrc_service_uses_the_network_without_requiring_it() {
+    let script = fs::read_to_string(repo().join("package/init/openrc/bootagent")).expect("script");
+    let depend: Vec<&str> = script
+        .lines()
+        .skip_while(|line| !line.starts_with("depend()"))
+        .take_while(|line| *line != "}")
+        .map(str::trim)
+        .collect();
+    assert!(depend.contains(&"use net"), "{depend:?}");
+    assert!(
+        !depend.iter().any(|line| line.starts_with("need")),
+        "{depend:?}"
+    );
 }

@@ -214,6 +214,54 @@ fn a_child_that_exits_at_once_goes_fatal_after_four_failures() {
     agent.stop();
 }
 
+/// `bootagent status -D DATA`: its exit code and output.
+fn status_of(data: &Path) -> (Option<i32>, String) {
+    let out = bootagent()
+        .arg("status")
+        .arg("-D")
+        .arg(data)
+        .output()
+        .expect("runs");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn status_of_an_agent_without_children_is_an_empty_table() {
+    let server = start_server(Some(600));
+    let scratch = Scratch::new("sv-status-empty");
+    let (code, text) = status_of(&scratch.data());
+    assert_eq!(code, Some(3), "never ran here:\n{text}");
+    assert!(text.contains("has not run"), "{text}");
+
+    let mut agent = Agent::start(&scratch, &["-S", &server.addr()]);
+    wait_registered(&scratch.data());
+    let (code, text) = status_of(&scratch.data());
+    assert_eq!(code, Some(0), "no children is fine:\n{text}");
+    // The table's header and no row (the tags may come before it, the version after
+    // a blank line).
+    let table: Vec<&str> = text
+        .lines()
+        .skip_while(|l| !l.starts_with("NAME"))
+        .take_while(|l| !l.is_empty())
+        .collect();
+    assert_eq!(table.len(), 1, "the header alone:\n{text}");
+    assert!(table[0].contains("STATE"), "{text}");
+
+    assert!(agent.stop().success());
+    let (code, text) = status_of(&scratch.data());
+    assert_eq!(code, Some(0), "stopped, still no children:\n{text}");
+    assert!(text.contains("bootagent is not running"), "{text}");
+    let table: Vec<&str> = text
+        .lines()
+        .skip_while(|l| !l.starts_with("NAME"))
+        .take_while(|l| !l.is_empty())
+        .collect();
+    assert_eq!(table.len(), 1, "the header alone:\n{text}");
+}
+
 /// Start times of a child (Unix seconds), as the child itself recorded them.
 fn start_times(version: &Path) -> Vec<f64> {
     fs::read_to_string(version.join("times"))

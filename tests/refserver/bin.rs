@@ -12,6 +12,8 @@
 //! `--demo` also runs the BootAgent binary built beside this example
 //! (`target/<profile>/bootagent`) against the server, with a fresh data directory
 //! `target/demo-data`, stops it after `--for SECS` (default 30) and prints a summary.
+//! It then removes the cgroup directories that appeared while the agent ran and are
+//! empty now (the agent's parents of its children's cgroups): a demo leaves nothing.
 //! Exit status 0 when the agent registered and reported at least once.
 
 #[path = "server.rs"]
@@ -290,6 +292,7 @@ fn demo(args: &Args) -> Result<i32, String> {
         server.addr(),
         data_dir.display()
     );
+    let cgroups_before = cgroup_dirs();
     let mut child = Command::new(&agent_path)
         .arg("-S")
         .arg(server.addr())
@@ -339,6 +342,7 @@ fn demo(args: &Args) -> Result<i32, String> {
         },
     }
 
+    remove_new_cgroups(&cgroups_before);
     print_summary(&server);
     let answered = |path: &str| server.requests_to(path).iter().any(|r| r.status == 200);
     let installed = server.agents().iter().any(|a| {
@@ -374,6 +378,51 @@ fn sha256_hex(bytes: &[u8]) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// Where cgroup hierarchies are mounted, and how deep and how many directories the
+/// demo looks at (a host's tree is a few hundred).
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+const CGROUP_DEPTH_MAX: usize = 8;
+const CGROUP_DIRS_MAX: usize = 100_000;
+
+/// Every directory under `CGROUP_ROOT`, within the bounds above.
+fn cgroup_dirs() -> std::collections::BTreeSet<PathBuf> {
+    let mut found = std::collections::BTreeSet::new();
+    let mut pending = vec![(PathBuf::from(CGROUP_ROOT), 0)];
+    while let Some((dir, depth)) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            // file_type does not follow symlinks: a link is never walked into.
+            if entry.file_type().is_ok_and(|kind| kind.is_dir()) && found.len() < CGROUP_DIRS_MAX {
+                found.insert(entry.path());
+                if depth + 1 < CGROUP_DEPTH_MAX {
+                    pending.push((entry.path(), depth + 1));
+                }
+            }
+        }
+    }
+    found
+}
+
+/// Removes the cgroup directories that are new since `before`, deepest first. The
+/// kernel refuses to remove a cgroup that still holds a process or a cgroup, so only
+/// empty ones go.
+fn remove_new_cgroups(before: &std::collections::BTreeSet<PathBuf>) {
+    let mut new: Vec<PathBuf> = cgroup_dirs().difference(before).cloned().collect();
+    new.sort_by_key(|dir| std::cmp::Reverse(dir.components().count()));
+    let mut removed = 0;
+    for dir in &new {
+        match std::fs::remove_dir(dir) {
+            Ok(()) => removed += 1,
+            Err(e) => say!("demo: cgroup {} is left: {e}", dir.display()),
+        }
+    }
+    if removed > 0 {
+        say!("demo: removed the {removed} empty cgroup directories the agent made");
+    }
 }
 
 /// Sends SIGTERM to the agent, waits up to 5 s, then kills it.
