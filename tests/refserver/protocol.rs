@@ -20,6 +20,7 @@ const EVENT_KINDS: &[&str] = &[
     "restarted",
     "started",
     "stopped",
+    "unhealthy",
     "dropped",
 ];
 
