@@ -1,3 +1,6 @@
+//! Where tracking cgroups go, on fake hierarchies.
+//! (Compiled only under `#[cfg(test)]`, as a child module of its parent.)
+
 use super::*;
 use crate::reslimit::facts::{parse_mountinfo, parse_proc_cgroup};
 

@@ -1,5 +1,6 @@
 //! Unit tests of the self-upgrade's pure parts: the checks of a candidate, the
 //! settling of a pending upgrade against the journal, the start hand-over's choice.
+//! (Compiled only under `#[cfg(test)]`, as a child module of its parent.)
 
 use super::start::decide_for_tests as decide;
 use super::*;

@@ -1,6 +1,7 @@
 //! Tests of the formats beyond tar.gz: tar plain, xz and zstd, rpm and deb, built
 //! by the real tools (`tests/common/packages.rs`), the choice of the program, the
 //! package's own version, and hostile input of each format.
+//! (Compiled only under `#[cfg(test)]`, as a child module of its parent.)
 
 #[path = "../../tests/common/packages.rs"]
 mod packages;
