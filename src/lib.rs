@@ -20,6 +20,7 @@ pub mod jobs;
 pub mod limits;
 pub mod logging;
 pub mod meta;
+pub mod notify;
 pub mod proxy;
 pub mod reslimit;
 pub mod rng;

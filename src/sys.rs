@@ -161,6 +161,100 @@ pub struct SpawnSpec<'a> {
     pub output: std::os::fd::OwnedFd,
     /// `cgroup.procs` files the child writes "0" into before exec.
     pub cgroup_procs: Vec<std::os::fd::RawFd>,
+    /// Adds `WATCHDOG_PID=<the child's own pid>` to its environment (replacing any
+    /// given): libsystemd heeds `WATCHDOG_USEC` only in the process it names. The pid
+    /// is known only after fork, so the environment is prepared whole before it, with a
+    /// slot the child fills in and then hands to its own `execve`.
+    pub watchdog_pid: bool,
+}
+
+/// The variable [`SpawnSpec::watchdog_pid`] sets.
+const WATCHDOG_PID_PREFIX: &[u8] = b"WATCHDOG_PID=";
+/// Digits of the largest pid (`i32::MAX`).
+const PID_DIGITS_MAX: usize = 10;
+
+/// A program and its whole environment, ready for `execve` in a forked child that
+/// writes its own pid into the `WATCHDOG_PID=` slot first: nothing is allocated after
+/// fork.
+struct PidExec {
+    program: std::ffi::CString,
+    _env: Vec<std::ffi::CString>,
+    /// `WATCHDOG_PID=`, room for the digits, and their NUL.
+    slot: Box<[u8; WATCHDOG_PID_PREFIX.len() + PID_DIGITS_MAX + 1]>,
+    /// Program, then null.
+    argv: [*const libc::c_char; 2],
+    /// The variables of `_env`, the slot, then null.
+    envp: Vec<*const libc::c_char>,
+}
+
+// SAFETY: the raw pointers point into the heap buffers of the CStrings and the slot the
+// value owns, which are never freed, moved or resized while it lives; it is used only in
+// the forked child (one thread), before exec.
+unsafe impl Send for PidExec {}
+// SAFETY: as for Send; nothing is shared with a live thread.
+unsafe impl Sync for PidExec {}
+
+impl PidExec {
+    fn new(program: &std::path::Path, env: &[(String, String)]) -> io::Result<PidExec> {
+        use std::ffi::CString;
+        use std::os::unix::ffi::OsStrExt;
+        let nul = |_| io::Error::new(io::ErrorKind::InvalidInput, "nul byte in program or env");
+        let program = CString::new(program.as_os_str().as_bytes()).map_err(nul)?;
+        let env = (env.iter())
+            .filter(|(name, _)| {
+                name.as_bytes() != &WATCHDOG_PID_PREFIX[..WATCHDOG_PID_PREFIX.len() - 1]
+            })
+            .map(|(name, value)| CString::new(format!("{name}={value}")).map_err(nul))
+            .collect::<io::Result<Vec<CString>>>()?;
+        let mut slot = Box::new([0u8; WATCHDOG_PID_PREFIX.len() + PID_DIGITS_MAX + 1]);
+        slot[..WATCHDOG_PID_PREFIX.len()].copy_from_slice(WATCHDOG_PID_PREFIX);
+        let mut envp: Vec<*const libc::c_char> = env.iter().map(|v| v.as_ptr()).collect();
+        envp.push(slot.as_ptr().cast());
+        envp.push(std::ptr::null());
+        Ok(PidExec {
+            argv: [program.as_ptr(), std::ptr::null()],
+            program,
+            _env: env,
+            slot,
+            envp,
+        })
+    }
+
+    /// In the forked child: writes `getpid()` into the slot and `execve`s. Returns
+    /// only on failure. Async-signal-safe: getpid, stores into memory owned by `self`,
+    /// execve; nothing allocated.
+    fn exec_with_own_pid(&mut self) -> io::Error {
+        // SAFETY: getpid has no preconditions.
+        let pid = unsafe { libc::getpid() };
+        let mut digits = [0u8; PID_DIGITS_MAX];
+        let mut start = PID_DIGITS_MAX;
+        let mut rest = pid.unsigned_abs();
+        while start > 0 {
+            start -= 1;
+            digits[start] = b'0' + (rest % 10) as u8;
+            rest /= 10;
+            if rest == 0 {
+                break;
+            }
+        }
+        let value = &digits[start..];
+        let at = WATCHDOG_PID_PREFIX.len();
+        self.slot[at..at + value.len()].copy_from_slice(value);
+        self.slot[at + value.len()] = 0;
+        // The slot was just written through `&mut`: take its pointer afresh.
+        let last = self.envp.len() - 2; // the slot's entry: the vector ends with it and null
+        self.envp[last] = self.slot.as_ptr().cast();
+        // SAFETY: `program`, every entry of `argv` and `envp` point into NUL-terminated
+        // buffers owned by `self`, and both arrays end with a null pointer.
+        unsafe {
+            libc::execve(
+                self.program.as_ptr(),
+                self.argv.as_ptr(),
+                self.envp.as_ptr(),
+            )
+        };
+        io::Error::last_os_error()
+    }
 }
 
 /// Starts a child in its own session and process group, with `PR_SET_PDEATHSIG`
@@ -174,6 +268,10 @@ pub fn spawn_child(spec: SpawnSpec<'_>) -> io::Result<i32> {
     let parent = std::process::id() as libc::pid_t;
     let output = File::from(spec.output);
     let cgroup_procs = spec.cgroup_procs;
+    let mut pid_exec = match spec.watchdog_pid {
+        true => Some(PidExec::new(spec.program, spec.env)?),
+        false => None,
+    };
     let mut command = Command::new(spec.program);
     command
         .env_clear()
@@ -184,7 +282,7 @@ pub fn spawn_child(spec: SpawnSpec<'_>) -> io::Result<i32> {
         .stderr(Stdio::from(output));
     // SAFETY: the closure runs between fork and exec in the child and makes only
     // async-signal-safe calls (setsid, prctl, getppid, write, rt_sigaction,
-    // sigemptyset, sigprocmask); it allocates nothing.
+    // sigemptyset, sigprocmask, getpid, execve); it allocates nothing.
     unsafe {
         command.pre_exec(move || {
             reset_signals_for_exec()?;
@@ -202,6 +300,11 @@ pub fn spawn_child(spec: SpawnSpec<'_>) -> io::Result<i32> {
                 if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
                     return Err(io::Error::last_os_error());
                 }
+            }
+            // Standard streams and the directory are in place (std sets them up before
+            // this closure): exec here, with the environment holding this pid.
+            if let Some(exec) = pid_exec.as_mut() {
+                return Err(exec.exec_with_own_pid());
             }
             Ok(())
         });
@@ -632,3 +735,7 @@ pub fn set_backlog(socket: &impl AsRawFd, backlog: u32) -> io::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+#[path = "sys_tests.rs"]
+mod tests;

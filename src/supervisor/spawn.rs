@@ -165,6 +165,7 @@ fn spawn_slot(
         env: &env,
         output,
         cgroup_procs,
+        watchdog_pid: false,
     });
     if result.is_err() {
         if let Some(cgroup) = slot.cgroup.take() {
