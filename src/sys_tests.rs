@@ -32,16 +32,27 @@ fn run_script(
     let program = dir.join("run");
     std::fs::write(&program, script).expect("write the script");
     std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    let (mut reader, writer) = io::pipe().expect("pipe");
-    let pid = spawn_child(SpawnSpec {
-        program: &program,
-        cwd: dir,
-        env,
-        output: writer.into(),
-        cgroup_procs: Vec::new(),
-        watchdog_pid,
-    })
-    .expect("spawn");
+    let mut tries = 0;
+    let (mut reader, pid) = loop {
+        let (reader, writer) = io::pipe().expect("pipe");
+        let spawned = spawn_child(SpawnSpec {
+            program: &program,
+            cwd: dir,
+            env,
+            output: writer.into(),
+            cgroup_procs: Vec::new(),
+            watchdog_pid,
+        });
+        match spawned {
+            // A test thread forked while the script was open for writing: its copy of
+            // the descriptor lives until that child's exec.
+            Err(err) if err.raw_os_error() == Some(libc::ETXTBSY) && tries < 100 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            spawned => break (reader, spawned.expect("spawn")),
+        }
+    };
     let mut out = String::new();
     reader.read_to_string(&mut out).expect("read its output");
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -42,10 +42,14 @@
 //!   `events.try_send(Event::Notify(msg))`: true when sent, or when the loop is gone
 //!   (the message is dropped); false when the channel is full (kept and retried).
 //! - Before each spawn of a child with `notify`: `open(name)` gives the value of its
-//!   `NOTIFY_SOCKET` (the same socket on every call, so a restarted child, or one
-//!   adopted after an exec hand-over, keeps its address; the sockets are close-on-exec,
-//!   and the next image opens them again under the same names).
+//!   `NOTIFY_SOCKET` (the same socket on every call, so a restarted child keeps its
+//!   address; the name depends only on the tag and the child's name, so it holds
+//!   across restarts of BootAgent too).
 //! - On uninstall: `close(name)`; the address then refuses datagrams (`ECONNREFUSED`).
+//! - Exec hand-over: `handover()` lists the sockets' descriptors to keep across the
+//!   exec (as the log pipes are kept), and the next image takes each over with
+//!   `inherit(name, fd)` (falling back to `open(name)`), so nothing a child sends
+//!   meanwhile is lost or refused.
 
 mod facts;
 mod parse;
@@ -61,9 +65,10 @@ pub use sock::FDS_PER_DATAGRAM_MAX;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Write};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::sync::mpsc::{self, Sender};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -104,13 +109,20 @@ pub type Deliver = Box<dyn FnMut(Message) -> bool + Send>;
 /// the thread and closes every socket.
 pub struct Notifier {
     tag: String,
-    /// Child name → address, for every open socket.
-    open: Mutex<HashMap<String, String>>,
+    /// Every open socket, by child name.
+    open: Mutex<HashMap<String, Entry>>,
     commands: Sender<worker::Command>,
     wake: File,
     thread: Option<JoinHandle<()>>,
     #[cfg(test)]
     rounds: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// One open socket.
+struct Entry {
+    address: String,
+    /// Shared with the thread; closed once both let go.
+    socket: Arc<OwnedFd>,
 }
 
 /// A tag for [`Notifier::start`] unique to a data directory (its path's SHA256, 16 hex
@@ -159,6 +171,45 @@ impl Notifier {
     /// [`SOCKETS_MAX`], or when the name is taken (`AddrInUse`: another process bound
     /// it first).
     pub fn open(&self, child: &str) -> io::Result<String> {
+        self.add(child, |name| {
+            sock::bind_abstract(name.as_bytes())
+                .map_err(|e| io::Error::new(e.kind(), format!("notify socket @{name}: {e}")))
+        })
+    }
+
+    /// The open sockets, for an exec hand-over: (child, descriptor). The descriptors
+    /// stay close-on-exec; the exec clears that on the ones it keeps. A datagram that
+    /// waits in one at the exec is read by the next image.
+    pub fn handover(&self) -> Vec<(String, RawFd)> {
+        let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let mut sockets: Vec<_> = (open.iter())
+            .map(|(child, entry)| (child.clone(), entry.socket.as_raw_fd()))
+            .collect();
+        sockets.sort();
+        sockets
+    }
+
+    /// In the next image of an exec hand-over: takes the socket of `child` over from the
+    /// inherited descriptor `fd` (close-on-exec again), if it is this notifier's socket
+    /// of that child (a datagram socket bound to its name); then as [`Notifier::open`].
+    /// A descriptor that is not is left alone: call `open`.
+    pub fn inherit(&self, child: &str, fd: RawFd) -> io::Result<String> {
+        self.add(child, |name| {
+            sock::adopt_bound(fd, name.as_bytes()).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("notify socket @{name} (descriptor {fd}): {e}"),
+                )
+            })
+        })
+    }
+
+    /// Registers the socket `make` gives for `child`'s name, unless one is open.
+    fn add(
+        &self,
+        child: &str,
+        make: impl FnOnce(&str) -> io::Result<OwnedFd>,
+    ) -> io::Result<String> {
         if !safe_name(child, CHILD_NAME_BYTES_MAX) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -166,8 +217,8 @@ impl Notifier {
             ));
         }
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(address) = open.get(child) {
-            return Ok(address.clone());
+        if let Some(entry) = open.get(child) {
+            return Ok(entry.address.clone());
         }
         if open.len() >= SOCKETS_MAX {
             return Err(io::Error::other(format!(
@@ -175,14 +226,17 @@ impl Notifier {
             )));
         }
         let name = format!("{NAME_PREFIX}/{}/{child}", self.tag);
-        let socket = sock::bind_abstract(name.as_bytes())
-            .map_err(|e| io::Error::new(e.kind(), format!("notify socket @{name}: {e}")))?;
+        let socket = Arc::new(make(&name)?);
         self.commands
-            .send(worker::Command::Add(child.to_string(), socket))
+            .send(worker::Command::Add(child.to_string(), socket.clone()))
             .map_err(|_| io::Error::other("notify: the thread is gone"))?;
         self.wake();
         let address = format!("@{name}");
-        open.insert(child.to_string(), address.clone());
+        let entry = Entry {
+            address: address.clone(),
+            socket,
+        };
+        open.insert(child.to_string(), entry);
         Ok(address)
     }
 
@@ -236,5 +290,7 @@ fn safe_name(name: &str, max: usize) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
+#[cfg(test)]
+mod process_tests;
 #[cfg(test)]
 mod tests;

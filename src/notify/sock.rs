@@ -103,6 +103,69 @@ pub fn bind_abstract(name: &[u8]) -> io::Result<OwnedFd> {
     Ok(socket)
 }
 
+/// Takes ownership of the inherited descriptor `fd` (an exec hand-over) if it is a
+/// Unix datagram socket bound to the abstract `name`, close-on-exec again and with
+/// `SO_PASSCRED` on. Anything else is left alone (not closed) and an error.
+pub fn adopt_bound(fd: RawFd, name: &[u8]) -> io::Result<OwnedFd> {
+    let mismatch = || io::Error::new(io::ErrorKind::InvalidInput, "not this child's socket");
+    let mut kind: c_int = 0;
+    let mut len = std::mem::size_of::<c_int>() as libc::socklen_t;
+    // SAFETY: `kind` is a writable c_int and `len` its size; a descriptor that is not a
+    // socket only makes the call fail (ENOTSOCK, EBADF).
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_TYPE,
+            (&mut kind as *mut c_int).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if kind != libc::SOCK_DGRAM {
+        return Err(mismatch());
+    }
+    // SAFETY: sockaddr_un is plain old data; all-zero bytes are a valid value.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+    // SAFETY: `addr` is writable for `len` bytes; the kernel writes at most that.
+    let rc =
+        unsafe { libc::getsockname(fd, (&mut addr as *mut libc::sockaddr_un).cast(), &mut len) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let path_len = (len as usize).saturating_sub(std::mem::size_of::<libc::sa_family_t>());
+    let bound = addr.sun_path.get(..path_len).unwrap_or_default();
+    let matches = addr.sun_family == libc::AF_UNIX as libc::sa_family_t
+        && bound.first() == Some(&0)
+        && bound.len() == name.len() + 1
+        && bound.iter().skip(1).zip(name).all(|(&a, &b)| a as u8 == b);
+    if !matches {
+        return Err(mismatch());
+    }
+    crate::sys::set_cloexec(fd, true)?;
+    // SAFETY: `fd` is an open socket (getsockname succeeded) that the exec hand-over
+    // gave to this image for this child alone: nothing else owns it.
+    let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+    let on: c_int = 1;
+    // SAFETY: `on` is a readable c_int for the call and its size is passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PASSCRED,
+            (&on as *const c_int).cast(),
+            std::mem::size_of::<c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(socket)
+}
+
 /// Takes one datagram from the non-blocking `socket` into `buf` (`recvmsg(2)` with
 /// `MSG_TRUNC`, so a longer one is cut and its real length told, and
 /// `MSG_CMSG_CLOEXEC`, so a descriptor received never leaks into a child spawned
@@ -235,4 +298,15 @@ pub fn send_with_fds(name: &[u8], data: &[u8], fds: &[RawFd]) -> io::Result<()> 
         }
     }
     Ok(())
+}
+
+/// A duplicate of `fd` (close-on-exec), as raw as an inherited descriptor is.
+#[cfg(test)]
+pub fn dup(fd: RawFd) -> io::Result<RawFd> {
+    // SAFETY: F_DUPFD_CLOEXEC creates a new descriptor; a bad fd fails with EBADF.
+    let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+    if new < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(new)
 }

@@ -1,20 +1,19 @@
 use super::*;
-use crate::sys::{self, SpawnSpec};
+use crate::sys;
 use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::time::Instant;
 
 /// Longest any test waits for something that should come at once.
-const WAIT: Duration = Duration::from_secs(10);
+pub(super) const WAIT: Duration = Duration::from_secs(10);
 
 /// A notifier whose messages arrive on the receiver, under a tag no other test uses.
-fn start(test: &str) -> (Notifier, Receiver<Message>) {
+pub(super) fn start(test: &str) -> (Notifier, Receiver<Message>) {
     let (tx, rx) = mpsc::channel();
     let tag = format!("t{}-{test}", std::process::id());
     let notifier = Notifier::start(
@@ -29,24 +28,24 @@ fn start(test: &str) -> (Notifier, Receiver<Message>) {
 }
 
 /// The abstract name of a `NOTIFY_SOCKET` value.
-fn name(address: &str) -> &[u8] {
+pub(super) fn name(address: &str) -> &[u8] {
     address
         .strip_prefix('@')
         .expect("an abstract address")
         .as_bytes()
 }
 
-fn send(address: &str, data: &[u8]) -> io::Result<usize> {
+pub(super) fn send(address: &str, data: &[u8]) -> io::Result<usize> {
     let socket = UnixDatagram::unbound()?;
     socket.send_to_addr(data, &SocketAddr::from_abstract_name(name(address))?)
 }
 
-fn next(rx: &Receiver<Message>) -> Message {
+pub(super) fn next(rx: &Receiver<Message>) -> Message {
     rx.recv_timeout(WAIT)
         .expect("a message within the deadline")
 }
 
-fn own_facts() -> ProcessFacts {
+pub(super) fn own_facts() -> ProcessFacts {
     ProcessFacts::read(std::process::id() as i32, Some(sys::euid()))
 }
 
@@ -108,7 +107,7 @@ fn a_taken_name_or_a_bad_tag_is_an_error() {
 }
 
 /// A pipe; the read end sees end of file once every copy of the write end is closed.
-fn pipe() -> (std::fs::File, std::fs::File) {
+pub(super) fn pipe() -> (std::fs::File, std::fs::File) {
     let (reader, writer) = io::pipe().expect("pipe");
     (
         std::fs::File::from(OwnedFd::from(reader)),
@@ -165,153 +164,6 @@ fn descriptors_sent_along_are_closed() {
     assert_closed(reader);
     send(&address, b"STOPPING=1").expect("send");
     assert_eq!(next(&rx).notices, [Notice::Stopping]);
-}
-
-/// `tests/notify/notifier.py`.
-fn notifier_script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/notify/notifier.py")
-}
-
-/// Spawns a shell script of `command` as BootAgent spawns a child (in its own session),
-/// its output into a pipe; the script's path, for removal.
-fn spawn_sh(command: &str, env: &[(String, String)]) -> (i32, std::fs::File, PathBuf) {
-    spawn_sh_with(command, env, false)
-}
-
-/// `spawn_sh`, with `WATCHDOG_PID` set to the child's pid when `watchdog_pid`.
-fn spawn_sh_with(
-    command: &str,
-    env: &[(String, String)],
-    watchdog_pid: bool,
-) -> (i32, std::fs::File, PathBuf) {
-    let script = std::env::temp_dir().join(format!(
-        "bootagent-notify-{}-{}",
-        std::process::id(),
-        next_number()
-    ));
-    std::fs::write(&script, format!("#!/bin/sh\n{command}\n")).expect("script");
-    let (pid, out) = spawn_script(&script, env, watchdog_pid);
-    (pid, out, script)
-}
-
-fn next_number() -> u64 {
-    use std::sync::atomic::AtomicU64;
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    NEXT.fetch_add(1, Ordering::SeqCst)
-}
-
-fn spawn_script(
-    script: &Path,
-    env: &[(String, String)],
-    watchdog_pid: bool,
-) -> (i32, std::fs::File) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    let (reader, writer) = pipe();
-    let mut full = env.to_vec();
-    full.push(("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()));
-    let pid = sys::spawn_child(SpawnSpec {
-        program: script,
-        cwd: Path::new("/"),
-        env: &full,
-        output: OwnedFd::from(writer),
-        cgroup_procs: Vec::new(),
-        watchdog_pid,
-    });
-    (pid.expect("spawn"), reader)
-}
-
-/// Waits for `pid` to end; its exit.
-fn wait_exit(pid: i32) -> sys::Reaped {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(end) = sys::reap(pid) {
-            return end;
-        }
-        assert!(Instant::now() < deadline, "{pid} did not end");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-fn read_all(mut out: std::fs::File) -> String {
-    let mut text = String::new();
-    let _ = out.read_to_string(&mut text);
-    text
-}
-
-#[test]
-fn a_message_from_a_child_arrives_with_its_facts() {
-    let (notifier, rx) = start("facts");
-    let address = notifier.open("daemon").expect("open");
-    let command = format!(
-        "exec python3 {} --status 'hello there' --ready-after 0 --mainpid --exit-after 1",
-        notifier_script().display()
-    );
-    let (pid, out, script) = spawn_sh(&command, &[("NOTIFY_SOCKET".into(), address.clone())]);
-    let (other, _, other_script) = spawn_sh("exit 0", &[]);
-    let first = next(&rx);
-    let second = next(&rx);
-    assert_eq!(wait_exit(pid), sys::Reaped::Code(0), "{}", read_all(out));
-    wait_exit(other);
-    let _ = std::fs::remove_file(script);
-    let _ = std::fs::remove_file(other_script);
-
-    assert_eq!(first.child, "daemon");
-    assert_eq!(first.notices, [Notice::Status("hello there".into())]);
-    assert_eq!(second.notices, [Notice::Ready, Notice::MainPid(pid)]);
-    let me = std::process::id() as i32;
-    for message in [&first, &second] {
-        let sender = &message.sender;
-        assert_eq!(sender.pid, pid, "exec keeps the pid");
-        assert_eq!(sender.sid, Some(pid), "spawned with setsid");
-        assert_eq!(sender.uid, sys::euid());
-        assert_eq!(sender.ancestors.first(), Some(&me));
-        assert_eq!(
-            sender.cgroup,
-            own_facts().cgroup,
-            "a child shares our cgroup here"
-        );
-        assert!(sender.of_session(pid));
-        assert!(!sender.of_session(other), "another child");
-    }
-    let main = second.main_pid.as_ref().expect("facts of MAINPID");
-    assert_eq!((main.pid, main.sid), (pid, Some(pid)));
-    assert!(first.main_pid.is_none());
-    // Not of the child: BootAgent's own process, or another session.
-    assert!(!own_facts().of_session(pid));
-}
-
-#[test]
-fn systemd_notify_is_understood_and_not_kept_waiting() {
-    let (notifier, rx) = start("sdn");
-    let address = notifier.open("sdn").expect("open");
-    let env = [("NOTIFY_SOCKET".to_string(), address)];
-    let (pid, out, script) = spawn_sh(
-        "command -v systemd-notify >/dev/null || { echo 'systemd-notify missing: install systemd'; exit 3; }\n\
-         systemd-notify --ready --status=hello; rc=$?; echo \"rc=$rc\"; exit $rc",
-        &env,
-    );
-    let message = next(&rx);
-    // systemd-notify waits until the descriptor of its BARRIER=1 is closed (else it
-    // fails after 5 s with "Failed to invoke barrier").
-    let end = wait_exit(pid);
-    let output = read_all(out);
-    let _ = std::fs::remove_file(script);
-    assert_eq!(end, sys::Reaped::Code(0), "{output}");
-    assert_eq!(
-        message.notices,
-        [Notice::Ready, Notice::Status("hello".into())]
-    );
-    // As root it names its parent (the shell, the child's own process) as the sender;
-    // otherwise itself. Either way a process of the child's session.
-    assert!(message.sender.of_session(pid), "{:?}", message.sender);
-    if sys::euid() == 0 {
-        assert_eq!(message.sender.pid, pid);
-    }
-    assert!(
-        rx.recv_timeout(Duration::from_millis(200)).is_err(),
-        "BARRIER=1 alone is not delivered"
-    );
 }
 
 #[test]
@@ -450,32 +302,72 @@ fn the_thread_sleeps_while_nothing_arrives() {
 }
 
 #[test]
-fn the_watchdog_of_a_daemon_run_by_exec_reaches_the_loop() {
-    let (notifier, rx) = start("wd");
-    let address = notifier.open("wd").expect("open");
-    let env = [
-        ("NOTIFY_SOCKET".to_string(), address),
-        ("WATCHDOG_USEC".to_string(), "100000".to_string()),
-    ];
-    let script = notifier_script();
-    let args = "--watchdog-every auto --exit-after 0.3";
-    // `exec`: the daemon is the process WATCHDOG_PID names, as libsystemd wants.
-    let command = format!("exec python3 {} {args}", script.display());
-    let (pid, out, run) = spawn_sh_with(&command, &env, true);
-    let message = next(&rx);
-    assert_eq!(wait_exit(pid), sys::Reaped::Code(0), "{}", read_all(out));
-    let _ = std::fs::remove_file(run);
-    assert_eq!(message.notices, [Notice::Watchdog]);
-    assert_eq!(message.sender.pid, pid);
-    while rx.try_recv().is_ok() {}
+fn an_exec_hand_over_keeps_the_sockets_and_what_waits_in_them() {
+    let (first, _first_rx) = start("exec");
+    let address = first.open("kept").expect("open");
+    first.open("other").expect("open");
+    let handed = first.handover();
+    assert_eq!(
+        handed.iter().map(|(c, _)| c.as_str()).collect::<Vec<_>>(),
+        ["kept", "other"]
+    );
+    // What the exec keeps: a descriptor of the same socket. The first image goes.
+    let inherited = sock::dup(handed[0].1).expect("dup");
+    let stray = sock::dup(handed[1].1).expect("dup");
+    drop(first);
+    send(&address, b"READY=1").expect("the kept socket still takes datagrams");
 
-    // Without exec the daemon is not the process WATCHDOG_PID names: watchdog off.
-    let command = format!("python3 {} {args}; exit $?", script.display());
-    let (pid, out, run) = spawn_sh_with(&command, &env, true);
-    assert_eq!(wait_exit(pid), sys::Reaped::Code(0));
-    let output = read_all(out);
-    let _ = std::fs::remove_file(run);
-    assert!(output.contains(&format!("WATCHDOG_PID={pid}")), "{output}");
-    assert!(output.contains("watchdog off"), "{output}");
-    assert!(rx.recv_timeout(Duration::from_millis(200)).is_err());
+    let tag = format!("t{}-exec", std::process::id());
+    let (tx, rx) = mpsc::channel();
+    let next_image = Notifier::start(
+        &tag,
+        Box::new(move |m| {
+            let _ = tx.send(m);
+            true
+        }),
+    )
+    .expect("start");
+    // Not the socket of that child: refused, and left open.
+    let err = next_image
+        .inherit("kept", stray)
+        .expect_err("another child's");
+    assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
+    let (reader, _writer) = pipe();
+    assert!(
+        next_image.inherit("kept", reader.as_raw_fd()).is_err(),
+        "a pipe"
+    );
+    assert!(sys::set_cloexec(stray, true).is_ok(), "still open");
+
+    assert_eq!(
+        next_image.inherit("kept", inherited).expect("inherit"),
+        address
+    );
+    let message = next(&rx);
+    assert_eq!(
+        (message.child.as_str(), &message.notices[..]),
+        ("kept", &[Notice::Ready][..])
+    );
+    assert_eq!(
+        next_image.open("kept").expect("open"),
+        address,
+        "the same socket"
+    );
+    next_image.close("kept");
+    assert!(send(&address, b"READY=1").is_err());
+    let _ = next_image
+        .inherit("other", stray)
+        .expect("the other child's");
+}
+
+#[test]
+fn sockets_are_bounded() {
+    let (notifier, _rx) = start("many");
+    for i in 0..SOCKETS_MAX {
+        notifier.open(&format!("c{i}")).expect("open");
+    }
+    let err = notifier.open("one-more").expect_err("past the bound");
+    assert!(err.to_string().contains(&SOCKETS_MAX.to_string()), "{err}");
+    notifier.close("c0");
+    notifier.open("one-more").expect("room again");
 }

@@ -7,6 +7,7 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::queue::{Allowance, Backlog};
@@ -21,7 +22,7 @@ const POLL_ERROR_PAUSE_MS: u64 = 100;
 
 /// What `Notifier` asks of the thread.
 pub enum Command {
-    Add(String, OwnedFd),
+    Add(String, Arc<OwnedFd>),
     /// Close the socket, then say so.
     Close(String, SyncSender<()>),
     Stop,
@@ -30,7 +31,8 @@ pub enum Command {
 /// One child's socket.
 struct Socket {
     child: String,
-    fd: OwnedFd,
+    /// Shared with the `Notifier` (for the exec hand-over); closed when both let go.
+    fd: Arc<OwnedFd>,
     allowance: Allowance,
     /// An oversized datagram was said in the log (once per socket).
     warned_size: bool,
