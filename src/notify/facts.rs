@@ -32,7 +32,8 @@ pub struct ProcessFacts {
     /// processes have its pid here unless they made a session of their own.
     pub sid: Option<i32>,
     /// `/proc/PID/cgroup`, trimmed, at most [`CGROUP_BYTES_MAX`] bytes: in cgroup v2 one
-    /// line `0::/path`; in v1 one line `N:controllers:/path` per hierarchy.
+    /// line `0::/path`; in v1 (or hybrid) one line `N:controllers:/path` per hierarchy.
+    /// See [`ProcessFacts::in_cgroup_of`].
     pub cgroup: Option<String>,
     /// The parent, its parent, … up to (not including) pid 1 or 0, at most
     /// [`ANCESTORS_MAX`]. A daemon that double-forked was reparented: its chain then
@@ -63,7 +64,10 @@ impl ProcessFacts {
     }
 
     /// Whether this process is of the child whose process (spawned with `setsid`) is
-    /// `child_pid`: that process itself, in its session, or below it.
+    /// `child_pid`: that process itself, in its session, or below it. A sender that
+    /// exited before its datagram was read is known by its pid alone: it passes only as
+    /// the child's process itself, whose pid cannot have been reused while BootAgent has
+    /// not reaped it (check that it has not).
     pub fn of_session(&self, child_pid: i32) -> bool {
         child_pid > 1
             && (self.pid == child_pid
@@ -71,24 +75,35 @@ impl ProcessFacts {
                 || self.ancestors.contains(&child_pid))
     }
 
-    /// Whether this process is in the cgroup `path` (as `/proc/PID/cgroup` writes it,
-    /// `/bootagent/NAME`) or one below it, in any hierarchy.
-    pub fn in_cgroup(&self, path: &str) -> bool {
-        let path = path.trim_end_matches('/');
-        if path.is_empty() {
-            return false;
-        }
-        let Some(cgroup) = &self.cgroup else {
+    /// Whether this process is in a cgroup of a child's own, or one below it: `child` is
+    /// the [`ProcessFacts::cgroup`] of the child's process read right after its spawn
+    /// (it joined its cgroup before exec), `agent` BootAgent's own. Only the
+    /// hierarchies where the two differ count (the child has a cgroup of its own
+    /// there): a child without one has no process here, and neither has a root path.
+    pub fn in_cgroup_of(&self, child: &str, agent: &str) -> bool {
+        let Some(mine) = &self.cgroup else {
             return false;
         };
-        cgroup.lines().any(|line| {
-            let own = line.splitn(3, ':').nth(2).unwrap_or_default();
-            own == path
-                || own
-                    .strip_prefix(path)
-                    .is_some_and(|rest| rest.starts_with('/'))
+        cgroup_lines(child).any(|(hierarchy, path)| {
+            let agents = cgroup_lines(agent).find(|(h, _)| *h == hierarchy);
+            if path == "/" || agents.is_some_and(|(_, p)| p == path) {
+                return false; // not the child's own
+            }
+            cgroup_lines(mine).any(|(h, p)| {
+                h == hierarchy
+                    && (p == path || p.strip_prefix(path).is_some_and(|r| r.starts_with('/')))
+            })
         })
     }
+}
+
+/// The lines of `/proc/PID/cgroup` as (hierarchy `N:controllers`, path).
+fn cgroup_lines(text: &str) -> impl Iterator<Item = (&str, &str)> {
+    text.lines().filter_map(|line| {
+        let first = line.find(':')?;
+        let second = first + 1 + line.get(first + 1..)?.find(':')?;
+        Some((line.get(..second)?, line.get(second + 1..)?))
+    })
 }
 
 /// The fields of `/proc/PID/stat` used here.
@@ -132,4 +147,66 @@ fn read_bounded(path: &str, max: usize) -> Option<String> {
         text.pop();
     }
     Some(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts(cgroup: Option<&str>) -> ProcessFacts {
+        ProcessFacts {
+            pid: 100,
+            uid: 0,
+            sid: Some(100),
+            cgroup: cgroup.map(str::to_string),
+            ancestors: vec![50, 10],
+        }
+    }
+
+    #[test]
+    fn membership_by_session_and_parents() {
+        let sender = facts(None);
+        assert!(sender.of_session(100), "the child's process itself");
+        assert!(sender.of_session(50), "below it");
+        assert!(!sender.of_session(101));
+        assert!(!sender.of_session(1) && !sender.of_session(0) && !sender.of_session(-100));
+        let gone = ProcessFacts {
+            sid: None,
+            ancestors: Vec::new(),
+            ..facts(None)
+        };
+        assert!(gone.of_session(100), "known by its pid only");
+        assert!(!gone.of_session(50));
+    }
+
+    #[test]
+    fn membership_by_cgroup_counts_only_a_cgroup_of_the_childs_own() {
+        let agent = "0::/system.slice/bootagent.service";
+        let child = "0::/system.slice/bootagent.service/children/web";
+        assert!(facts(Some(child)).in_cgroup_of(child, agent));
+        assert!(
+            facts(Some("0::/system.slice/bootagent.service/children/web/sub"))
+                .in_cgroup_of(child, agent)
+        );
+        assert!(
+            !facts(Some("0::/system.slice/bootagent.service/children/web2"))
+                .in_cgroup_of(child, agent)
+        );
+        assert!(!facts(Some(agent)).in_cgroup_of(child, agent));
+        assert!(!facts(None).in_cgroup_of(child, agent));
+        // No cgroup of its own: BootAgent's is shared by everything it runs.
+        assert!(!facts(Some(agent)).in_cgroup_of(agent, agent));
+        assert!(!facts(Some("0::/")).in_cgroup_of("0::/", "0::/x"));
+
+        // v1 (hybrid): the child has its own cgroup in cpu and memory only.
+        let agent = "9:name=systemd:/\n4:memory:/\n1:cpu:/\n0::/";
+        let child = "9:name=systemd:/\n4:memory:/bootagent/web\n1:cpu:/bootagent/web\n0::/";
+        let stranger = "9:name=systemd:/\n4:memory:/\n1:cpu:/\n0::/";
+        assert!(facts(Some(child)).in_cgroup_of(child, agent));
+        assert!(!facts(Some(stranger)).in_cgroup_of(child, agent));
+        let mixed = "9:name=systemd:/\n4:memory:/other\n1:cpu:/bootagent/web\n0::/";
+        assert!(facts(Some(mixed)).in_cgroup_of(child, agent));
+        // A path holding ':' stays whole.
+        assert!(facts(Some("0::/a:b")).in_cgroup_of("0::/a:b", "0::/"));
+    }
 }

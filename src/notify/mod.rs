@@ -20,8 +20,21 @@
 //! without them is ignored. Any process may send to an abstract socket, so the sender is
 //! the protection: the thread reads [`ProcessFacts`] of the sender from `/proc` at
 //! receipt, and the loop decides whether the process is one of the child's (see
-//! [`ProcessFacts::of_session`] and [`ProcessFacts::in_cgroup`]). The thread itself
+//! [`ProcessFacts::of_session`] and [`ProcessFacts::in_cgroup_of`]). The thread itself
 //! decides nothing about membership.
+//!
+//! Membership, the loop's rule (a child is spawned with `setsid`, so its pid is its
+//! session id; with a cgroup of its own when one can be made):
+//! - a message is the child's when `sender.of_session(child_pid)` (its process, one of
+//!   its session, or one below it), or `sender.in_cgroup_of(child_cgroup, own_cgroup)`
+//!   (a daemon that forked twice and made a session of its own is found only this way,
+//!   so only with a cgroup); `child_cgroup` is `ProcessFacts::read(child_pid,
+//!   None).cgroup` taken right after the spawn, `own_cgroup` BootAgent's own;
+//! - `MAINPID=`: only when `main_pid` passes the same test;
+//! - `systemd-notify` (systemd 252) run as root sends its assignments with its parent's
+//!   pid (`CAP_SYS_ADMIN` lets it name another process; the parent is the script that
+//!   ran it) and its `BARRIER=1` with its own; run as another user, both with its own.
+//!   Either is a process of the child's session.
 //!
 //! Descriptors sent along (`SCM_RIGHTS`; `systemd-notify` sends one with `BARRIER=1`
 //! and waits until it is closed) are closed after the datagram is read and its sender's

@@ -165,6 +165,25 @@ fn systemd_notify_is_understood_and_not_kept_waiting() {
         rx.recv_timeout(Duration::from_millis(200)).is_err(),
         "BARRIER=1 alone is not delivered"
     );
+
+    // Run as another user, it names itself: a process below the child's.
+    if sys::euid() != 0 {
+        return;
+    }
+    let (pid, out, script) = spawn_sh(
+        "setpriv --reuid=65534 --regid=65534 --clear-groups systemd-notify --status=nobody",
+        &env,
+    );
+    let message = next(&rx);
+    let end = wait_exit(pid);
+    let output = read_all(out);
+    let _ = std::fs::remove_file(script);
+    assert_eq!(end, sys::Reaped::Code(0), "{output}");
+    assert_eq!(message.notices, [Notice::Status("nobody".into())]);
+    assert_eq!(message.sender.uid, 65534);
+    assert_ne!(message.sender.pid, pid);
+    assert_eq!(message.sender.ancestors.first(), Some(&pid));
+    assert!(message.sender.of_session(pid), "{:?}", message.sender);
 }
 
 #[test]
