@@ -121,6 +121,7 @@ impl<C: Clock> EventLoop<'_, C> {
             if let Some(signal) = stopping {
                 if self.supervisor.all_down() {
                     self.supervisor.end_strays();
+                    self.supervisor.release_cgroups();
                     let _ = self.flush(&mut effects);
                     return Exit::Signalled(signal);
                 }

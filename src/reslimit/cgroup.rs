@@ -235,10 +235,7 @@ impl Cgroup {
         }
         if !parent.is_dir() {
             // Removed since `detect` (by `release`, or by hand): make it again.
-            match self.version {
-                Version::V2 => make_v2_parent(parent)?,
-                Version::V1 => make_dir_with(parent, || Ok(()))?,
-            }
+            self.make_parent(parent)?;
         }
         if dir.exists() {
             let deadline = Instant::now() + Duration::from_millis(CGROUP_EMPTY_WAIT_MS);
@@ -249,12 +246,28 @@ impl Cgroup {
                 dir.display()
             );
         }
-        fs::create_dir(&dir).map_err(|e| with_path(e, &dir))?;
+        match fs::create_dir(&dir) {
+            // Another BootAgent sharing the parent released it at its shutdown, between
+            // the look above and here: make it again, once.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.make_parent(parent)?;
+                fs::create_dir(&dir)
+            }
+            created => created,
+        }
+        .map_err(|e| with_path(e, &dir))?;
         self.dirs.push(dir.clone());
         let procs = dir.join(PROCS_FILE);
         let file = OpenOptions::new().write(true).open(&procs); // std opens with O_CLOEXEC
         self.procs.push(file.map_err(|e| with_path(e, &procs))?);
         Ok(dir)
+    }
+
+    fn make_parent(&self, parent: &Path) -> io::Result<()> {
+        match self.version {
+            Version::V2 => make_v2_parent(parent),
+            Version::V1 => make_dir_with(parent, || Ok(())),
+        }
     }
 }
 

@@ -36,7 +36,7 @@ use super::{path_tag, Supervisor};
 use crate::reslimit::{self, Mechanism};
 use crate::sys;
 use crate::wheel::Millis;
-use log::{info, warn};
+use log::{debug, info, warn};
 
 /// Most exited processes reaped in one `SIGCHLD`, so that a fork bomb of orphans cannot
 /// hold the loop; the rest are reaped at the next `SIGCHLD`.
@@ -124,6 +124,18 @@ impl Supervisor {
             };
             if !reaped {
                 return; // not an exit after all: leave it to the next SIGCHLD
+            }
+        }
+    }
+
+    /// At BootAgent's exit, once every child is gone: removes its parent cgroups
+    /// (`bootagent-children`, v1's `bootagent`, a tracking parent) where they are empty,
+    /// so that a stopped BootAgent leaves nothing in the cgroup tree. One that still holds
+    /// cgroups (another BootAgent's children, beside this one) stays.
+    pub fn release_cgroups(&self) {
+        for dir in reslimit::parent_dirs(&self.mechanism, self.track.as_ref()) {
+            if let Err(err) = std::fs::remove_dir(&dir) {
+                debug!("cgroup {} left in place: {err}", dir.display());
             }
         }
     }

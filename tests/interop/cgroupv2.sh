@@ -30,6 +30,10 @@
 #                    systemd's DelegateSubgroup= does): the grandchild left is ended,
 #                    escape runs once, afresh, and the children are in their cgroups,
 #                    spin under its limit
+#   cgroupv2-beside  a second BootAgent sharing its cgroup with another process (a login
+#                    session's /user.slice/session.scope) puts its children in
+#                    /user.slice/bootagent-children, enabling the controllers there
+#                    itself; SIGTERM ends its child and removes that parent
 #
 # The aarch64 binary: cross/build.sh aarch64-unknown-linux-musl (cargo's incremental
 # build: nothing to do when cross/ci.sh built it just before, as in CI; about 2 min
@@ -184,6 +188,30 @@ cgroupv2_judge() {
     fail cgroupv2-setsid "$why"
   fi
   cgroupv2_judge_respawn "$console"
+  cgroupv2_judge_beside "$console"
+}
+
+cgroupv2_judge_beside() {
+  local console=$1 agent child why=""
+  agent=$(proof_value "$console" beside agent)
+  child=$(proof_value "$console" beside child)
+  [ "$agent" = /user.slice/session.scope ] || why="the second BootAgent is in ${agent:-no cgroup}"
+  case "$child" in
+    /user.slice/bootagent-children/agent-q-*) ;;
+    *) why="${why:+$why; }its child is in ${child:-no cgroup}, not in /user.slice/bootagent-children" ;;
+  esac
+  [ "$(proof_value "$console" beside cpu_max)" = "30000 100000" ] ||
+    why="${why:+$why; }its child's cpu.max is '$(proof_value "$console" beside cpu_max)'"
+  [ "$(proof_value "$console" beside oom_group)" = 1 ] ||
+    why="${why:+$why; }its child's memory.oom.group is '$(proof_value "$console" beside oom_group)'"
+  [ "$(proof_value "$console" beside left)" = 0 ] || why="${why:+$why; }its child outlived it"
+  [ "$(proof_value "$console" beside released)" = yes ] ||
+    why="${why:+$why; }/user.slice/bootagent-children is left after it stopped"
+  if [ -z "$why" ]; then
+    pass "cgroupv2-beside (a BootAgent sharing /user.slice/session.scope: child in /user.slice/bootagent-children under cpu.max 30000 100000, ended and removed with it)"
+  else
+    fail cgroupv2-beside "$why ($(grep -m 1 '^proof: beside' "$console"))"
+  fi
 }
 
 cgroupv2_judge_respawn() {
@@ -354,6 +382,28 @@ alive=no
 [ -d "/proc/$old_grandchild" ] && alive=yes
 a=$(pidof bootagent) escape=$(pid_of escape) spin=$(pid_of spin)
 say "respawn old_agent=$old_agent agent=$a agent_cgroup=$(cgroup_of "$a") old_grandchild=$old_grandchild old_grandchild_alive=$alive children=$(pids_with sleep 3000 | wc -w) grandchildren=$(pids_with sleep 3001 | wc -w) escape_cgroup=$(cgroup_of "$escape") spin_cgroup=$(cgroup_of "$spin") spin_cpu_max='$(cat "$cg$(cgroup_of "$spin")/cpu.max" 2>/dev/null)'"
+
+# (f) Beside: a second BootAgent that shares its cgroup (a login session's scope) puts
+# its children's parent beside that cgroup, enabling the controllers there itself.
+mkdir -p /var/lib/other/agents/q/1.0 $cg/user.slice/session.scope
+printf '#!/bin/sh\nexec sleep 3002\n' >/var/lib/other/agents/q/1.0/run
+chmod 0755 /var/lib/other/agents/q/1.0/run
+ln -s 1.0 /var/lib/other/agents/q/current
+echo '{"limits": {"CPU": "30%"}}' >/var/lib/other/agents/q/agent.json
+echo $$ >$cg/user.slice/session.scope/cgroup.procs
+/usr/sbin/bootagent -S 127.0.0.1:9 -v -D /var/lib/other -L /var/log/other.log &
+other=$!
+q_up() { [ -n "$(pids_with sleep 3002)" ]; }
+wait_for 20 q_up || say "beside FAILED: the second agent's child did not start"
+q=$(pids_with sleep 3002)
+q_cg=$(cgroup_of "$q")
+beside="agent=$(cgroup_of "$other") child=$q_cg cpu_max='$(cat "$cg$q_cg/cpu.max" 2>/dev/null)' oom_group=$(cat "$cg$q_cg/memory.oom.group" 2>/dev/null) slice_subtree='$(cat $cg/user.slice/cgroup.subtree_control)'"
+kill -TERM "$other"
+other_gone() { ! kill -0 "$other" 2>/dev/null; }
+wait_for 20 other_gone || say "beside FAILED: the second agent did not stop on SIGTERM"
+released=no
+[ -d $cg/user.slice/bootagent-children ] || released=yes
+say "beside $beside left=$(pids_with sleep 3002 | wc -w) released=$released mechanism='$(grep -m 1 -o 'resource limits: .*' /var/log/other.log | tr "'" '"')'"
 say done
 poweroff -f
 EOF
