@@ -45,7 +45,8 @@
 //! ignored, as systemd does), [`STATUS_BYTES_MAX`], [`ASSIGNMENTS_MAX`],
 //! [`SOCKETS_MAX`] (the supervisor's `CHILDREN_MAX`), [`DATAGRAMS_PER_S_MAX`] per
 //! child (past it the socket is not polled until the second is over: a flooding child
-//! costs BootAgent little and delays no other child), [`PENDING_PER_CHILD_MAX`]
+//! costs BootAgent little and delays no other child), [`DATAGRAMS_PER_S_TOTAL_MAX`] for
+//! all of them (many flooding children at once), [`PENDING_PER_CHILD_MAX`]
 //! messages kept per child while the loop's channel is full (coalesced per sender:
 //! the latest `READY`, `STATUS`, `WATCHDOG`, `STOPPING`, `MAINPID` …), offered again
 //! every [`RETRY_MS`].
@@ -72,7 +73,7 @@ mod worker;
 
 pub use facts::{ProcessFacts, ANCESTORS_MAX, CGROUP_BYTES_MAX};
 pub use parse::{parse, Notice, ASSIGNMENTS_MAX, DATAGRAM_BYTES_MAX, STATUS_BYTES_MAX};
-pub use queue::{DATAGRAMS_PER_S_MAX, PENDING_PER_CHILD_MAX};
+pub use queue::{DATAGRAMS_PER_S_MAX, DATAGRAMS_PER_S_TOTAL_MAX, PENDING_PER_CHILD_MAX};
 pub use sock::FDS_PER_DATAGRAM_MAX;
 
 use std::collections::HashMap;

@@ -11,33 +11,41 @@ use super::Message;
 /// that goes on blocks, or fails with `EAGAIN`), so a flooding child costs BootAgent
 /// little and delays no other child.
 pub const DATAGRAMS_PER_S_MAX: u32 = 64;
+/// Most datagrams read per second from all sockets together, so that many flooding
+/// children at once still cost BootAgent little (each datagram costs a few reads of
+/// `/proc`). Past it no socket is polled until the second is over; the next round
+/// begins with the socket the budget ran out on.
+pub const DATAGRAMS_PER_S_TOTAL_MAX: u32 = 1024;
 /// Most messages kept for one child while the loop's channel is full: one per sender,
 /// each the coalesced latest of every kind of notice; past that the oldest goes.
 pub const PENDING_PER_CHILD_MAX: usize = 4;
-/// The window of [`DATAGRAMS_PER_S_MAX`].
+/// The window of [`DATAGRAMS_PER_S_MAX`] and [`DATAGRAMS_PER_S_TOTAL_MAX`].
 const RATE_WINDOW: Duration = Duration::from_secs(1);
 
-/// What one socket may still read in the current second.
+/// What one socket (or all of them) may still read in the current second.
 #[derive(Clone, Copy, Debug)]
 pub struct Allowance {
     start: Instant,
     used: u32,
+    /// Datagrams a second.
+    max: u32,
 }
 
 impl Allowance {
-    pub fn new(now: Instant) -> Allowance {
+    pub fn new(now: Instant, max: u32) -> Allowance {
         Allowance {
             start: now,
             used: 0,
+            max,
         }
     }
 
     /// Takes one datagram's worth; false when this second's is spent.
     pub fn take(&mut self, now: Instant) -> bool {
         if now.saturating_duration_since(self.start) >= RATE_WINDOW {
-            *self = Allowance::new(now);
+            *self = Allowance::new(now, self.max);
         }
-        if self.used >= DATAGRAMS_PER_S_MAX {
+        if self.used >= self.max {
             return false;
         }
         self.used += 1;
@@ -52,7 +60,7 @@ impl Allowance {
     /// When a spent allowance is renewed; `None` while datagrams may be read.
     pub fn paused_until(&self, now: Instant) -> Option<Instant> {
         let end = self.start + RATE_WINDOW;
-        (self.used >= DATAGRAMS_PER_S_MAX && now < end).then_some(end)
+        (self.used >= self.max && now < end).then_some(end)
     }
 }
 
@@ -163,7 +171,7 @@ mod tests {
     #[test]
     fn allowance_pauses_a_socket_for_the_rest_of_the_second() {
         let t0 = Instant::now();
-        let mut allowance = Allowance::new(t0);
+        let mut allowance = Allowance::new(t0, DATAGRAMS_PER_S_MAX);
         for _ in 0..DATAGRAMS_PER_S_MAX {
             assert!(allowance.take(t0));
         }

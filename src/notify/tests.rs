@@ -371,3 +371,51 @@ fn sockets_are_bounded() {
     notifier.close("c0");
     notifier.open("one-more").expect("room again");
 }
+
+#[test]
+fn many_flooding_children_are_read_within_the_total() {
+    let (notifier, rx) = start("total");
+    let children = (DATAGRAMS_PER_S_TOTAL_MAX / DATAGRAMS_PER_S_MAX + 2) as usize;
+    let addresses: Vec<String> = (0..children)
+        .map(|i| notifier.open(&format!("f{i}")).expect("open"))
+        .collect();
+    let started = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let flooder = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let socket = UnixDatagram::unbound().expect("socket");
+            socket.set_nonblocking(true).expect("nonblocking");
+            let targets: Vec<SocketAddr> = (addresses.iter())
+                .map(|a| SocketAddr::from_abstract_name(name(a)).expect("name"))
+                .collect();
+            let mut sent = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                for target in &targets {
+                    sent += u64::from(socket.send_to_addr(b"WATCHDOG=1", target).is_ok());
+                }
+                std::thread::yield_now();
+            }
+            sent
+        })
+    };
+    let half = started + Duration::from_millis(500);
+    let mut per_child = std::collections::HashMap::<String, u32>::new();
+    while let Ok(m) = rx.recv_timeout(half.saturating_duration_since(Instant::now())) {
+        if Instant::now() < half {
+            *per_child.entry(m.child).or_default() += 1;
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    let sent = flooder.join().expect("flooder");
+    let read: u32 = per_child.values().sum();
+    assert!(
+        read <= DATAGRAMS_PER_S_TOTAL_MAX,
+        "{read} read in the first half second"
+    );
+    assert!(
+        per_child.values().all(|&n| n <= DATAGRAMS_PER_S_MAX),
+        "{per_child:?}"
+    );
+    assert!(u64::from(read) < sent, "read {read}, sent {sent}");
+}

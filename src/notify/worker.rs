@@ -10,7 +10,7 @@ use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::queue::{Allowance, Backlog};
+use super::queue::{Allowance, Backlog, DATAGRAMS_PER_S_MAX, DATAGRAMS_PER_S_TOTAL_MAX};
 use super::sock::{self, FDS_PER_DATAGRAM_MAX};
 use super::{parse, Deliver, Message, Notice, ProcessFacts, DATAGRAM_BYTES_MAX, RETRY_MS};
 
@@ -43,6 +43,10 @@ pub struct Worker {
     commands: Receiver<Command>,
     deliver: Deliver,
     sockets: Vec<Socket>,
+    /// What all sockets together may still read this second.
+    total: Allowance,
+    /// Where the next round begins in `polled`: the socket the total ran out on.
+    turn: usize,
     backlog: Backlog,
     /// `poll(2)`'s set: the eventfd, then the sockets of `polled`.
     fds: Vec<libc::pollfd>,
@@ -61,6 +65,8 @@ impl Worker {
             commands,
             deliver,
             sockets: Vec::new(),
+            total: Allowance::new(Instant::now(), DATAGRAMS_PER_S_TOTAL_MAX),
+            turn: 0,
             backlog: Backlog::default(),
             fds: Vec::new(),
             polled: Vec::new(),
@@ -80,8 +86,9 @@ impl Worker {
             self.fds.clear();
             self.polled.clear();
             self.fds.push(pollin(self.wake.as_raw_fd()));
+            let all_paused = self.total.paused_until(now).is_some();
             for (index, socket) in self.sockets.iter().enumerate() {
-                if socket.allowance.paused_until(now).is_none() {
+                if !all_paused && socket.allowance.paused_until(now).is_none() {
                     self.fds.push(pollin(socket.fd.as_raw_fd()));
                     self.polled.push(index);
                 }
@@ -118,7 +125,9 @@ impl Worker {
         let resume = self
             .sockets
             .iter()
-            .filter_map(|s| s.allowance.paused_until(now))
+            .map(|s| &s.allowance)
+            .chain([&self.total])
+            .filter_map(|allowance| allowance.paused_until(now))
             .min()
             .map(|at| at.saturating_duration_since(now));
         let retry = (!self.backlog.is_empty()).then_some(Duration::from_millis(RETRY_MS));
@@ -129,28 +138,38 @@ impl Worker {
         }
     }
 
-    /// Reads the sockets `poll` found ready, at most `DATAGRAMS_PER_ROUND_MAX` each and
-    /// within each one's allowance.
+    /// Reads the sockets `poll` found ready, at most `DATAGRAMS_PER_ROUND_MAX` each,
+    /// within each one's allowance and the total, beginning at `turn`.
     fn read_round(&mut self) {
-        for entry in 1..self.fds.len() {
-            let ready = self.fds.get(entry).is_some_and(|fd| fd.revents != 0);
-            let Some(&index) = self.polled.get(entry - 1) else {
+        let count = self.polled.len();
+        for step in 0..count {
+            let slot = (self.turn + step) % count;
+            let ready = self.fds.get(slot + 1).is_some_and(|fd| fd.revents != 0);
+            let Some(&index) = self.polled.get(slot) else {
                 continue;
             };
             if !ready {
                 continue;
             }
             for _ in 0..DATAGRAMS_PER_ROUND_MAX {
+                let now = Instant::now();
+                if !self.total.take(now) {
+                    self.turn = slot; // it begins the next round
+                    return;
+                }
                 let Some(socket) = self.sockets.get_mut(index) else {
+                    self.total.refund();
                     break;
                 };
-                if !socket.allowance.take(Instant::now()) {
+                if !socket.allowance.take(now) {
+                    self.total.refund();
                     break;
                 }
                 let result = self.take_datagram(index);
                 if result.is_err() {
+                    self.total.refund(); // nothing was read
                     if let Some(socket) = self.sockets.get_mut(index) {
-                        socket.allowance.refund(); // nothing was read
+                        socket.allowance.refund();
                     }
                 }
                 match result {
@@ -166,6 +185,7 @@ impl Worker {
                 }
             }
         }
+        self.turn = 0;
     }
 
     /// Reads one datagram of socket `index`; delivers or keeps its message.
@@ -243,7 +263,7 @@ impl Worker {
                     self.sockets.push(Socket {
                         child,
                         fd,
-                        allowance: Allowance::new(Instant::now()),
+                        allowance: Allowance::new(Instant::now(), DATAGRAMS_PER_S_MAX),
                         warned_size: false,
                     });
                 }
