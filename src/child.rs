@@ -133,6 +133,8 @@ pub enum Exit {
 pub enum Then {
     StayStopped,
     Start,
+    /// A stop of an unhealthy child: its exit is a failure of the restart policy.
+    Fail,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -183,6 +185,11 @@ pub enum Input {
     },
     /// The deadline of the state (`State::deadline`) has come.
     Deadline,
+    /// A health check says the running process is hung (docs/protocol.md section 6,
+    /// "Health"): stop it, and count its end as a failure.
+    Unhealthy {
+        reason: String,
+    },
 }
 
 /// Events of section 3.
@@ -194,6 +201,7 @@ pub enum EventKind {
     Killed,
     Fatal,
     Stopped,
+    Unhealthy,
 }
 
 impl EventKind {
@@ -205,6 +213,7 @@ impl EventKind {
             EventKind::Killed => "killed",
             EventKind::Fatal => "fatal",
             EventKind::Stopped => "stopped",
+            EventKind::Unhealthy => "unhealthy",
         }
     }
 }
@@ -359,7 +368,7 @@ impl Child {
                     now,
                     0,
                     None,
-                    None,
+                    Cause::Crash,
                     &format!("could not start: {error}"),
                     &mut actions,
                 )
@@ -369,7 +378,8 @@ impl Child {
             (State::Running { since, .. }, Input::Exited { exit, limit }) => {
                 let ran_ms = now.saturating_sub(since);
                 let what = describe_exit(exit, ran_ms);
-                self.crashed(now, ran_ms, Some(exit), limit, &what, &mut actions)
+                let cause = limit.map_or(Cause::Crash, Cause::Limit);
+                self.crashed(now, ran_ms, Some(exit), cause, &what, &mut actions)
             }
             (State::Running { pid, since }, Input::Stop) => {
                 self.stop(now, pid, since, Then::StayStopped, &mut actions)
@@ -378,18 +388,40 @@ impl Child {
                 self.failures = 0;
                 self.stop(now, pid, since, Then::Start, &mut actions)
             }
+            (State::Running { pid, since }, Input::Unhealthy { reason }) => {
+                actions.push(event(
+                    EventKind::Unhealthy,
+                    None,
+                    format!("unhealthy: {reason}; stopping it"),
+                ));
+                self.last_exit = Some(format!("unhealthy: {reason}"));
+                self.stop(now, pid, since, Then::Fail, &mut actions)
+            }
             (state @ State::Running { .. }, _) => state,
 
-            (State::Stopping { then, .. }, Input::Exited { exit, .. }) => {
-                self.last_exit = Some(format!("{} (stopped)", describe_exit(exit, 0)));
-                match then {
-                    Then::StayStopped => {
-                        actions.push(event(EventKind::Stopped, Some(exit), "stopped".to_string()));
-                        State::Stopped
-                    }
-                    Then::Start => self.start(now, &mut actions),
+            (State::Stopping { then, since, .. }, Input::Exited { exit, .. }) => match then {
+                Then::Fail => {
+                    let ran_ms = now.saturating_sub(since);
+                    let what = format!("stopped as unhealthy, {}", describe_exit(exit, ran_ms));
+                    self.crashed(
+                        now,
+                        ran_ms,
+                        Some(exit),
+                        Cause::Unhealthy,
+                        &what,
+                        &mut actions,
+                    )
                 }
-            }
+                Then::StayStopped => {
+                    self.last_exit = Some(format!("{} (stopped)", describe_exit(exit, 0)));
+                    actions.push(event(EventKind::Stopped, Some(exit), "stopped".to_string()));
+                    State::Stopped
+                }
+                Then::Start => {
+                    self.last_exit = Some(format!("{} (stopped)", describe_exit(exit, 0)));
+                    self.start(now, &mut actions)
+                }
+            },
             (
                 State::Stopping {
                     pid,
@@ -511,22 +543,22 @@ impl Child {
         now: Millis,
         ran_ms: u64,
         exit: Option<Exit>,
-        limit: Option<String>,
+        cause: Cause,
         what: &str,
         actions: &mut Vec<Action>,
     ) -> State {
-        if limit.is_none() && ran_ms >= self.policy.window_ms {
+        if cause == Cause::Crash && ran_ms >= self.policy.window_ms {
             self.failures = 0; // a long run: the crash loop, if any, is over
         } else {
             self.failures = self.failures.saturating_add(1);
         }
         self.last_exit = Some(what.to_string());
-        let (kind, what) = match &limit {
-            Some(limit) => (
+        let (kind, what) = match &cause {
+            Cause::Limit(limit) => (
                 EventKind::Killed,
                 format!("killed for exceeding its {limit} limit; {what}"),
             ),
-            None => (EventKind::Exited, what.to_string()),
+            Cause::Crash | Cause::Unhealthy => (EventKind::Exited, what.to_string()),
         };
         if self.failures > self.policy.failures_max {
             actions.push(event(kind, exit, what));
@@ -558,9 +590,20 @@ impl Child {
         }
         State::Waiting {
             until: at,
-            limit_killed: limit.is_some(),
+            limit_killed: matches!(cause, Cause::Limit(_)),
         }
     }
+}
+
+/// Why a process ended without being asked to. Limit kills and unhealthy stops are
+/// failures however long the process ran; a crash after a long run is not.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Cause {
+    Crash,
+    /// Killed for exceeding this resource limit.
+    Limit(String),
+    /// Stopped because a health check failed.
+    Unhealthy,
 }
 
 fn event(kind: EventKind, exit: Option<Exit>, message: String) -> Action {

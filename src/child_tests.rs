@@ -348,3 +348,72 @@ fn restart_settings_parse_with_bounds() {
         assert!(err.contains(part), "{bad}: {err}");
     }
 }
+
+#[test]
+fn an_unhealthy_child_is_stopped_then_restarted_as_a_failure() {
+    let mut sim = Sim::new(RestartPolicy::default());
+    sim.input(Input::Start);
+    sim.now += 60_000;
+    sim.input(Input::Unhealthy {
+        reason: "heartbeat unchanged for 60 s".into(),
+    });
+    assert_eq!(sim.signals, vec![(60_000, Action::Terminate)]);
+    assert_eq!(sim.child.status(), "running");
+    let (_, kind, message) = sim.events.last().unwrap().clone();
+    assert_eq!(kind, EventKind::Unhealthy);
+    assert!(
+        message.contains("heartbeat unchanged for 60 s"),
+        "{message}"
+    );
+    // It ignores SIGTERM: killed after the grace period, then restarted at once.
+    assert!(sim.run_deadline(u64::MAX));
+    assert_eq!(sim.signals.last(), Some(&(70_000, Action::Kill)));
+    sim.input(Input::Exited {
+        exit: Exit::Signal(9),
+        limit: None,
+    });
+    assert_eq!(sim.child.failures, 1);
+    assert_eq!(sim.spawns, vec![0, 70_000]);
+    assert!(sim
+        .events
+        .iter()
+        .any(|(_, kind, m)| *kind == EventKind::Exited && m.contains("stopped as unhealthy")));
+}
+
+#[test]
+fn a_child_that_hangs_every_time_ends_fatal_even_after_long_runs() {
+    let mut sim = Sim::new(RestartPolicy::default());
+    sim.input(Input::Start);
+    for _ in 0..4 {
+        // Hangs after 20 min each time, longer than the 15 min window.
+        while sim.child.pid().is_none() {
+            assert!(sim.run_deadline(u64::MAX));
+        }
+        sim.now += 20 * 60_000;
+        sim.input(Input::Unhealthy {
+            reason: "not ready within 30 s".into(),
+        });
+        sim.input(Input::Exited {
+            exit: Exit::Signal(15),
+            limit: None,
+        });
+    }
+    assert_eq!(sim.child.state, State::Fatal);
+}
+
+#[test]
+fn a_stop_job_during_an_unhealthy_stop_keeps_it_stopped() {
+    let mut sim = Sim::new(RestartPolicy::default());
+    sim.input(Input::Start);
+    sim.now += 5_000;
+    sim.input(Input::Unhealthy {
+        reason: "watchdog".into(),
+    });
+    sim.input(Input::Stop);
+    sim.input(Input::Exited {
+        exit: Exit::Signal(15),
+        limit: None,
+    });
+    assert_eq!(sim.child.state, State::Stopped);
+    assert_eq!(sim.child.failures, 0);
+}

@@ -60,7 +60,7 @@ pub struct SelfUpgrade {
     pub probation_s: u64,
 }
 
-/// The `envs`, `limits` and `restart` a job sets, validated, in their JSON form
+/// The `envs`, `limits`, `restart` and `health` a job sets, validated, in their JSON form
 /// (they are written to the agent's `agent.json` as they are).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Settings(pub Map<String, Value>);
@@ -205,7 +205,7 @@ fn name(map: &Map<String, Value>) -> Result<String, String> {
     }
 }
 
-/// `envs`, `limits` and `restart`, each validated; absent ones are left out.
+/// `envs`, `limits`, `restart` and `health`, each validated; absent ones are left out.
 fn settings(map: &Map<String, Value>, cpus: u32) -> Result<Settings, String> {
     let mut settings = Map::new();
     if let Some(envs) = map.get("envs").filter(|v| !v.is_null()) {
@@ -219,6 +219,10 @@ fn settings(map: &Map<String, Value>, cpus: u32) -> Result<Settings, String> {
     if let Some(restart) = map.get("restart").filter(|v| !v.is_null()) {
         RestartPolicy::from_json(restart)?;
         settings.insert("restart".into(), restart.clone());
+    }
+    if let Some(health) = map.get("health").filter(|v| !v.is_null()) {
+        crate::health::HealthSpec::from_json(health)?;
+        settings.insert("health".into(), health.clone());
     }
     Ok(Settings(settings))
 }

@@ -13,6 +13,7 @@ pub mod control;
 pub mod download;
 pub mod event_loop;
 pub mod forward;
+pub mod health;
 pub mod hostinfo;
 pub mod http;
 pub mod jobrun;

@@ -2,6 +2,7 @@
 //! `envs` it may add, and the rule for agent names.
 
 use crate::child::RestartPolicy;
+use crate::health::HealthSpec;
 use crate::reslimit::{self, ResourceLimits};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -22,10 +23,12 @@ pub struct Settings {
     pub envs: BTreeMap<String, String>,
     pub limits: ResourceLimits,
     pub policy: RestartPolicy,
+    pub health: HealthSpec,
 }
 
 impl Settings {
-    /// Reads `{"envs": {…}, "limits": {…}, "restart": {…}}`; every part optional.
+    /// Reads `{"envs": {…}, "limits": {…}, "restart": {…}, "health": {…}}`; every part
+    /// optional.
     pub fn from_json(value: &Value, cpus: u32) -> Result<Settings, String> {
         let Value::Object(map) = value else {
             return Err(format!(
@@ -39,6 +42,7 @@ impl Settings {
                 "envs" => settings.envs = parse_envs(value)?,
                 "limits" => settings.limits = reslimit::parse_limits(value, cpus)?,
                 "restart" => settings.policy = RestartPolicy::from_json(value)?,
+                "health" => settings.health = HealthSpec::from_json(value)?,
                 other => return Err(format!("unknown setting {other:?}")),
             }
         }
