@@ -67,6 +67,10 @@ pub struct Meta {
     pub servers_server: String,
     /// The report interval in seconds.
     pub step_s: u64,
+    /// A server asked for lazy reports (section 3, `report`): `agents` is left out
+    /// while nothing in it changed since the last report answered 200.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub report_lazy: bool,
     /// Executed jobs, oldest first: the idempotency journal and the results still
     /// to deliver (section 7).
     #[serde(default)]
@@ -207,6 +211,7 @@ impl Meta {
             file_url_roots: Vec::new(),
             servers_server: String::new(),
             step_s,
+            report_lazy: false,
             jobs: Vec::new(),
             events: Vec::new(),
             event_seq: 0,

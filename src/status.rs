@@ -97,7 +97,7 @@ pub fn print(
             duration(now_wall.saturating_sub(state.updated))
         )?;
     }
-    let rows: Vec<[String; 7]> = state
+    let rows: Vec<[String; 8]> = state
         .children
         .iter()
         .map(|c| {
@@ -116,6 +116,7 @@ pub fn print(
                 },
                 up,
                 c.restarts.to_string(),
+                health_cell(c),
                 c.last_exit.clone().unwrap_or_else(|| "-".into()),
             ]
         })
@@ -127,6 +128,7 @@ pub fn print(
         "PID",
         "UPTIME",
         "RESTARTS",
+        "HEALTH",
         "LAST EXIT",
     ]
     .map(String::from);
@@ -144,12 +146,26 @@ pub fn print(
             .collect();
         writeln!(out, "{}", line.join("  ").trim_end())?;
     }
-    let unhealthy = state
-        .children
-        .iter()
-        .any(|c| c.status == "fatal" || c.status == "killed");
+    for c in &state.children {
+        if let Some(text) = &c.status_text {
+            writeln!(out, "{}: {text}", c.name)?;
+        }
+    }
+    let unhealthy = state.children.iter().any(|c| {
+        c.status == "fatal" || c.status == "killed" || c.health.as_deref() == Some("unhealthy")
+    });
     self_upgrade_lines(data_dir, &state, out)?;
     Ok(u8::from(unhealthy))
+}
+
+/// "ok", "unhealthy", "not ready" (with `notify`, before `READY=1`), or "-"
+/// without a health check.
+fn health_cell(c: &ChildView) -> String {
+    match (c.health.as_deref(), c.ready) {
+        (Some("ok"), Some(false)) if c.status == "running" => "not ready".into(),
+        (Some(word), _) => word.into(),
+        (None, _) => "-".into(),
+    }
 }
 
 /// The running version, where it came from, and a self-upgrade pending or failed.
@@ -206,6 +222,9 @@ mod tests {
             last_exit: (status != "running").then(|| "exited with code 1 after 3 s".into()),
             limits: "CPU 10%, memory 20M".into(),
             envs: vec!["LEVEL=debug".into()],
+            ready: None,
+            health: None,
+            status_text: None,
         }
     }
 
@@ -231,7 +250,7 @@ mod tests {
         );
         assert!(
             text.contains(
-                "other       1.2.3    stoped   -     -       2         exited with code 1"
+                "other       1.2.3    stoped   -     -       2         -       exited with code 1"
             ),
             "{text}"
         );
@@ -258,6 +277,32 @@ mod tests {
         );
         assert!(String::from_utf8_lossy(&out).contains("no such child: zz"));
 
+        // Health: a child not yet ready, one hung (exit code 1), the STATUS= text.
+        let state = StateFile {
+            children: vec![
+                ChildView {
+                    ready: Some(false),
+                    health: Some("ok".into()),
+                    status_text: Some("loading 3 of 9".into()),
+                    ..view("web", "running")
+                },
+                ChildView {
+                    health: Some("unhealthy".into()),
+                    ..view("db", "restarting")
+                },
+            ],
+            ..state
+        };
+        state.write(&dir.join(STATE_FILE)).expect("write");
+        let mut out = Vec::new();
+        assert_eq!(print(&dir, true, 1_000, None, &mut out).expect("print"), 1);
+        let text = String::from_utf8_lossy(&out);
+        assert!(
+            text.contains("not ready") && text.contains("unhealthy"),
+            "{text}"
+        );
+        assert!(text.contains("\nweb: loading 3 of 9\n"), "{text}");
+
         // No view yet, but an identity: an agent without children, an empty table.
         fs::remove_file(dir.join(STATE_FILE)).expect("remove the view");
         fs::write(dir.join(crate::meta::META_FILE), "{}").expect("write a metafile");
@@ -266,7 +311,7 @@ mod tests {
         let text = String::from_utf8_lossy(&out);
         assert_eq!(
             text.lines().collect::<Vec<_>>(),
-            ["NAME  VERSION  STATE  PID  UPTIME  RESTARTS  LAST EXIT"],
+            ["NAME  VERSION  STATE  PID  UPTIME  RESTARTS  HEALTH  LAST EXIT"],
             "{text}"
         );
 

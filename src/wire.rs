@@ -38,13 +38,16 @@ pub struct StatusRequest<'a> {
     pub uptime: u64,
     pub timestamp: i64,
     pub step: u64,
-    pub agents: Vec<AgentStatus>,
+    /// Left out in lazy mode while nothing in it changed (section 3, `report`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agents: Option<Vec<AgentStatus>>,
     pub jobs: Vec<JobResult<'a>>,
     pub events: Vec<&'a Value>,
 }
 
 /// One child agent in a status report (section 3); none exist before supervision.
-#[derive(Clone, Debug, Serialize)]
+/// The health fields (section 6, "Health") are left out for a child without checks.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct AgentStatus {
     pub name: String,
     pub version: String,
@@ -52,6 +55,15 @@ pub struct AgentStatus {
     pub uptime: u64,
     pub pid: u32,
     pub restarts: u32,
+    /// With `notify`: false until `READY=1`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ready: Option<bool>,
+    /// `"ok"` or `"unhealthy"`, with a health check configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health: Option<&'static str>,
+    /// The last `STATUS=` of sd_notify.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status_text: Option<String>,
 }
 
 /// A child incident (section 3, `events`).
@@ -109,10 +121,14 @@ pub struct RegisterAnswer {
     pub ignored: Vec<String>,
 }
 
-/// The status answer: the jobs, each still unvalidated.
+/// The status answer: the jobs, each still unvalidated, and the report mode.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct StatusAnswer {
     pub jobs: Vec<Value>,
+    /// `report`: `Some(true)` for `"lazy"`, `Some(false)` for `"full"`.
+    pub lazy: Option<bool>,
+    /// A `report` that was present but unusable, for one log line.
+    pub ignored: Option<String>,
 }
 
 /// A body that is not the JSON object of the protocol.
@@ -192,7 +208,23 @@ pub fn parse_status_answer(body: &[u8]) -> Result<StatusAnswer, BadAnswer> {
         Some(Value::Array(jobs)) => jobs,
         Some(other) => return Err(BadAnswer(format!("jobs is {}", kind(&other)))),
     };
-    Ok(StatusAnswer { jobs })
+    let (lazy, ignored) = match map.get("report") {
+        None | Some(Value::Null) => (None, None),
+        Some(Value::String(mode)) if mode == "lazy" => (Some(true), None),
+        Some(Value::String(mode)) if mode == "full" => (Some(false), None),
+        Some(other) => {
+            let shown: String = other.to_string().chars().take(64).collect();
+            (
+                None,
+                Some(format!("report {shown} is not \"lazy\" or \"full\"")),
+            )
+        }
+    };
+    Ok(StatusAnswer {
+        jobs,
+        lazy,
+        ignored,
+    })
 }
 
 fn bounded_string(
@@ -331,7 +363,7 @@ mod tests {
             uptime: 1,
             timestamp: 2,
             step: 600,
-            agents: Vec::new(),
+            agents: Some(Vec::new()),
             jobs: vec![JobResult {
                 id: "j",
                 errcode: 0,

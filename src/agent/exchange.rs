@@ -6,7 +6,7 @@ use super::{pacing, Core, Effect, InFlight, Outcome, Phase, REGISTER_PATH, STATU
 use crate::jobs;
 use crate::meta::JobState;
 use crate::wheel::Millis;
-use crate::wire::{self, JobResult, RegisterRequest, StatusRequest};
+use crate::wire::{self, AgentStatus, JobResult, RegisterRequest, StatusRequest};
 use log::{debug, info, warn};
 
 /// How an exchange is judged, once its answer is read.
@@ -30,10 +30,13 @@ impl Core {
             return; // refused at start; a config job cannot empty every list
         };
         let wall_s = wall_ms.div_euclid(1000);
+        let mut carried_agents = None;
         let (path, body, carried_jobs, carried_events_seq, carried_dropped) = match self.phase {
             Phase::Register => (REGISTER_PATH, self.register_body(), Vec::new(), 0, (0, 0)),
             Phase::Report => {
-                let (body, carried) = self.status_body(now, wall_s);
+                let agents = self.agents_to_send();
+                carried_agents = agents.as_ref().map(|a| without_uptimes(a));
+                let (body, carried) = self.status_body(now, wall_s, agents);
                 let events_seq = self.meta.events.last().map_or(0, |e| e.seq);
                 let dropped = (self.meta.dropped.events, self.meta.dropped.results);
                 (STATUS_PATH, body, carried, events_seq, dropped)
@@ -60,6 +63,7 @@ impl Core {
             sent_at: now,
             sent_wall_ms: wall_ms,
             carried_dropped,
+            carried_agents,
         });
         let headers = match (&self.meta.key, &self.meta.secret) {
             (Some(key), Some(secret)) => crate::sign::headers(key, secret, wall_s, path, &body),
@@ -85,7 +89,23 @@ impl Core {
 
     /// The report, and the results it carries. A result goes out only once it is
     /// on disk (write-ahead); a refusal, which changed nothing, at once.
-    fn status_body(&self, now: Millis, wall_s: i64) -> (Vec<u8>, Vec<(String, u32, String)>) {
+    /// The children for the next report: all of them, but nothing in lazy mode while
+    /// they are as the last report answered 200 described them (uptimes aside).
+    fn agents_to_send(&self) -> Option<Vec<AgentStatus>> {
+        let unchanged = self.meta.report_lazy
+            && self
+                .agents_acked
+                .as_ref()
+                .is_some_and(|acked| *acked == without_uptimes(&self.agents));
+        (!unchanged).then(|| self.agents.clone())
+    }
+
+    fn status_body(
+        &self,
+        now: Millis,
+        wall_s: i64,
+        agents: Option<Vec<AgentStatus>>,
+    ) -> (Vec<u8>, Vec<(String, u32, String)>) {
         let pending: Vec<JobResult<'_>> = self
             .meta
             .jobs
@@ -113,7 +133,7 @@ impl Core {
             uptime: now.saturating_sub(self.started_at) / 1000,
             timestamp: wall_s,
             step: self.meta.step_s,
-            agents: self.agents.clone(),
+            agents,
             jobs: pending,
             events: self
                 .meta
@@ -303,6 +323,18 @@ impl Core {
         changed |= events > 0 || results > 0;
         dropped.events = dropped.events.saturating_sub(events);
         dropped.results = dropped.results.saturating_sub(results);
+        if let Some(agents) = &flight.carried_agents {
+            self.agents_acked = Some(agents.clone());
+        }
+        if let Some(why) = &answer.ignored {
+            warn!("status answer: {why}; the report mode stays as it is");
+        }
+        if let Some(lazy) = answer.lazy.filter(|&lazy| lazy != self.meta.report_lazy) {
+            let mode = if lazy { "lazy" } else { "full" };
+            info!("the server asks for {mode} reports");
+            self.meta.report_lazy = lazy;
+            changed = true;
+        }
         if !answer.jobs.is_empty() {
             self.run_jobs(answer.jobs);
             changed = true;
@@ -312,4 +344,15 @@ impl Core {
         }
         Verdict::Done
     }
+}
+
+/// The children as compared between reports: their uptimes left out.
+fn without_uptimes(agents: &[AgentStatus]) -> Vec<AgentStatus> {
+    agents
+        .iter()
+        .map(|agent| AgentStatus {
+            uptime: 0,
+            ..agent.clone()
+        })
+        .collect()
 }

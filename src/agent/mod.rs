@@ -114,6 +114,8 @@ struct InFlight {
     sent_wall_ms: i64,
     /// The counts of the `dropped` events carried, acknowledged likewise.
     carried_dropped: (u64, u64),
+    /// The children described, uptimes left out (`None` when lazy mode left them out).
+    carried_agents: Option<Vec<AgentStatus>>,
 }
 
 /// How this process came to run, for the first report (docs/protocol.md section 3).
@@ -166,6 +168,9 @@ pub struct Core {
     results_dropped: u64,
     /// The children as the supervisor last described them.
     agents: Vec<AgentStatus>,
+    /// The children as the last report answered 200 described them, uptimes left
+    /// out (`None` until one was): in lazy mode, `agents` is sent only when they differ.
+    agents_acked: Option<Vec<AgentStatus>>,
     /// Jobs waiting for the edge, in order of arrival (bounded by `jobs_queue_max`).
     queue: VecDeque<(String, Job)>,
     /// The server list and step before the `config` jobs not yet on disk, and
@@ -220,6 +225,7 @@ impl Core {
             reregistrations: 0,
             results_dropped: 0,
             agents: Vec::new(),
+            agents_acked: None,
             queue: VecDeque::new(),
             config_undo: None,
             wall_s: 0,

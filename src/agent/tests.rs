@@ -460,3 +460,77 @@ fn reports_are_never_closer_than_a_second() {
         sim.core.request_report(sim.now);
     }
 }
+
+fn child(status: &'static str, uptime: u64, pid: u32) -> AgentStatus {
+    AgentStatus {
+        name: "web".into(),
+        version: "1.0".into(),
+        status,
+        uptime,
+        pid,
+        restarts: 0,
+        ready: None,
+        health: None,
+        status_text: None,
+    }
+}
+
+#[test]
+fn lazy_reports_leave_agents_out_until_a_child_changes() {
+    let mut sim = Sim::new(true, "a:1");
+    sim.core.set_agents(vec![child("running", 10, 42)]);
+    let first = sim.next_request();
+    assert_eq!(first.body["agents"][0]["name"], "web");
+    sim.answer(ok(json!({"status": 0, "report": "lazy"})));
+    assert!(
+        sim.core.meta().report_lazy,
+        "the mode is kept in the metafile"
+    );
+
+    // The mode came with the answer to a full report: the next one may be lazy.
+    sim.core.set_agents(vec![child("running", 620, 42)]);
+    let lazy = sim.next_request();
+    assert!(lazy.body.get("agents").is_none(), "{}", lazy.body);
+    assert!(lazy.body.get("jobs").is_some() && lazy.body.get("events").is_some());
+    sim.answer(ok(json!({"status": 0})));
+
+    // A change (a new pid) goes out in full, and is sent until a 200 answers it.
+    sim.core.set_agents(vec![child("running", 1, 43)]);
+    let changed = sim.next_request();
+    assert_eq!(changed.body["agents"][0]["pid"], 43);
+    sim.answer(http(500));
+    let again = sim.next_request();
+    assert_eq!(again.body["agents"][0]["pid"], 43, "{}", again.body);
+    sim.answer(ok(json!({"status": 0})));
+    let quiet = sim.next_request();
+    assert!(quiet.body.get("agents").is_none(), "{}", quiet.body);
+
+    // "full" goes back to the original behaviour; garbage changes nothing.
+    sim.answer(ok(json!({"status": 0, "report": 7})));
+    assert!(sim.core.meta().report_lazy);
+    sim.next_request();
+    sim.answer(ok(json!({"status": 0, "report": "full"})));
+    assert!(!sim.core.meta().report_lazy);
+    let full = sim.next_request();
+    assert_eq!(full.body["agents"][0]["pid"], 43);
+}
+
+#[test]
+fn the_first_report_after_a_start_is_full_in_lazy_mode() {
+    let mut sim = Sim::new(true, "a:1");
+    let mut meta = sim.core.meta().clone();
+    meta.report_lazy = true;
+    let servers = Servers::new(parse_list("a:1").expect("valid"), vec![], vec![]);
+    sim.core = Core::new(
+        Limits::default(),
+        facts(),
+        meta,
+        servers,
+        Rng::from_seed(1),
+        0,
+        Start::AfterExec,
+    );
+    sim.core.set_agents(vec![child("running", 10, 42)]);
+    let first = sim.next_request();
+    assert_eq!(first.body["agents"][0]["pid"], 42, "{}", first.body);
+}

@@ -81,6 +81,7 @@ impl Supervisor {
                 self.input(&name, Input::Start, now, wall_s);
             }
             self.arm_state_timer(&name);
+            self.sync_health(&name, now);
         }
         self.changed = true;
         adopted

@@ -108,6 +108,7 @@ impl Supervisor {
                 throttle: None,
                 killed_for: None,
                 started_wall: None,
+                health: Default::default(),
             },
         );
         self.changed = true;

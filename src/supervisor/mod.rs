@@ -10,6 +10,7 @@
 
 mod adopt;
 mod discover;
+mod health;
 mod limits;
 mod oom;
 mod report;
@@ -44,6 +45,12 @@ enum Timer {
     Sample,
     /// End of a `/proc` CPU throttle pause: `SIGCONT`.
     Resume,
+    /// The ready timeout of a child with `notify` (see `health.rs`).
+    Ready,
+    /// The watchdog of a child with `watchdog_s`.
+    Watchdog,
+    /// Time to read a child's heartbeat file.
+    Heartbeat,
 }
 
 struct Slot {
@@ -66,6 +73,8 @@ struct Slot {
     killed_for: Option<String>,
     /// Wall-clock start of the current process, for the local status view.
     started_wall: Option<i64>,
+    /// The health checks of the current run.
+    health: health::HealthRun,
 }
 
 pub struct Supervisor {
@@ -170,6 +179,7 @@ impl Supervisor {
             }
         }
         self.arm_state_timer(name);
+        self.sync_health(name, now);
     }
 
     fn signal(&mut self, name: &str, signal: i32) {
@@ -249,6 +259,9 @@ impl Supervisor {
                     if let Some(pid) = slot.child.pid() {
                         let _ = sys::signal_group(pid, libc::SIGCONT);
                     }
+                }
+                Timer::Ready | Timer::Watchdog | Timer::Heartbeat => {
+                    self.on_health_timer(&name, timer, now, wall_s)
                 }
             }
         }
@@ -388,13 +401,22 @@ impl Supervisor {
             slot.sample_timer = old.sample_timer;
             slot.resume_timer = old.resume_timer;
             slot.started_wall = old.started_wall;
+            slot.health = old.health;
+            if slot.settings.health != old.settings.health {
+                // Other checks: they start over for the process that runs.
+                for id in slot.health.cancel_checks() {
+                    self.wheel.cancel(id);
+                }
+            }
         }
         self.arm_state_timer(name);
+        self.sync_health(name, now);
     }
 
     /// Forgets an agent that is down (uninstalled).
     pub fn remove(&mut self, name: &str) {
-        if let Some(slot) = self.slots.remove(name) {
+        if let Some(mut slot) = self.slots.remove(name) {
+            let health_timers: Vec<_> = slot.health.cancel_checks().collect();
             for id in [
                 slot.state_timer.map(|(id, _)| id),
                 slot.sample_timer,
@@ -402,6 +424,7 @@ impl Supervisor {
             ]
             .into_iter()
             .flatten()
+            .chain(health_timers)
             {
                 self.wheel.cancel(id);
             }

@@ -1,7 +1,7 @@
 //! What the supervisor tells: child events for the next report, the children of
 //! a status report, and the local status view (`bootagent status`).
 
-use super::Supervisor;
+use super::{health, Supervisor};
 use crate::child::{EventKind, Exit};
 use crate::wheel::Millis;
 use crate::wire::{AgentStatus, ChildEvent};
@@ -23,6 +23,13 @@ pub struct ChildView {
     /// The environment a job or `agent.json` added, as `NAME=value`.
     #[serde(default)]
     pub envs: Vec<String>,
+    /// As in reports (docs/protocol.md section 6, "Health"); absent without checks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_text: Option<String>,
 }
 
 impl Supervisor {
@@ -98,6 +105,9 @@ impl Supervisor {
                 uptime: slot.child.uptime_ms(now) / 1000,
                 pid: slot.child.pid().map_or(0, |pid| pid as u32),
                 restarts: slot.child.restarts,
+                ready: self.ready(name),
+                health: health::health_word(slot),
+                status_text: slot.health.status_text.clone(),
             })
             .collect()
     }
@@ -121,6 +131,9 @@ impl Supervisor {
                     .iter()
                     .map(|(k, v)| format!("{k}={v}"))
                     .collect(),
+                ready: self.ready(name),
+                health: health::health_word(slot).map(str::to_string),
+                status_text: slot.health.status_text.clone(),
             })
             .collect()
     }

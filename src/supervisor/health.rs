@@ -1,0 +1,240 @@
+//! The edge of health checks (docs/protocol.md section 6, "Health"): per run of a
+//! child, its readiness, `STATUS=` text and watchdog from sd_notify, and its
+//! heartbeat file, each driven by a timer of the supervisor's wheel. A child with
+//! no check configured has no timer: an idle agent does not wake for it.
+
+use super::{Slot, Supervisor, Timer};
+use crate::child::{Input, State};
+use crate::health::{HeartbeatWatch, Read, Verdict, HEARTBEAT_READ_BYTES_MAX};
+use crate::wheel::{Millis, TimerId};
+use std::fs::File;
+use std::io::{self, Read as _};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+/// What the health checks know of a child's current run.
+#[derive(Debug, Default)]
+pub(super) struct HealthRun {
+    /// The process of the run the checks are about (`None` while the child does
+    /// not run).
+    run_pid: Option<i32>,
+    /// `READY=1` came (meaningful with `notify` only).
+    pub(super) ready: bool,
+    /// The last `STATUS=` text.
+    pub(super) status_text: Option<String>,
+    /// A check failed; stays until the next start.
+    pub(super) unhealthy: bool,
+    /// A `MAINPID=` that was accepted: a process of the child.
+    pub(super) main_pid: Option<i32>,
+    heartbeat: Option<HeartbeatWatch>,
+    ready_timer: Option<TimerId>,
+    watchdog_timer: Option<TimerId>,
+    heartbeat_timer: Option<TimerId>,
+}
+
+impl HealthRun {
+    /// Forgets the run the checks were about, and gives back their timers to cancel.
+    pub(super) fn cancel_checks(&mut self) -> impl Iterator<Item = TimerId> {
+        self.run_pid = None;
+        self.timers()
+    }
+
+    fn timers(&mut self) -> impl Iterator<Item = TimerId> {
+        [
+            self.ready_timer.take(),
+            self.watchdog_timer.take(),
+            self.heartbeat_timer.take(),
+        ]
+        .into_iter()
+        .flatten()
+    }
+}
+
+impl Supervisor {
+    /// Starts the checks of a run that began, or ends those of a run that ended;
+    /// called after every input to a child.
+    pub(super) fn sync_health(&mut self, name: &str, now: Millis) {
+        let Some(slot) = self.slots.get_mut(name) else {
+            return;
+        };
+        let running = match slot.child.state {
+            State::Running { pid, .. } => Some(pid),
+            _ => None,
+        };
+        match (running, slot.health.run_pid) {
+            (Some(pid), run) if run != Some(pid) => self.start_checks(name, pid, now),
+            (None, Some(_)) => {
+                slot.health.run_pid = None;
+                slot.health.ready = false;
+                slot.health.main_pid = None;
+                slot.health.heartbeat = None;
+                for id in slot.health.timers() {
+                    self.wheel.cancel(id);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A new run: not ready yet, healthy, each configured check armed from `now`
+    /// (also for a child adopted after an exec hand-over, which gets a fresh
+    /// timeout rather than a verdict on a run this image did not see).
+    fn start_checks(&mut self, name: &str, pid: i32, now: Millis) {
+        let Some(slot) = self.slots.get_mut(name) else {
+            return;
+        };
+        let spec = slot.settings.health.clone();
+        let run = &mut slot.health;
+        for id in run.timers() {
+            self.wheel.cancel(id);
+        }
+        *run = HealthRun {
+            run_pid: Some(pid),
+            ..HealthRun::default()
+        };
+        if spec.notify {
+            let at = now.saturating_add(spec.ready_timeout_ms);
+            run.ready_timer = Some(self.wheel.insert(at, (name.to_string(), Timer::Ready)));
+        } else if let Some(watchdog_ms) = spec.watchdog_ms {
+            let at = now.saturating_add(watchdog_ms);
+            run.watchdog_timer = Some(self.wheel.insert(at, (name.to_string(), Timer::Watchdog)));
+        }
+        if let Some(heartbeat) = &spec.heartbeat {
+            let watch = HeartbeatWatch::new(now, heartbeat.timeout_ms);
+            let at = watch.first_check();
+            run.heartbeat = Some(watch);
+            run.heartbeat_timer = Some(self.wheel.insert(at, (name.to_string(), Timer::Heartbeat)));
+        }
+        if spec.is_set() {
+            self.changed = true;
+        }
+    }
+
+    /// A health timer of `name` came due.
+    pub(super) fn on_health_timer(&mut self, name: &str, timer: Timer, now: Millis, wall_s: i64) {
+        let Some(slot) = self.slots.get_mut(name) else {
+            return;
+        };
+        let spec = &slot.settings.health;
+        let reason = match timer {
+            Timer::Ready => {
+                slot.health.ready_timer = None;
+                (!slot.health.ready)
+                    .then(|| format!("not ready within {} s", spec.ready_timeout_ms / 1000))
+            }
+            Timer::Watchdog => {
+                slot.health.watchdog_timer = None;
+                let watchdog_s = spec.watchdog_ms.unwrap_or_default() / 1000;
+                Some(format!("no WATCHDOG=1 for {watchdog_s} s"))
+            }
+            Timer::Heartbeat => {
+                slot.health.heartbeat_timer = None;
+                let (Some(heartbeat), Some(watch)) = (&spec.heartbeat, &mut slot.health.heartbeat)
+                else {
+                    return;
+                };
+                let read = read_heartbeat(&slot.dir.join(&heartbeat.file));
+                match watch.observe(read, now) {
+                    Verdict::CheckAt(at) => {
+                        let id = self.wheel.insert(at, (name.to_string(), Timer::Heartbeat));
+                        slot.health.heartbeat_timer = Some(id);
+                        None
+                    }
+                    Verdict::Stale(reason) => Some(reason),
+                }
+            }
+            Timer::State | Timer::Sample | Timer::Resume => None,
+        };
+        if let Some(reason) = reason {
+            self.unhealthy(name, reason, now, wall_s);
+        }
+    }
+
+    /// A check failed: the event, and a stop whose end is a failure.
+    fn unhealthy(&mut self, name: &str, reason: String, now: Millis, wall_s: i64) {
+        if let Some(slot) = self.slots.get_mut(name) {
+            slot.health.unhealthy = true;
+            self.changed = true;
+        }
+        self.input(name, Input::Unhealthy { reason }, now, wall_s);
+    }
+
+    /// `WATCHDOG=1`: the watchdog starts over.
+    pub(super) fn feed_watchdog(&mut self, name: &str, now: Millis) {
+        let Some(slot) = self.slots.get_mut(name) else {
+            return;
+        };
+        let Some(watchdog_ms) = slot.settings.health.watchdog_ms else {
+            return;
+        };
+        if slot.health.run_pid.is_none() {
+            return;
+        }
+        if let Some(id) = slot.health.watchdog_timer.take() {
+            self.wheel.cancel(id);
+        }
+        let at = now.saturating_add(watchdog_ms);
+        slot.health.watchdog_timer =
+            Some(self.wheel.insert(at, (name.to_string(), Timer::Watchdog)));
+    }
+
+    /// `READY=1`: ready, the ready timeout ends, and the watchdog starts.
+    pub(super) fn mark_ready(&mut self, name: &str, now: Millis) {
+        let Some(slot) = self.slots.get_mut(name) else {
+            return;
+        };
+        if slot.health.run_pid.is_none() || slot.health.ready {
+            return;
+        }
+        slot.health.ready = true;
+        self.changed = true;
+        if let Some(id) = slot.health.ready_timer.take() {
+            self.wheel.cancel(id);
+        }
+        self.feed_watchdog(name, now);
+    }
+
+    /// Whether `name` is ready: `None` without `notify`.
+    pub fn ready(&self, name: &str) -> Option<bool> {
+        let slot = self.slots.get(name)?;
+        slot.settings.health.notify.then_some(slot.health.ready)
+    }
+}
+
+/// The health word of a report: `None` without a check configured.
+pub(super) fn health_word(slot: &Slot) -> Option<&'static str> {
+    let set = slot.settings.health.is_set();
+    set.then_some(if slot.health.unhealthy {
+        "unhealthy"
+    } else {
+        "ok"
+    })
+}
+
+/// Reads the first bytes of a heartbeat file without ever blocking: a FIFO or a
+/// device planted there is no value, not a hang of BootAgent.
+fn read_heartbeat(path: &Path) -> Read {
+    let file = File::options()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path);
+    let mut file = match file {
+        Ok(file) => file,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Read::Missing,
+        Err(_) => return Read::NoValue,
+    };
+    if !file.metadata().is_ok_and(|meta| meta.is_file()) {
+        return Read::NoValue;
+    }
+    let mut buf = [0u8; HEARTBEAT_READ_BYTES_MAX];
+    let mut len = 0;
+    while len < buf.len() {
+        match file.read(&mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return Read::NoValue,
+        }
+    }
+    Read::of_content(&buf[..len])
+}
