@@ -216,17 +216,15 @@ impl HeartbeatWatch {
                 self.last = Some(value);
                 self.changed_at = now;
                 self.retrying = false;
-                return Verdict::CheckAt(now.saturating_add(self.timeout_ms));
+                Verdict::CheckAt(now.saturating_add(self.timeout_ms))
             }
             _ if now < self.changed_at.saturating_add(self.timeout_ms) => {
-                return Verdict::CheckAt(self.changed_at.saturating_add(self.timeout_ms));
+                Verdict::CheckAt(self.changed_at.saturating_add(self.timeout_ms))
             }
-            Read::Value(_) => {
-                return Verdict::Stale(format!("heartbeat unchanged for {timeout_s} s"));
-            }
+            Read::Value(_) => Verdict::Stale(format!("heartbeat unchanged for {timeout_s} s")),
             Read::NoValue | Read::Missing if !self.retrying => {
                 self.retrying = true;
-                return Verdict::CheckAt(now.saturating_add(HEARTBEAT_RETRY_MS));
+                Verdict::CheckAt(now.saturating_add(HEARTBEAT_RETRY_MS))
             }
             Read::Missing if self.last.is_none() => {
                 Verdict::Stale(format!("no heartbeat file {timeout_s} s after the start"))
