@@ -112,6 +112,13 @@ enum Phase {
 
 struct Probation {
     until: Millis,
+    /// How long the new version must stay up (after it is ready, with `notify`).
+    stay_ms: u64,
+    /// The new version has `notify` and is not ready yet: no deadline, the ready
+    /// notification or the ready timeout's restart decides.
+    awaiting_ready: bool,
+    /// `READY=1` of the new version was seen, and `until` moved after it.
+    ready_seen: bool,
     /// The process of the version being replaced, stopping: not the new one.
     old_pid: Option<i32>,
     pid: Option<i32>,
@@ -228,7 +235,7 @@ impl JobRunner {
     pub fn next_deadline(&self) -> Option<Millis> {
         match &self.current.as_ref()?.phase {
             Phase::Starting { until, .. } | Phase::Stopping { until, .. } => Some(*until),
-            Phase::Probation(p) => Some(p.until),
+            Phase::Probation(p) if !p.awaiting_ready => Some(p.until),
             _ => None,
         }
     }
@@ -424,6 +431,19 @@ impl JobRunner {
                     let p = (**p).clone_for_rollback();
                     let result = self.roll_back(&name, p, &why, ctx);
                     return self.finish(result);
+                }
+                // With `notify`, the stay counts from `READY=1` (docs/protocol.md section 6).
+                p.awaiting_ready = false;
+                match ctx.supervisor.ready(&name) {
+                    Some(false) if p.pid.is_some() => {
+                        p.awaiting_ready = true;
+                        return None;
+                    }
+                    Some(true) if !p.ready_seen && p.pid.is_some() => {
+                        p.ready_seen = true;
+                        p.until = p.until.max(ctx.now.saturating_add(p.stay_ms));
+                    }
+                    _ => {}
                 }
                 if ctx.now < p.until {
                     return None;

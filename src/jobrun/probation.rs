@@ -46,6 +46,9 @@ impl JobRunner {
         }
         Ok(Phase::Probation(Box::new(Probation {
             until: ctx.now + grace + install.probation_s * 1000,
+            stay_ms: install.probation_s * 1000,
+            awaiting_ready: false,
+            ready_seen: false,
             old_pid,
             pid: None,
             restarts: ctx.supervisor.restarts(name),
@@ -106,6 +109,9 @@ impl Probation {
     pub(super) fn clone_for_rollback(&self) -> Probation {
         Probation {
             until: self.until,
+            stay_ms: self.stay_ms,
+            awaiting_ready: self.awaiting_ready,
+            ready_seen: self.ready_seen,
             old_pid: self.old_pid,
             pid: self.pid,
             restarts: self.restarts,
