@@ -394,9 +394,12 @@ impl<C: Clock> EventLoop<'_, C> {
                 Err(err) => error!("cannot encode an event: {err}"),
             }
         }
-        if self.supervisor.take_changed() {
+        let changed = self.supervisor.take_changed();
+        if changed {
             self.core.set_fatal(self.supervisor.fatal_names(), effects);
             self.core.request_report(now);
+        }
+        if self.supervisor.take_view_changed() || changed {
             let view = crate::status::StateFile {
                 pid: std::process::id(),
                 updated: self.clock.wall_s(),

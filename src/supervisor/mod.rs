@@ -95,6 +95,9 @@ pub struct Supervisor {
     events: Vec<ChildEvent>,
     /// Something a report or the status view shows has changed.
     changed: bool,
+    /// Something changed that waits for the next report without asking for a prompt
+    /// one (a `STATUS=` text); the status view shows it at once.
+    view_changed: bool,
     /// When the OOM-kill counts were last read (see `oom.rs`).
     oom_checked_at: Option<Millis>,
     /// The kernel's log, to name a worker the OOM killer took (see `oom.rs`).
@@ -123,6 +126,7 @@ impl Supervisor {
             cpus,
             events: Vec::new(),
             changed: false,
+            view_changed: false,
             oom_checked_at: None,
             kmsg: None,
         };

@@ -147,4 +147,9 @@ impl Supervisor {
     pub fn take_changed(&mut self) -> bool {
         std::mem::replace(&mut self.changed, false)
     }
+
+    /// Whether anything of the status view alone changed since the last call.
+    pub fn take_view_changed(&mut self) -> bool {
+        std::mem::replace(&mut self.view_changed, false)
+    }
 }

@@ -134,10 +134,10 @@ impl Host {
         found
     }
 
-    /// The last report's entry for child `name`.
+    /// The entry for child `name` of the last report that listed the children.
     pub fn agent_status(&self, name: &str) -> Option<Value> {
-        let report = self.server.agent(&self.sn)?.last_report?;
-        report["agents"]
+        let agents = self.server.agent(&self.sn)?.agents?;
+        agents
             .as_array()?
             .iter()
             .find(|a| a["name"] == name)

@@ -23,6 +23,7 @@ pub(super) fn admin_help() -> Reply {
             "GET  /admin/fault",
             "POST /admin/fault     {\"fault\": \"500\"|\"401\"|\"garbage\"|\"huge\"|\"huge-chunked\"|\"stall\"|\"close\"|\"retry-after\"|null, \"count\": N, \"seconds\": S, \"status\": CODE, \"bytes\": N, \"sticky\": BOOL}",
             "POST /admin/step      {\"step\": N|null}",
+            "POST /admin/report    {\"report\": \"lazy\"|\"full\"|null}",
             "POST /admin/conflict  {\"sn\": SN|null}",
             "GET  /files/REL/PATH",
         ]
@@ -41,6 +42,8 @@ fn agent_json(a: &AgentView) -> Value {
         "reports": a.reports,
         "last_seen_s_ago": a.last_seen.elapsed().as_secs(),
         "last_report": a.last_report,
+        "agents": a.agents,
+        "lazy_reports": a.lazy_reports,
         "job_results": a.job_results,
         "events": a.events,
         "queued_jobs": a.queued_jobs,
@@ -216,6 +219,17 @@ pub(super) fn admin_fault(shared: &Shared, body: &Value) -> Reply {
         st.faults.extend(std::iter::repeat_n(fault, count));
     }
     ok_json(fault_state(&st))
+}
+
+/// `POST /admin/report`: the `report` mode of status answers (docs/protocol.md §3).
+pub(super) fn admin_report(shared: &Shared, body: &Value) -> Reply {
+    let report = match body.get("report") {
+        Some(Value::Null) => None,
+        Some(Value::String(mode)) if mode == "lazy" || mode == "full" => Some(mode.clone()),
+        _ => return error(400, "expected {\"report\": \"lazy\"|\"full\"|null}"),
+    };
+    shared.state().report = report.clone();
+    ok_json(json!({"status": 0, "report": report}))
 }
 
 /// `POST /admin/step`.

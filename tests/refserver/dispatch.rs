@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::admin::{
     admin_agents, admin_conflict, admin_fault, admin_fault_state, admin_help, admin_jobs,
-    admin_requests, admin_step,
+    admin_report, admin_requests, admin_step,
 };
 use super::faults::fault_reply;
 use super::files::serve_file;
@@ -277,6 +277,7 @@ fn route(
         (Kind::Admin, "/admin/fault") if is_get => admin_fault_state(shared),
         (Kind::Admin, "/admin/fault") => post(&|v| admin_fault(shared, v)),
         (Kind::Admin, "/admin/step") => post(&|v| admin_step(shared, v)),
+        (Kind::Admin, "/admin/report") => post(&|v| admin_report(shared, v)),
         (Kind::Admin, "/admin/conflict") => post(&|v| admin_conflict(shared, v)),
         (Kind::File, _) => get(&|| serve_file(shared, path)),
         _ => error(404, format!("no such endpoint: {method} {path}")),

@@ -126,6 +126,7 @@ impl Default for Options {
 ///   "huge-chunked"|"stall"|"close"|"retry-after", "count": N, "seconds": S,
 ///   "status": CODE, "bytes": N, "sticky": BOOL}`; `{"fault": null}` clears every fault.
 /// * `POST /admin/step` `{"step": N}` or `{"step": null}`.
+/// * `POST /admin/report` `{"report": "lazy"|"full"|null}` — the report mode answered.
 /// * `POST /admin/conflict` `{"sn": "..."}` — hand out this SN at the next registration.
 pub struct RefServer {
     shared: Arc<Shared>,
@@ -146,6 +147,7 @@ impl RefServer {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 step: opts.step,
+                report: None,
                 files_dir: opts.files_dir,
                 adopt_unknown: opts.adopt_unknown,
                 conflict_sn: None,
@@ -216,6 +218,12 @@ impl RefServer {
     /// Number of queued (non-sticky) faults not yet applied.
     pub fn pending_faults(&self) -> usize {
         self.shared.state().faults.len()
+    }
+
+    /// Answers status reports with `report` set to `mode` (`"lazy"` or `"full"`);
+    /// `None` leaves the field out, as a server of the original API does.
+    pub fn set_report(&self, mode: Option<&str>) {
+        self.shared.state().report = mode.map(str::to_string);
     }
 
     /// Sets the `step` handed out at registration; `None` leaves the field out.

@@ -33,6 +33,11 @@ pub struct AgentView {
     pub reports: u64,
     /// The last accepted status report, whole.
     pub last_report: Option<Value>,
+    /// The children as the last report that listed them described them (a lazy
+    /// report leaves `agents` out while nothing changed).
+    pub agents: Option<Value>,
+    /// Accepted reports that left `agents` out.
+    pub lazy_reports: u64,
     /// When the agent was last heard from (registration or report).
     pub last_seen: Instant,
     /// Job results received, by job id (the latest result for each id).
@@ -54,6 +59,8 @@ pub(super) struct Agent {
     pub(super) registrations: u64,
     pub(super) reports: u64,
     pub(super) last_report: Option<Value>,
+    pub(super) agents: Option<Value>,
+    pub(super) lazy_reports: u64,
     pub(super) last_seen: Instant,
     pub(super) job_results: BTreeMap<String, Value>,
     pub(super) events: VecDeque<Value>,
@@ -62,6 +69,8 @@ pub(super) struct Agent {
 /// Everything behind the state mutex.
 pub(super) struct State {
     pub(super) step: Option<u64>,
+    /// `report` in status answers (`"lazy"` or `"full"`), left out when `None`.
+    pub(super) report: Option<String>,
     pub(super) files_dir: Option<PathBuf>,
     /// See `Options::adopt_unknown`.
     pub(super) adopt_unknown: bool,
@@ -133,6 +142,8 @@ pub(super) fn agent_view(st: &State, sn: &str, a: &Agent) -> AgentView {
         registrations: a.registrations,
         reports: a.reports,
         last_report: a.last_report.clone(),
+        agents: a.agents.clone(),
+        lazy_reports: a.lazy_reports,
         last_seen: a.last_seen,
         job_results: a.job_results.clone(),
         events: a.events.iter().cloned().collect(),

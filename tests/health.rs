@@ -1,0 +1,225 @@
+//! End to end: health beyond a pid (docs/protocol.md section 6, "Health") and lazy
+//! reports (section 3, `report`), with the real binary, real children and the
+//! reference server.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Installs `agents/NAME/1.0/run` with `script` and `agent.json`, as a firmware
+/// image ships them.
+fn preinstall(data: &Path, name: &str, script: &str, settings: Value) -> PathBuf {
+    let dir = data.join("agents").join(name);
+    let version = dir.join("1.0");
+    fs::create_dir_all(&version).expect("agent dir");
+    let run = version.join("run");
+    fs::write(&run, format!("#!/bin/sh\n{script}\n")).expect("run");
+    fs::set_permissions(&run, fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::os::unix::fs::symlink("1.0", dir.join("current")).expect("current link");
+    fs::write(dir.join("agent.json"), settings.to_string()).expect("agent.json");
+    version
+}
+
+/// The pids each start of a child recorded in `starts`.
+fn starts(version_dir: &Path) -> Vec<i32> {
+    fs::read_to_string(version_dir.join("starts"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+/// Every event the server accepted, in order.
+fn events(server: &RefServer) -> Vec<Value> {
+    server
+        .requests_to("/agent/status")
+        .into_iter()
+        .filter(|r| r.status == 200)
+        .filter_map(|r| r.json)
+        .flat_map(|report| report["events"].as_array().cloned().unwrap_or_default())
+        .collect()
+}
+
+/// The child `name` as the last report that listed the children described it.
+fn reported(server: &RefServer, name: &str) -> Option<Value> {
+    let view = server.agents().into_iter().next()?;
+    let agents = view.agents?;
+    agents
+        .as_array()?
+        .iter()
+        .find(|a| a["name"] == name)
+        .cloned()
+}
+
+fn unhealthy_events(server: &RefServer, name: &str) -> Vec<Value> {
+    events(server)
+        .into_iter()
+        .filter(|e| e["event"] == "unhealthy" && e["name"] == name)
+        .collect()
+}
+
+/// Writes the Unix time into `hb` every 200 ms while `hang` does not exist, then
+/// stops writing but stays alive: a deadlocked daemon.
+const HEARTBEAT_WRITER: &str = "echo $$ >> starts
+while true; do
+  [ -e hang ] || date +%s%N > hb
+  sleep 0.2
+done";
+
+#[test]
+fn a_child_whose_heartbeat_stops_is_restarted_with_an_unhealthy_event() {
+    let server = start_server(Some(1));
+    let scratch = Scratch::new("health-heartbeat");
+    let version = preinstall(
+        &scratch.data(),
+        "worker",
+        HEARTBEAT_WRITER,
+        json!({"health": {"heartbeat_file": "hb", "heartbeat_timeout_s": 1},
+               "restart": {"grace_s": 1}}),
+    );
+    let agent = Agent::start(&scratch, &["-S", &server.addr()]);
+    assert!(
+        wait_until(DEADLINE, || reported(&server, "worker")
+            .is_some_and(|a| a["status"] == "running" && a["health"] == "ok")),
+        "reported running and ok: {:?}; log:\n{}",
+        reported(&server, "worker"),
+        agent.log_text()
+    );
+    // A fresh heartbeat is never judged stale: several timeouts pass quietly.
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(starts(&version).len(), 1, "restarted while fresh");
+    assert!(unhealthy_events(&server, "worker").is_empty());
+
+    fs::write(version.join("hang"), "").expect("hang");
+    assert!(
+        wait_until(DEADLINE, || !unhealthy_events(&server, "worker").is_empty()),
+        "an unhealthy event; log:\n{}",
+        agent.log_text()
+    );
+    let event = &unhealthy_events(&server, "worker")[0];
+    assert!(
+        event["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("heartbeat unchanged")),
+        "{event}"
+    );
+    // The hung process was stopped, and a new one started (still hung: the file
+    // stays, so it goes on failing until the policy gives up).
+    assert!(
+        wait_until(DEADLINE, || starts(&version).len() >= 2),
+        "restarted; log:\n{}",
+        agent.log_text()
+    );
+    let first = starts(&version)[0];
+    assert!(
+        wait_until(DEADLINE, || !Path::new(&format!("/proc/{first}")).exists()),
+        "the hung process is gone"
+    );
+    fs::remove_file(version.join("hang")).expect("unhang");
+    assert!(
+        wait_until(DEADLINE, || reported(&server, "worker").is_some_and(|a| {
+            a["status"] == "running" && a["health"] == "ok" && a["restarts"].as_u64() >= Some(1)
+        })),
+        "running and ok again: {:?}",
+        reported(&server, "worker")
+    );
+}
+
+#[test]
+fn a_hang_that_never_ends_makes_the_child_fatal() {
+    let server = start_server(Some(1));
+    let scratch = Scratch::new("health-fatal");
+    let version = preinstall(
+        &scratch.data(),
+        "stuck",
+        "echo $$ >> starts\nexec sleep 1000",
+        json!({"health": {"heartbeat_file": "hb", "heartbeat_timeout_s": 1},
+               "restart": {"grace_s": 1, "delay_s": 0, "failures_max": 1}}),
+    );
+    let agent = Agent::start(&scratch, &["-S", &server.addr()]);
+    assert!(
+        wait_until(Duration::from_secs(30), || reported(&server, "stuck")
+            .is_some_and(|a| a["status"] == "fatal")),
+        "fatal after failures_max unhealthy runs: {:?}; log:\n{}",
+        reported(&server, "stuck"),
+        agent.log_text()
+    );
+    assert_eq!(starts(&version).len(), 2);
+    assert_eq!(unhealthy_events(&server, "stuck").len(), 2);
+    assert!(events(&server).iter().any(|e| e["event"] == "fatal"));
+    assert_eq!(
+        reported(&server, "stuck").unwrap_or_default()["health"],
+        "unhealthy"
+    );
+}
+
+#[test]
+fn a_heartbeat_path_outside_the_version_directory_is_refused_by_the_job() {
+    let host = common::host::Host::new("health-job", &[]);
+    let package = common::host::tgz(
+        &host.files.join("p-1.0.tar.gz"),
+        &[("run", 0o755, b"#!/bin/sh\nexec sleep 1000\n")],
+    );
+    host.send(json!({"id": "bad-health", "action": "install", "name": "p",
+        "url": host.url(&package), "checksum": common::host::sha256(&package),
+        "health": {"heartbeat_file": "../../etc/passwd"}}));
+    let result = host.result("bad-health", DEADLINE);
+    assert_eq!(result["errcode"], 1, "{result}");
+    assert!(
+        result["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("health.heartbeat_file")),
+        "{result}"
+    );
+    assert!(!host.data().join("agents/p").exists());
+}
+
+#[test]
+fn lazy_reports_leave_agents_out_until_a_child_changes() {
+    let server = start_server(Some(1));
+    let scratch = Scratch::new("health-lazy");
+    let version = preinstall(
+        &scratch.data(),
+        "quiet",
+        "echo $$ >> starts\nexec sleep 1000",
+        json!({}),
+    );
+    let agent = Agent::start(&scratch, &["-S", &server.addr()]);
+    assert!(wait_until(DEADLINE, || reported(&server, "quiet")
+        .is_some_and(|a| a["status"] == "running")));
+    server.set_report(Some("lazy"));
+    let lazy_count = || server.agents().first().map_or(0, |a| a.lazy_reports);
+    assert!(
+        wait_until(DEADLINE, || lazy_count() >= 2),
+        "reports without agents; log:\n{}",
+        agent.log_text()
+    );
+    // Results and events are always sent; the child's change brings `agents` back.
+    let first = starts(&version)[0];
+    // SAFETY: kill(2) on the child the test's agent started; no memory effects.
+    unsafe { libc::kill(first, libc::SIGKILL) };
+    assert!(
+        wait_until(DEADLINE, || reported(&server, "quiet")
+            .is_some_and(|a| a["pid"] != first && a["restarts"] == 1)),
+        "the restart is reported in full: {:?}",
+        reported(&server, "quiet")
+    );
+    assert!(events(&server).iter().any(|e| e["event"] == "exited"));
+    let lazy_before = lazy_count();
+    assert!(wait_until(DEADLINE, || lazy_count() > lazy_before));
+
+    // "full" goes back to sending `agents` in every report, and the mode persisted.
+    assert_eq!(read_meta(&scratch.data())["report_lazy"], true);
+    server.set_report(Some("full"));
+    assert!(wait_until(DEADLINE, || read_meta(&scratch.data())
+        .get("report_lazy")
+        .is_none()));
+    let before = lazy_count();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(lazy_count(), before, "full reports again");
+}
