@@ -36,6 +36,8 @@ pub enum Event {
     /// A command from the console (`bootagent restart|stop|start NAME`), from the
     /// control socket's thread; answered on its own channel.
     Control(crate::control::Request),
+    /// An sd_notify message from a child's socket, from the notify thread.
+    Notify(crate::notify::Message),
 }
 
 /// Why the loop stopped.
@@ -155,6 +157,7 @@ impl<C: Clock> EventLoop<'_, C> {
                     self.carry_out(&mut effects);
                 }
                 Ok(Event::Signal(libc::SIGCHLD)) => self.supervisor.on_sigchld(now, wall_s),
+                Ok(Event::Notify(message)) => self.supervisor.on_notify(message, now, wall_s),
                 // While stopping, a package that arrives is not switched to: the
                 // job was already finished as interrupted.
                 Ok(Event::JobPrepared(_)) if stopping.is_some() => {}

@@ -12,7 +12,8 @@
 #   without    the same children with no health settings (the baseline: 0 wake-ups).
 # After the first report and a settling pause, it counts BootAgent's context switches
 # (voluntary + nonvoluntary, every thread) over BENCH_IDLE_SECONDS (default 180), and
-# the heartbeat files it opened (strace, when installed, else "-").
+# its read(2) calls (`syscr` of /proc/PID/io; a heartbeat read is two: the value, then
+# the end of the file).
 # Target: one check per child per timeout and nothing else, i.e. at most
 # 10 x window / H reads, and wake-ups at most the number of distinct check times
 # (children started together are checked in one wake-up).
@@ -32,12 +33,11 @@ readonly SETTLE_SECONDS=3
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/bench-health.XXXXXX")"
-SERVER_PID="" AGENT_PID="" TRACE_PID=""
+SERVER_PID="" AGENT_PID=""
 
 say() { printf '[bench-health] %s\n' "$*" >&2; }
 
 cleanup() {
-  if [[ -n $TRACE_PID ]]; then kill "$TRACE_PID" 2>/dev/null || true; fi
   if [[ -n $AGENT_PID ]]; then kill "$AGENT_PID" 2>/dev/null || true; fi
   if [[ -n $SERVER_PID ]]; then kill "$SERVER_PID" 2>/dev/null || true; fi
   sleep 0.5
@@ -53,6 +53,9 @@ wait_until() {
     sleep 0.05
   done
 }
+
+# read(2) calls of process $1 so far.
+syscr() { awk '$1 == "syscr:" { print $2 }' /proc/"$1"/io; }
 
 # Sum of voluntary + nonvoluntary context switches over all threads of $1.
 switches() {
@@ -72,7 +75,7 @@ read -r URL < <(grep -o -m1 'http://127\.0\.0\.1:[0-9]*' "$WORK/refserver.out")
 
 # run LABEL SETTINGS: one idle window; prints a row.
 run() {
-  local label=$1 settings=$2 data log before after reads="-" name
+  local label=$1 settings=$2 data log before after reads_before reads_after name
   data="$WORK/$label/data"
   log="$WORK/$label/agent.log"
   for i in $(seq 1 "$CHILDREN"); do
@@ -93,32 +96,22 @@ EOF
     wait_until 30 test -s "$data/state.json" || { say "$label: no start; log:"; tail "$log" >&2; return 1; }
   fi
   sleep "$SETTLE_SECONDS"
-  if command -v strace >/dev/null; then
-    strace -f -qq -e trace=openat -o "$WORK/$label/strace" -p "$AGENT_PID" 2>/dev/null &
-    TRACE_PID=$!
-    sleep 1
-  fi
   before=$(switches "$AGENT_PID")
+  reads_before=$(syscr "$AGENT_PID")
   say "$label: counting for ${IDLE_SECONDS} s ..."
   sleep "$IDLE_SECONDS"
   after=$(switches "$AGENT_PID")
-  if [[ -n $TRACE_PID ]]; then
-    kill "$TRACE_PID" 2>/dev/null || true
-    wait "$TRACE_PID" 2>/dev/null || true
-    TRACE_PID=""
-    reads=$(grep -c '/hb"' "$WORK/$label/strace" || true)
-  fi
+  reads_after=$(syscr "$AGENT_PID")
   kill "$AGENT_PID" 2>/dev/null || true
   wait "$AGENT_PID" 2>/dev/null || true
   AGENT_PID=""
-  # strace's own attach costs a few switches of each thread; they are in both rows.
-  printf '%-10s %-22s %-22s %s\n' "$label" "$((after - before))" "$reads" \
-    "$((CHILDREN * IDLE_SECONDS / HEARTBEAT_S))"
+  printf '%-10s %-18s %-18s %s\n' "$label" "$((after - before))" \
+    "$((reads_after - reads_before))" "$((2 * CHILDREN * IDLE_SECONDS / HEARTBEAT_S))"
 }
 
 printf 'BootAgent idle with %d children, step 600, window %d s, heartbeat timeout %d s\n' \
   "$CHILDREN" "$IDLE_SECONDS" "$HEARTBEAT_S"
-printf '%-10s %-22s %-22s %s\n' run "context switches" "heartbeat files read" \
-  "target reads (10 x window / H)"
+printf '%-10s %-18s %-18s %s\n' run "context switches" "read(2) calls" \
+  "target reads (2 x 10 x window / H)"
 run without '{}'
 run with "{\"health\": {\"heartbeat_file\": \"hb\", \"heartbeat_timeout_s\": $HEARTBEAT_S}}"

@@ -223,3 +223,230 @@ fn lazy_reports_leave_agents_out_until_a_child_changes() {
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(lazy_count(), before, "full reports again");
 }
+
+/// The test daemon that speaks sd_notify as libsystemd does (tests/notify/notifier.py).
+fn notifier() -> String {
+    format!("{}/tests/notify/notifier.py", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The value of variable `key` in the environment of process `pid`.
+fn env_of(pid: i32, key: &str) -> Option<String> {
+    let environ = fs::read(format!("/proc/{pid}/environ")).ok()?;
+    environ.split(|&b| b == 0).find_map(|entry| {
+        let entry = String::from_utf8_lossy(entry);
+        entry.strip_prefix(&format!("{key}=")).map(str::to_string)
+    })
+}
+
+#[test]
+fn ready_and_status_from_sd_notify_reach_the_report() {
+    let server = start_server(Some(1));
+    let scratch = Scratch::new("health-notify");
+    let version = preinstall(
+        &scratch.data(),
+        "daemon",
+        &format!(
+            "echo $$ >> starts\nexec python3 {} --status 'warming up' --ready-after 2 --watchdog-every auto",
+            notifier()
+        ),
+        json!({"health": {"notify": true, "ready_timeout_s": 20, "watchdog_s": 2}}),
+    );
+    let agent = Agent::start(&scratch, &["-S", &server.addr()]);
+    assert!(
+        wait_until(DEADLINE, || reported(&server, "daemon").is_some_and(|a| {
+            a["status"] == "running" && a["ready"] == false && a["status_text"] == "warming up"
+        })),
+        "running, not ready yet, with its status: {:?}; log:\n{}",
+        reported(&server, "daemon"),
+        agent.log_text()
+    );
+    assert!(
+        wait_until(DEADLINE, || reported(&server, "daemon")
+            .is_some_and(|a| a["ready"] == true && a["health"] == "ok")),
+        "ready: {:?}",
+        reported(&server, "daemon")
+    );
+    // The watchdog is fed (every second): no restart over several of its periods.
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(starts(&version).len(), 1, "log:\n{}", agent.log_text());
+    assert!(unhealthy_events(&server, "daemon").is_empty());
+    let pid = starts(&version)[0];
+    assert_eq!(env_of(pid, "WATCHDOG_PID"), Some(pid.to_string()));
+    assert_eq!(env_of(pid, "WATCHDOG_USEC").as_deref(), Some("2000000"));
+    assert!(env_of(pid, "NOTIFY_SOCKET").is_some_and(|s| s.starts_with('@')));
+
+    // `bootagent status` shows them.
+    let out = bootagent()
+        .args(["status", "-D"])
+        .arg(scratch.data())
+        .output()
+        .expect("status");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("HEALTH") && text.contains(" ok "), "{text}");
+}
+
+#[test]
+fn systemd_notify_makes_a_shell_child_ready() {
+    let server = start_server(Some(1));
+    let scratch = Scratch::new("health-systemd-notify");
+    preinstall(
+        &scratch.data(),
+        "shell",
+        "systemd-notify --status=booting\nsleep 1\nsystemd-notify --ready --status=serving\nexec sleep 1000",
+        json!({"health": {"notify": true, "ready_timeout_s": 20}}),
+    );
+    let agent = Agent::start(&scratch, &["-S", &server.addr()]);
+    assert!(
+        wait_until(DEADLINE, || reported(&server, "shell")
+            .is_some_and(
+                |a| a["ready"] == true && a["status_text"] == "serving"
+            )),
+        "ready through systemd-notify: {:?}; log:\n{}",
+        reported(&server, "shell"),
+        agent.log_text()
+    );
+}
+
+#[test]
+fn a_child_never_ready_or_whose_watchdog_stops_is_restarted() {
+    let server = start_server(Some(1));
+    let scratch = Scratch::new("health-never-ready");
+    let never = preinstall(
+        &scratch.data(),
+        "never",
+        "echo $$ >> starts\nexec sleep 1000",
+        json!({"health": {"notify": true, "ready_timeout_s": 1}, "restart": {"grace_s": 1}}),
+    );
+    let hangs = preinstall(
+        &scratch.data(),
+        "hangs",
+        &format!(
+            "echo $$ >> starts\nexec python3 {} --ready-after 0 --watchdog-every 0.3 --watchdog-for 1",
+            notifier()
+        ),
+        json!({"health": {"notify": true, "watchdog_s": 1}, "restart": {"grace_s": 1}}),
+    );
+    let agent = Agent::start(&scratch, &["-S", &server.addr()]);
+    assert!(
+        wait_until(DEADLINE, || starts(&never).len() >= 2
+            && starts(&hangs).len() >= 2),
+        "both restarted: {:?} {:?}; log:\n{}",
+        starts(&never),
+        starts(&hangs),
+        agent.log_text()
+    );
+    let reasons = |name| -> Vec<String> {
+        unhealthy_events(&server, name)
+            .iter()
+            .filter_map(|e| e["message"].as_str().map(str::to_string))
+            .collect()
+    };
+    assert!(
+        wait_until(DEADLINE, || reasons("never")
+            .iter()
+            .any(|m| m.contains("not ready within 1 s"))
+            && reasons("hangs")
+                .iter()
+                .any(|m| m.contains("no WATCHDOG=1 for 1 s"))),
+        "{:?} {:?}",
+        reasons("never"),
+        reasons("hangs")
+    );
+}
+
+#[test]
+fn a_message_from_a_process_outside_the_child_is_ignored() {
+    let server = start_server(Some(1));
+    let scratch = Scratch::new("health-foreign");
+    let version = preinstall(
+        &scratch.data(),
+        "guarded",
+        "echo $$ >> starts\nexec sleep 1000",
+        json!({"health": {"notify": true, "ready_timeout_s": 4}, "restart": {"grace_s": 1}}),
+    );
+    let agent = Agent::start(&scratch, &["-S", &server.addr()]);
+    assert!(wait_until(DEADLINE, || !starts(&version).is_empty()));
+    let pid = starts(&version)[0];
+    let mut socket = None;
+    assert!(wait_until(DEADLINE, || {
+        socket = env_of(pid, "NOTIFY_SOCKET");
+        socket.is_some()
+    }));
+    // The test is not a process of the child: its READY=1 must not count.
+    let sent = std::process::Command::new("python3")
+        .arg(notifier())
+        .args([
+            "--ready-after",
+            "0",
+            "--status",
+            "forged",
+            "--exit-after",
+            "0.2",
+        ])
+        .env("NOTIFY_SOCKET", socket.unwrap_or_default())
+        .output()
+        .expect("python3 runs");
+    assert!(
+        String::from_utf8_lossy(&sent.stdout).contains("sent READY=1"),
+        "{sent:?}"
+    );
+    assert!(
+        wait_until(DEADLINE, || agent
+            .log_text()
+            .contains("not a process of this child")),
+        "log:\n{}",
+        agent.log_text()
+    );
+    assert!(
+        wait_until(DEADLINE, || starts(&version).len() >= 2),
+        "still not ready, so restarted after its ready timeout; log:\n{}",
+        agent.log_text()
+    );
+    assert!(server
+        .requests_to("/agent/status")
+        .iter()
+        .filter_map(|r| r.json.as_ref())
+        .flat_map(|r| r["agents"].as_array().cloned().unwrap_or_default())
+        .all(|a| a["ready"] != true && a["status_text"] != "forged"));
+}
+
+#[test]
+fn an_upgrade_whose_new_version_never_gets_ready_is_rolled_back() {
+    let host = common::host::Host::new("health-probation", &[]);
+    let ready = format!("#!/bin/sh\nexec python3 {} --ready-after 0.5\n", notifier());
+    let v1 = common::host::tgz(
+        &host.files.join("svc-1.0.tar.gz"),
+        &[("run", 0o755, ready.as_bytes())],
+    );
+    let health = json!({"notify": true, "ready_timeout_s": 3});
+    host.send(
+        json!({"id": "i1", "action": "install", "name": "svc", "version": "1.0",
+        "url": host.url(&v1), "checksum": common::host::sha256(&v1), "health": health}),
+    );
+    assert_eq!(host.result("i1", DEADLINE)["errcode"], 0);
+    assert!(wait_until(DEADLINE, || host
+        .agent_status("svc")
+        .is_some_and(|a| a["ready"] == true)));
+
+    // 2.0 runs, but never says READY=1: a probation of 1 s alone would pass it.
+    let v2 = common::host::tgz(
+        &host.files.join("svc-2.0.tar.gz"),
+        &[("run", 0o755, b"#!/bin/sh\nexec sleep 1000\n")],
+    );
+    host.send(
+        json!({"id": "u2", "action": "upgrade", "name": "svc", "version": "2.0",
+        "url": host.url(&v2), "checksum": common::host::sha256(&v2), "probation": 1,
+        "restart": {"grace_s": 1}}),
+    );
+    let result = host.result("u2", Duration::from_secs(30));
+    assert_eq!(result["errcode"], 6, "{result}");
+    assert!(
+        result["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("rolled back to 1.0")),
+        "{result}"
+    );
+    assert!(wait_until(DEADLINE, || host
+        .agent_status("svc")
+        .is_some_and(|a| a["version"] == "1.0" && a["ready"] == true)));
+}

@@ -24,8 +24,9 @@ use crate::event_loop::{Event, EventLoop, ExecOut, Exit, SelfProbation};
 use crate::jobrun::JobRunner;
 use crate::limits::Limits;
 use crate::meta::{Loaded, Meta, MetaError, MetaStore};
+use crate::notify::{self, Notifier};
 use crate::rng::Rng;
-use crate::supervisor::{AtStart, Supervisor};
+use crate::supervisor::{AtStart, NotifierFactory, Supervisor};
 use crate::unpack::UnpackLimits;
 use crate::{hostinfo, http, logging, reslimit, selfup, status, sys, tls};
 use log::{error, info, warn};
@@ -35,7 +36,7 @@ use std::fs::{self, File};
 use std::io::{self, Write};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::thread;
 
 pub use check::{test_config, version_text};
@@ -240,6 +241,7 @@ pub fn run(options: &Options) -> Result<(), AppError> {
         Ok(path) => info!("local control on {}", path.display()),
         Err(err) => warn!("local control unavailable: {}: {err}", control::SOCKET_FILE),
     }
+    let notify_tx = event_tx.clone();
     let (http_tx, http_rx) = mpsc::sync_channel(1);
     http::spawn(&limits, &trust, http_rx, event_tx).map_err(|err| AppError::Io {
         what: "cannot start the HTTP thread".to_string(),
@@ -251,8 +253,16 @@ pub fn run(options: &Options) -> Result<(), AppError> {
         None => RealClock::new(),
     };
     let fatal = meta.fatal_this_boot(&hostinfo::boot_id());
-    let (supervisor, child_logs) =
-        start_supervisor(&data_dir, &limits, &meta, &fatal, &clock, handover.as_ref())?;
+    let notifier = notifier_factory(&data_dir, notify_tx);
+    let (supervisor, child_logs) = start_supervisor(
+        &data_dir,
+        &limits,
+        &meta,
+        &fatal,
+        &clock,
+        handover.as_ref(),
+        notifier,
+    )?;
     let mut core_events = Vec::new();
     for notice in &settled.notices {
         warn!("{notice}");
@@ -424,6 +434,22 @@ fn exec_hand_over(
 
 /// Ends what a killed predecessor's children left running (or adopts them, after an
 /// exec hand-over), then finds the children on disk and starts those that should run.
+/// Starts the sd_notify thread when a child first needs it: its messages reach the
+/// loop over `events`; one refused because the channel is full is offered again.
+fn notifier_factory(data_dir: &Path, events: SyncSender<Event>) -> NotifierFactory {
+    let tag = notify::tag_for(data_dir);
+    Box::new(move || {
+        let events = events.clone();
+        let deliver = Box::new(move |message| {
+            !matches!(
+                events.try_send(Event::Notify(message)),
+                Err(TrySendError::Full(_))
+            )
+        });
+        Notifier::start(&tag, deliver)
+    })
+}
+
 fn start_supervisor(
     data_dir: &Path,
     limits: &Limits,
@@ -431,6 +457,7 @@ fn start_supervisor(
     fatal: &BTreeSet<String>,
     clock: &RealClock,
     handover: Option<&selfup::Handover>,
+    notifier: NotifierFactory,
 ) -> Result<(Supervisor, ChildLogs), AppError> {
     let logs_dir = data_dir.join("logs");
     fs::DirBuilder::new()
@@ -478,6 +505,7 @@ fn start_supervisor(
         cpus,
         clock.now_ms(),
     );
+    supervisor.set_notifier(notifier);
     // The exec hand-over of a self-upgrade (docs/protocol.md section 10) is the one start
     // that adopts the children instead.
     match (AtStart::decide(handover.is_some()), handover) {

@@ -6,7 +6,9 @@
 use super::{Slot, Supervisor, Timer};
 use crate::child::{Input, State};
 use crate::health::{HeartbeatWatch, Read, Verdict, HEARTBEAT_READ_BYTES_MAX};
+use crate::notify::{Message, Notice, Notifier, ProcessFacts};
 use crate::wheel::{Millis, TimerId};
+use log::{info, warn};
 use std::fs::File;
 use std::io::{self, Read as _};
 use std::os::unix::fs::OpenOptionsExt;
@@ -26,6 +28,8 @@ pub(super) struct HealthRun {
     pub(super) unhealthy: bool,
     /// A `MAINPID=` that was accepted: a process of the child.
     pub(super) main_pid: Option<i32>,
+    /// A message from a process not of the child was logged in this run.
+    foreign_logged: bool,
     heartbeat: Option<HeartbeatWatch>,
     ready_timer: Option<TimerId>,
     watchdog_timer: Option<TimerId>,
@@ -199,6 +203,144 @@ impl Supervisor {
         let slot = self.slots.get(name)?;
         slot.settings.health.notify.then_some(slot.health.ready)
     }
+}
+
+/// Starts the sd_notify thread (`Notifier::start` with the loop's channel).
+pub type NotifierFactory = Box<dyn Fn() -> io::Result<Notifier> + Send>;
+
+/// The notifier, started when a child first needs a socket: an agent whose children
+/// speak no sd_notify has no thread for it.
+#[derive(Default)]
+pub(super) struct LazyNotifier {
+    factory: Option<NotifierFactory>,
+    notifier: Option<Notifier>,
+    /// Why it could not start, logged once; children then run without a socket.
+    failed: bool,
+}
+
+impl LazyNotifier {
+    /// The `NOTIFY_SOCKET` of `name`, starting the thread if need be.
+    pub(super) fn open(&mut self, name: &str) -> Option<String> {
+        if self.notifier.is_none() && !self.failed {
+            let started = match &self.factory {
+                Some(factory) => factory(),
+                None => Err(io::Error::other("no notifier in this process")),
+            };
+            match started {
+                Ok(notifier) => self.notifier = Some(notifier),
+                Err(err) => {
+                    warn!("sd_notify unavailable ({err}): children with notify never become ready");
+                    self.failed = true;
+                }
+            }
+        }
+        match self.notifier.as_ref()?.open(name) {
+            Ok(socket) => Some(socket),
+            Err(err) => {
+                warn!("{name}: no NOTIFY_SOCKET: {err}");
+                None
+            }
+        }
+    }
+
+    pub(super) fn close(&self, name: &str) {
+        if let Some(notifier) = &self.notifier {
+            notifier.close(name);
+        }
+    }
+}
+
+impl Supervisor {
+    /// How to start the sd_notify thread when a child first needs it.
+    pub fn set_notifier(&mut self, factory: NotifierFactory) {
+        self.notifier.factory = Some(factory);
+    }
+
+    /// An sd_notify message on `msg.child`'s socket: taken only from a process of that
+    /// child (its session, a descendant, or its cgroup), else logged once a run and
+    /// ignored, so that no other process can make a child ready or name a pid for it.
+    pub fn on_notify(&mut self, msg: Message, now: Millis, wall_s: i64) {
+        let name = msg.child.as_str();
+        let Some(slot) = self.slots.get_mut(name) else {
+            return;
+        };
+        if !owns(slot, &msg.sender) {
+            if !slot.health.foreign_logged && slot.health.run_pid.is_some() {
+                slot.health.foreign_logged = true;
+                warn!(
+                    "{name}: sd_notify message from pid {}, not a process of this child; ignored",
+                    msg.sender.pid
+                );
+            }
+            return;
+        }
+        for notice in msg.notices {
+            match notice {
+                Notice::Ready
+                    if self
+                        .slots
+                        .get(name)
+                        .is_some_and(|s| s.settings.health.notify) =>
+                {
+                    self.mark_ready(name, now)
+                }
+                Notice::Watchdog => self.feed_watchdog(name, now),
+                Notice::WatchdogTrigger => {
+                    let reason = "it asked to be treated as hung (WATCHDOG=trigger)";
+                    self.unhealthy(name, reason.to_string(), now, wall_s);
+                }
+                Notice::Status(text) => {
+                    let Some(slot) = self.slots.get_mut(name) else {
+                        return;
+                    };
+                    if slot.health.status_text.as_deref() != Some(text.as_str()) {
+                        slot.health.status_text = Some(text);
+                        self.view_changed = true;
+                    }
+                }
+                Notice::MainPid(pid) => {
+                    let Some(slot) = self.slots.get_mut(name) else {
+                        return;
+                    };
+                    match &msg.main_pid {
+                        Some(facts) if facts.pid == pid && owns(slot, facts) => {
+                            slot.health.main_pid = Some(pid);
+                        }
+                        _ => warn!("{name}: MAINPID={pid} is not a process of this child; ignored"),
+                    }
+                }
+                Notice::Stopping => info!("{name}: says it is stopping"),
+                Notice::Ready | Notice::Reloading | Notice::Barrier => {}
+            }
+        }
+    }
+}
+
+/// Whether the process is one of the child's: its main process, in its session or
+/// below it, or in its cgroup (which holds every process of it, `setsid` or not).
+fn owns(slot: &Slot, facts: &ProcessFacts) -> bool {
+    let Some(pid) = slot.child.pid() else {
+        return false;
+    };
+    if facts.of_session(pid) {
+        return true;
+    }
+    let (Some(cgroup), Some(lines)) = (&slot.cgroup, &facts.cgroup) else {
+        return false;
+    };
+    // `/proc/PID/cgroup` names the cgroup from the namespace's root; the child's own
+    // cgroup has a name unique to the child and the data directory.
+    cgroup
+        .dirs()
+        .iter()
+        .filter_map(|dir| dir.file_name())
+        .any(|own| {
+            let own = own.to_string_lossy();
+            lines.lines().any(|line| {
+                let path = line.splitn(3, ':').nth(2).unwrap_or_default();
+                path.split('/').any(|part| part == own)
+            })
+        })
 }
 
 /// The health word of a report: `None` without a check configured.

@@ -18,6 +18,7 @@ mod settings;
 mod spawn;
 mod tracking;
 
+pub use health::NotifierFactory;
 pub use report::ChildView;
 pub use settings::{parse_envs, valid_name, Settings};
 pub use tracking::AtStart;
@@ -102,6 +103,9 @@ pub struct Supervisor {
     oom_checked_at: Option<Millis>,
     /// The kernel's log, to name a worker the OOM killer took (see `oom.rs`).
     kmsg: Option<std::fs::File>,
+    /// The sd_notify sockets, started when the first child that needs one spawns
+    /// (see `health.rs`).
+    notifier: health::LazyNotifier,
 }
 
 impl Supervisor {
@@ -129,6 +133,7 @@ impl Supervisor {
             view_changed: false,
             oom_checked_at: None,
             kmsg: None,
+            notifier: health::LazyNotifier::default(),
         };
         supervisor.kmsg = oom::open_kmsg(&supervisor.mechanism);
         if supervisor.mechanism == Mechanism::Proc && supervisor.track.is_none() {
@@ -435,6 +440,7 @@ impl Supervisor {
             if let Some(cgroup) = slot.cgroup {
                 cgroup.remove();
             }
+            self.notifier.close(name);
             self.changed = true;
         }
     }

@@ -22,13 +22,23 @@ impl Supervisor {
         };
         let cgroup_name = format!("agent-{name}-{}", self.cgroup_tag);
         let mut no_cgroup = None;
+        let health = slot.settings.health.clone();
+        let notify_socket = match health.notify || health.watchdog_ms.is_some() {
+            true => self.notifier.open(name),
+            false => None,
+        };
+        let Some(slot) = self.slots.get_mut(name) else {
+            return Input::SpawnFailed {
+                error: "no such agent".into(),
+            };
+        };
         let spawned = spawn_slot(
             name,
             &cgroup_name,
             slot,
             (&self.mechanism, self.track.as_ref()),
-            self.logs.as_ref(),
-            &log_path,
+            (self.logs.as_ref(), &log_path),
+            notify_socket,
             &mut no_cgroup,
         );
         if let Some(why) = no_cgroup {
@@ -89,8 +99,8 @@ fn spawn_slot(
     cgroup_name: &str,
     slot: &mut Slot,
     (mechanism, track): (&Mechanism, Option<&TrackParent>),
-    logs: Option<&ChildLogs>,
-    log_path: &Path,
+    (logs, log_path): (Option<&ChildLogs>, &Path),
+    notify_socket: Option<String>,
     no_cgroup: &mut Option<String>,
 ) -> io::Result<i32> {
     let run = slot.dir.join("run");
@@ -116,6 +126,16 @@ fn spawn_slot(
         }
         env.retain(|(k, _)| k != key);
         env.push((key.clone(), value.clone()));
+    }
+    // sd_notify (docs/protocol.md section 6, "Health"): these win over `envs`.
+    let watchdog_ms = slot.settings.health.watchdog_ms;
+    let health_env = [
+        notify_socket.map(|socket| ("NOTIFY_SOCKET", socket)),
+        watchdog_ms.map(|ms| ("WATCHDOG_USEC", (ms * 1000).to_string())),
+    ];
+    for (key, value) in health_env.into_iter().flatten() {
+        env.retain(|(k, _)| k != key);
+        env.push((key.to_string(), value));
     }
 
     // A cgroup of its own, with or without limits, so that every process of the child
@@ -165,7 +185,7 @@ fn spawn_slot(
         env: &env,
         output,
         cgroup_procs,
-        watchdog_pid: false,
+        watchdog_pid: watchdog_ms.is_some(),
     });
     if result.is_err() {
         if let Some(cgroup) = slot.cgroup.take() {
