@@ -13,7 +13,8 @@
 # After the first report and a settling pause, it counts BootAgent's context switches
 # (voluntary + nonvoluntary, every thread) over BENCH_IDLE_SECONDS (default 180), and
 # its read(2) calls (`syscr` of /proc/PID/io; a heartbeat read is two: the value, then
-# the end of the file).
+# the end of the file; the cgroup OOM-kill counts that every wake-up reads, at most
+# once a second, are in the count too).
 # Target: one check per child per timeout and nothing else, i.e. at most
 # 10 x window / H reads, and wake-ups at most the number of distinct check times
 # (children started together are checked in one wake-up).

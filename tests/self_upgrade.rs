@@ -127,6 +127,16 @@ struct Host {
 
 impl Host {
     fn new(name: &str) -> Host {
+        Host::with_child(
+            name,
+            "n=0\nwhile :; do n=$((n+1)); echo \"tick $n\"; sleep 0.1; done",
+            None,
+        )
+    }
+
+    /// The agent with one child `svc` running `script` (after it records its pid),
+    /// with `agent.json` if given.
+    fn with_child(name: &str, script: &str, settings: Option<Value>) -> Host {
         let scratch = Scratch::new(name);
         let files = scratch.path.join("files");
         fs::create_dir_all(&files).expect("files dir");
@@ -136,13 +146,16 @@ impl Host {
         let run = version_dir.join("run");
         fs::write(
             &run,
-            format!(
-                "#!/bin/sh\necho $$ >> '{}'\nn=0\nwhile :; do n=$((n+1)); echo \"tick $n\"; \
-                 sleep 0.1; done\n",
-                starts.display()
-            ),
+            format!("#!/bin/sh\necho $$ >> '{}'\n{script}\n", starts.display()),
         )
         .expect("write run");
+        if let Some(settings) = settings {
+            fs::write(
+                scratch.data().join("agents/svc/agent.json"),
+                settings.to_string(),
+            )
+            .expect("agent.json");
+        }
         fs::set_permissions(&run, fs::Permissions::from_mode(0o755)).expect("chmod");
         std::os::unix::fs::symlink("1.0", scratch.data().join("agents/svc/current"))
             .expect("current");
@@ -375,6 +388,56 @@ fn upgrade_keeps_every_child_and_survives_a_restart() {
             |a| a.reports > reports && a.version.as_deref() == Some(reported(V2).as_str())
         )));
     assert!(wait_until(DEADLINE, || host.alive_starts().len() == 1));
+}
+
+#[test]
+fn a_ready_notify_child_stays_ready_across_the_upgrade() {
+    let v2 = second_build();
+    let notifier = format!("{}/tests/notify/notifier.py", env!("CARGO_MANIFEST_DIR"));
+    let host = Host::with_child(
+        "selfup-notify",
+        &format!(
+            "exec python3 {notifier} --ready-after 0.2 --status serving --watchdog-every auto"
+        ),
+        Some(json!({"health": {"notify": true, "ready_timeout_s": 2, "watchdog_s": 2}})),
+    );
+    let svc = |host: &Host| {
+        host.server
+            .agent(&host.sn)
+            .and_then(|a| a.agents)
+            .and_then(|agents| agents.as_array().cloned())
+            .and_then(|agents| agents.into_iter().find(|a| a["name"] == "svc"))
+            .unwrap_or_default()
+    };
+    assert!(
+        wait_until(DEADLINE, || svc(&host)["ready"] == true),
+        "{:?}",
+        svc(&host)
+    );
+    let child = host.alive_starts()[0];
+    host.upgrade("up-notify", &v2, 2);
+    let result = host.result("up-notify", UPGRADE_DEADLINE);
+    assert_eq!(result["errcode"], 0, "{result}");
+    // Longer than the ready timeout and the watchdog: the new image knows the child
+    // said READY=1, and its sockets take the watchdog's keep-alives.
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(
+        host.starts(),
+        vec![child],
+        "log:\n{}",
+        host.agent.log_text()
+    );
+    assert!(wait_until(DEADLINE, || {
+        let svc = svc(&host);
+        svc["ready"] == true && svc["status_text"] == "serving" && svc["health"] == "ok"
+    }));
+    assert!(!host
+        .server
+        .agent(&host.sn)
+        .map(|a| a.events)
+        .unwrap_or_default()
+        .iter()
+        .any(|e| e["event"] == "unhealthy"));
 }
 
 #[test]

@@ -61,6 +61,12 @@ pub struct CarriedSlot {
     pub cgroup: Option<crate::reslimit::CgroupParts>,
     #[serde(default)]
     pub oom_kills_seen: u64,
+    /// Its sd_notify readiness and status (docs/protocol.md section 6, "Health"): a
+    /// daemon says `READY=1` once, so the next image must know it was said.
+    #[serde(default)]
+    pub ready: bool,
+    #[serde(default)]
+    pub status_text: Option<String>,
 }
 
 /// Which way an exec goes.

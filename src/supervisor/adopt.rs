@@ -21,6 +21,8 @@ impl Supervisor {
                 started_wall: slot.started_wall,
                 cgroup: slot.cgroup.as_ref().map(Cgroup::parts),
                 oom_kills_seen: slot.oom_kills_seen,
+                ready: slot.health.ready,
+                status_text: slot.health.status_text.clone(),
             })
             .collect()
     }
@@ -51,6 +53,7 @@ impl Supervisor {
                 continue; // its agent.json went bad: fatal, as at any start
             }
             let policy = own.child.policy;
+            let health = own.settings.health.clone();
             own.child = Child::adopt(policy, slot.child);
             own.started_wall = slot.started_wall;
             own.oom_kills_seen = slot.oom_kills_seen;
@@ -82,6 +85,17 @@ impl Supervisor {
             }
             self.arm_state_timer(&name);
             self.sync_health(&name, now);
+            // The old image's notify sockets closed at the exec: the same names again,
+            // and what the child already said.
+            if health.notify || health.watchdog_ms.is_some() {
+                self.notifier.open(&name);
+            }
+            if let Some(own) = self.slots.get_mut(&name) {
+                own.health.status_text = slot.status_text;
+            }
+            if slot.ready {
+                self.mark_ready(&name, now);
+            }
         }
         self.changed = true;
         adopted
