@@ -62,9 +62,9 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# qemu-system-arm, cpio, file: the cgroupv2 case's guest.
+# qemu-system-arm, cpio, file, binutils: the cgroupv2 case's guest and its build.
 PACKAGES=(nginx-light vsftpd squid haproxy redis-server openssl curl python3 procps
-  stress-ng iproute2 qemu-system-arm cpio file)
+  stress-ng iproute2 qemu-system-arm cpio file binutils)
 install_packages() {
   local missing=() p
   for p in "${PACKAGES[@]}"; do

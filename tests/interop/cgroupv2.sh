@@ -33,7 +33,9 @@
 #   cgroupv2-beside  a second BootAgent sharing its cgroup with another process (a login
 #                    session's /user.slice/session.scope) puts its children in
 #                    /user.slice/bootagent-children, enabling the controllers there
-#                    itself; SIGTERM ends its child and removes that parent
+#                    itself, its child's limits written (cpu.max, memory.max,
+#                    memory.swap.max 0, memory.oom.group 1); SIGTERM ends its child
+#                    and removes that parent
 #
 # The aarch64 binary: cross/build.sh aarch64-unknown-linux-musl (cargo's incremental
 # build: nothing to do when cross/ci.sh built it just before, as in CI; about 2 min
@@ -204,11 +206,18 @@ cgroupv2_judge_beside() {
     why="${why:+$why; }its child's cpu.max is '$(proof_value "$console" beside cpu_max)'"
   [ "$(proof_value "$console" beside oom_group)" = 1 ] ||
     why="${why:+$why; }its child's memory.oom.group is '$(proof_value "$console" beside oom_group)'"
+  [ "$(proof_value "$console" beside memory_max)" = $((48 * 1024 * 1024)) ] ||
+    why="${why:+$why; }its child's memory.max is '$(proof_value "$console" beside memory_max)'"
+  # memory.swap.max exists where the kernel accounts swap; BootAgent writes 0 there.
+  case "$(proof_value "$console" beside swap_max)" in
+    0 | "") ;;
+    *) why="${why:+$why; }its child's memory.swap.max is '$(proof_value "$console" beside swap_max)'" ;;
+  esac
   [ "$(proof_value "$console" beside left)" = 0 ] || why="${why:+$why; }its child outlived it"
   [ "$(proof_value "$console" beside released)" = yes ] ||
     why="${why:+$why; }/user.slice/bootagent-children is left after it stopped"
   if [ -z "$why" ]; then
-    pass "cgroupv2-beside (a BootAgent sharing /user.slice/session.scope: child in /user.slice/bootagent-children under cpu.max 30000 100000, ended and removed with it)"
+    pass "cgroupv2-beside (a BootAgent sharing /user.slice/session.scope: child in /user.slice/bootagent-children, cpu.max 30000 100000, memory.max 48M, memory.swap.max $(proof_value "$console" beside swap_max), ended and removed with it)"
   else
     fail cgroupv2-beside "$why ($(grep -m 1 '^proof: beside' "$console"))"
   fi
@@ -389,7 +398,7 @@ mkdir -p /var/lib/other/agents/q/1.0 $cg/user.slice/session.scope
 printf '#!/bin/sh\nexec sleep 3002\n' >/var/lib/other/agents/q/1.0/run
 chmod 0755 /var/lib/other/agents/q/1.0/run
 ln -s 1.0 /var/lib/other/agents/q/current
-echo '{"limits": {"CPU": "30%"}}' >/var/lib/other/agents/q/agent.json
+echo '{"limits": {"CPU": "30%", "memory": "48M"}}' >/var/lib/other/agents/q/agent.json
 echo $$ >$cg/user.slice/session.scope/cgroup.procs
 /usr/sbin/bootagent -S 127.0.0.1:9 -v -D /var/lib/other -L /var/log/other.log &
 other=$!
@@ -397,7 +406,7 @@ q_up() { [ -n "$(pids_with sleep 3002)" ]; }
 wait_for 20 q_up || say "beside FAILED: the second agent's child did not start"
 q=$(pids_with sleep 3002)
 q_cg=$(cgroup_of "$q")
-beside="agent=$(cgroup_of "$other") child=$q_cg cpu_max='$(cat "$cg$q_cg/cpu.max" 2>/dev/null)' oom_group=$(cat "$cg$q_cg/memory.oom.group" 2>/dev/null) slice_subtree='$(cat $cg/user.slice/cgroup.subtree_control)'"
+beside="agent=$(cgroup_of "$other") child=$q_cg cpu_max='$(cat "$cg$q_cg/cpu.max" 2>/dev/null)' oom_group=$(cat "$cg$q_cg/memory.oom.group" 2>/dev/null) memory_max=$(cat "$cg$q_cg/memory.max" 2>/dev/null) swap_max=$(cat "$cg$q_cg/memory.swap.max" 2>/dev/null) slice_subtree='$(cat $cg/user.slice/cgroup.subtree_control)'"
 kill -TERM "$other"
 other_gone() { ! kill -0 "$other" 2>/dev/null; }
 wait_for 20 other_gone || say "beside FAILED: the second agent did not stop on SIGTERM"
