@@ -4,7 +4,7 @@
 //! HMAC-SHA256(secret, timestamp + "\n" + path + "\n" + body) over the exact
 //! bytes sent. Pure; the secret never leaves this computation and is never logged.
 
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
 pub const KEY_HEADER: &str = "X-Boot-Key";

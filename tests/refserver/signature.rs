@@ -47,7 +47,7 @@ pub(super) fn check_signature(
 
 /// Lowercase hex of HMAC-SHA256(secret, timestamp "\n" path "\n" body).
 pub fn sign(secret: &[u8], timestamp: i64, path: &str, body: &[u8]) -> String {
-    use hmac::{Hmac, Mac};
+    use hmac::{Hmac, KeyInit, Mac};
     let Ok(mut mac) = Hmac::<sha2::Sha256>::new_from_slice(secret) else {
         return String::new(); // HMAC takes keys of any length
     };
