@@ -23,16 +23,20 @@
 #
 # --small: the same program with the standard library rebuilt from source with the
 # immediate-abort panic strategy (cargo -Z build-std=std,panic_abort, rustc
-# -Cpanic=immediate-abort). The prebuilt std links its backtrace machinery (gimli,
-# addr2line, the unwinder, panic message formatting) even with `panic = "abort"`;
-# rebuilt this way it does not: about 0.4 MB less per binary (x86_64 at the time of
-# writing: 1.37 -> 0.95 MB without TLS, 2.37 -> 1.91 MB with it; cross/sizes.sh). The
-# size budgets are judged on this build. The trade-off (also in cross/README.md):
+# -Cpanic=immediate-abort), and without unwind tables (-Cforce-unwind-tables=no). The
+# prebuilt std links its backtrace machinery (gimli, addr2line, the unwinder, panic
+# message formatting) even with `panic = "abort"`; rebuilt this way it does not, and
+# with nothing left to unwind, the tables for it (.eh_frame) go too: about 0.6 MB less
+# per binary without TLS, 0.8 MB with it (x86_64 at the time of writing: 1.75 -> 1.11
+# MB without TLS, 2.75 -> 1.98 MB with it; cross/sizes.sh). The size budgets are
+# judged on this build. The trade-off (also in cross/README.md):
 #   * a panic kills the process at once with an illegal instruction (SIGILL, exit
 #     status 132 in a shell), without a message or a location, where the normal build
 #     prints "panicked at FILE:LINE: MESSAGE" on stderr before aborting. BootAgent
 #     does not panic on input (ARCHITECTURE.md), so a panic is a bug; to find one, run
 #     the normal build, which is the one the tests run (cargo test);
+#   * without unwind tables, a debugger or profiler (gdb, perf) attached to the small
+#     binary cannot walk its stack; use the normal build for that too;
 #   * RUSTC_BOOTSTRAP=1 lets the stable toolchain use unstable features (build-std,
 #     -Zunstable-options, -Cpanic=immediate-abort). They may change or break with a
 #     new Rust release (the spelling already changed once: the older
@@ -127,7 +131,7 @@ else
   RUSTC_BOOTSTRAP=1 cargo build --release --locked --target "$target" \
     ${features[@]+"${features[@]}"} --target-dir target/small \
     -Z build-std=std,panic_abort \
-    --config "target.$target.rustflags = [\"-Zunstable-options\", \"-Cpanic=immediate-abort\"]"
+    --config "target.$target.rustflags = [\"-Zunstable-options\", \"-Cpanic=immediate-abort\", \"-Cforce-unwind-tables=no\"]"
   bin="target/small/$target/release/bootagent"
 fi
 [ -x "$bin" ] || die "cargo finished but $bin is missing"

@@ -4,8 +4,8 @@
 # of the peers a user would install instead, as Debian's package lists give them
 # (cross/peers.awk). Per target, two builds, each without and with TLS:
 #   small   bootagent-TARGET-small, bootagent-TARGET-tls-small (cross/build.sh --small:
-#           std rebuilt with the immediate-abort panic strategy); the budgets are judged
-#           on this build;
+#           std rebuilt with the immediate-abort panic strategy, no unwind tables); the
+#           budgets are judged on this build;
 #   normal  bootagent-TARGET, bootagent-TARGET-tls (cross/build.sh), shown beside it
 #           with what the small build saves.
 #
@@ -81,8 +81,8 @@ cell() {
 }
 
 echo "BootAgent, stripped static binaries (MB = 1,000,000 bytes). The budgets are judged on"
-echo "the small build (cross/build.sh --small: std rebuilt with panic=immediate-abort, a"
-echo "panic aborts without a message); the normal build is shown beside it:"
+echo "the small build (cross/build.sh --small: std rebuilt with panic=immediate-abort, no"
+echo "unwind tables, a panic aborts without a message); the normal build is shown beside it:"
 printf '  %-32s %-7s %-32s %s\n' target build "without TLS" "with TLS"
 for target in "${targets[@]}"; do
   if [ -f "$dir/bootagent-$target.skipped" ]; then
