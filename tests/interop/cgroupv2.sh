@@ -325,10 +325,12 @@ say "kernel $(uname -r) cgroup2: controllers='$(cat $cg/cgroup.controllers)' roo
 if ! wait_for 60 registered; then
   say "register FAILED: no registration within 60 s"
   tail -n 20 /var/log/bootagent.log
-  say done
+  say "done"
   poweroff -f
 fi
-wait_for 30 running spin && wait_for 30 running escape || say "start FAILED: spin and escape not reported running within 30 s"
+if ! wait_for 30 running spin || ! wait_for 30 running escape; then
+  say "start FAILED: spin and escape not reported running within 30 s"
+fi
 say "mechanism $(grep -m 1 -o 'resource limits: .*' /var/log/bootagent.log)"
 
 # (d) The layout.
@@ -368,7 +370,7 @@ before="child=$child child_session=$(session_of "$child") grandchild=$grandchild
 answer=$(bootagent stop escape -D /var/lib/bootagent 2>&1)
 code=$?
 wait_for 15 escape_gone
-left=$(echo $(pids_with sleep 3000) $(pids_with sleep 3001) | wc -w)
+left=$({ pids_with sleep 3000; pids_with sleep 3001; } | wc -w)
 say "setsid $before left=$left stop='$code: $(echo "$answer" | head -n 1 | tr "'" '"')'"
 
 # (e) BootAgent SIGKILLed while escape's grandchild runs, and started again in its leaf
@@ -377,7 +379,7 @@ say "setsid $before left=$left stop='$code: $(echo "$answer" | head -n 1 | tr "'
 bootagent start escape -D /var/lib/bootagent >/dev/null 2>&1
 wait_for 15 escape_up || say "respawn FAILED: escape not started again"
 old_child=$(pids_with sleep 3000) old_grandchild=$(pids_with sleep 3001) old_agent=$(pidof bootagent)
-kill -9 $old_agent
+kill -9 "$old_agent"
 agent_gone() { ! kill -0 "$old_agent" 2>/dev/null; }
 wait_for 10 agent_gone || say "respawn FAILED: BootAgent survived SIGKILL"
 reports=$(wc -l </run/server/reports)
@@ -413,7 +415,7 @@ wait_for 20 other_gone || say "beside FAILED: the second agent did not stop on S
 released=no
 [ -d $cg/user.slice/bootagent-children ] || released=yes
 say "beside $beside left=$(pids_with sleep 3002 | wc -w) released=$released mechanism='$(grep -m 1 -o 'resource limits: .*' /var/log/other.log | tr "'" '"')'"
-say done
+say "done"
 poweroff -f
 EOF
   # Started again after a SIGKILL, in the leaf its predecessor moved into, as
