@@ -11,8 +11,9 @@
 use crate::agent::{Core, Effect, Outcome};
 use crate::clock::Clock;
 use crate::control::local::{self, LocalCommands};
+use crate::events::{Event, Prepared};
 use crate::http::Exchange;
-use crate::jobrun::{Ctx, JobRunner, Prepared};
+use crate::jobrun::{Ctx, JobRunner};
 use crate::jobs::ErrCode;
 use crate::jobs::Job;
 use crate::logging::LogHandle;
@@ -23,22 +24,6 @@ use log::{error, info, warn};
 use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::time::Duration;
-
-/// What wakes the loop.
-#[derive(Debug)]
-pub enum Event {
-    /// A signal, from the signal thread.
-    Signal(i32),
-    /// The outcome of the exchange in flight, from the HTTP thread.
-    Exchanged(Outcome),
-    /// A package downloaded, verified and unpacked (or not), from the job worker.
-    JobPrepared(Prepared),
-    /// A command from the console (`bootagent restart|stop|start NAME`), from the
-    /// control socket's thread; answered on its own channel.
-    Control(crate::control::Request),
-    /// An sd_notify message from a child's socket, from the notify thread.
-    Notify(crate::notify::Message),
-}
 
 /// Why the loop stopped.
 #[derive(Debug)]

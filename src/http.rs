@@ -12,7 +12,7 @@
 //! target in absolute form; package downloads use the same [`Routes`].
 
 use crate::agent::Outcome;
-use crate::event_loop::Event;
+use crate::events::Event;
 use crate::forward::ForwardConnector;
 use crate::limits::Limits;
 use crate::proxy::{ProxyEnv, Route};

@@ -17,7 +17,7 @@
 //! refused even when the socket's mode was changed.
 
 use super::{parse_request, Reply, Request, EXIT_FAILED, EXIT_USAGE, SOCKET_FILE};
-use crate::event_loop::Event;
+use crate::events::Event;
 use crate::sys;
 use log::{debug, info, warn};
 use std::fs;

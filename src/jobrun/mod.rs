@@ -32,7 +32,7 @@ pub use files::current_version;
 pub use recover::roll_back_interrupted;
 
 use crate::download::DownloadLimits;
-use crate::event_loop::Event;
+use crate::events::{Event, JobResult, Prepared};
 use crate::jobs::{ErrCode, Install, Job, SelfUpgrade};
 use crate::supervisor::{Supervisor, CHILDREN_MAX};
 use crate::unpack::UnpackLimits;
@@ -58,9 +58,6 @@ const STOP_WAIT_MS: u64 = 30_000;
 /// Beside each version directory, `VERSION.sha256` holds its package's SHA256.
 const SHA256_SUFFIX: &str = ".sha256";
 
-/// A result of a job: its errcode and one line.
-pub type JobResult = (ErrCode, String);
-
 /// What the worker thread is asked to do.
 pub struct Prepare {
     pub id: String,
@@ -79,17 +76,6 @@ pub struct SelfSwitch {
     pub id: String,
     pub version: String,
     pub probation_s: u64,
-}
-
-/// What the worker thread did: the package is in `agents/NAME/VERSION` (or the
-/// binary in `bin/VERSION/bootagent`); `Ok` holds the version.
-#[derive(Debug)]
-pub struct Prepared {
-    pub id: String,
-    pub result: Result<String, JobResult>,
-    /// Said at the end of the job's message when it succeeds (maintainer scripts
-    /// of an rpm or a deb that were not run).
-    pub note: Option<String>,
 }
 
 enum Phase {

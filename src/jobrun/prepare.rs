@@ -1,9 +1,9 @@
 //! The worker thread's side of an install or upgrade: download, checksum, unpack,
 //! and the move into `agents/NAME/VERSION`, with the package's SHA256 beside it.
 
-use super::{current_version, JobResult, Prepare, Prepared, Work, SHA256_SUFFIX, TMP_DIR};
+use super::{current_version, Prepare, Work, SHA256_SUFFIX, TMP_DIR};
 use crate::download::{self, DownloadLimits};
-use crate::event_loop::Event;
+use crate::events::{Event, JobResult, Prepared};
 use crate::jobs::{ErrCode, Install};
 use crate::unpack::{self, UnpackLimits};
 use std::fs;
