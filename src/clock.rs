@@ -3,7 +3,8 @@
 //! boot at 1970 and jump when NTP syncs.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub use crate::wheel::Millis;
 
@@ -16,6 +17,22 @@ pub trait Clock {
     /// Wall-clock Unix seconds, for timestamps.
     fn wall_s(&self) -> i64 {
         self.wall_ms().div_euclid(1000)
+    }
+    /// The loop's sleep: the next of `events`, or a timeout at `deadline` on this
+    /// clock's scale (`None`: no deadline). A real clock sleeps in the channel; a
+    /// simulation's moves its own time instead, so a month passes in seconds.
+    fn wait<T>(
+        &self,
+        events: &Receiver<T>,
+        deadline: Option<Millis>,
+    ) -> Result<T, RecvTimeoutError> {
+        match deadline {
+            Some(deadline) => {
+                let wait_ms = deadline.saturating_sub(self.now_ms());
+                events.recv_timeout(Duration::from_millis(wait_ms))
+            }
+            None => events.recv().map_err(|_| RecvTimeoutError::Disconnected),
+        }
     }
 }
 

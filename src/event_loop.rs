@@ -23,7 +23,6 @@ use crate::supervisor::Supervisor;
 use log::{error, info, warn};
 use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::time::Duration;
 
 /// Why the loop stopped.
 #[derive(Debug)]
@@ -124,16 +123,7 @@ impl<C: Clock> EventLoop<'_, C> {
             .into_iter()
             .flatten()
             .min();
-            let event = match deadline {
-                Some(deadline) => {
-                    let wait = Duration::from_millis(deadline.saturating_sub(self.clock.now_ms()));
-                    self.events.recv_timeout(wait)
-                }
-                None => self
-                    .events
-                    .recv()
-                    .map_err(|_| RecvTimeoutError::Disconnected),
-            };
+            let event = self.clock.wait(&self.events, deadline);
             let now = self.clock.now_ms();
             let wall_s = self.clock.wall_s();
             match event {

@@ -66,7 +66,7 @@ impl Supervisor {
             let pid = own.child.pid();
             let tracked = own.cgroup.is_some();
             if let Some(pid) = pid {
-                if crate::sys::parent_of(pid) == Some(me) {
+                if self.procs.parent_of(pid) == Some(me) {
                     adopted += 1;
                     info!("{name}: adopted, pid {pid}");
                     if !tracked {

@@ -4,7 +4,6 @@
 use super::oom::memory_limit;
 use super::{Supervisor, Timer};
 use crate::reslimit::{self, Verdict};
-use crate::sys;
 use crate::wheel::Millis;
 use log::{debug, info};
 
@@ -33,11 +32,11 @@ impl Supervisor {
             } => {
                 info!("{name}: {rss_bytes} bytes resident, over its memory limit of {limit_bytes}: killing");
                 slot.killed_for = Some(memory_limit(limit_bytes));
-                let _ = sys::signal_group(pid, libc::SIGKILL);
+                let _ = self.procs.signal_group(pid, libc::SIGKILL);
                 return; // SIGCHLD follows
             }
             Verdict::Stop { resume_at } => {
-                let _ = sys::signal_group(pid, libc::SIGSTOP);
+                let _ = self.procs.signal_group(pid, libc::SIGSTOP);
                 if let Some(id) = slot.resume_timer.take() {
                     self.wheel.cancel(id);
                 }
@@ -56,10 +55,13 @@ impl Supervisor {
         let slot = self.slots.get_mut(name)?;
         // What is left of the group goes too: no orphans holding ports or files. Without
         // a cgroup (emptied below), so do those that left the group but carry its mark.
-        let _ = sys::signal_group(pid, libc::SIGKILL);
+        let _ = self.procs.signal_group(pid, libc::SIGKILL);
         if slot.cgroup.is_none() && self.subreaper {
-            for stray in sys::marked_processes(&[&super::child_marker(&self.data_dir, name)]) {
-                let _ = sys::signal_process(stray, libc::SIGKILL);
+            for stray in self
+                .procs
+                .marked_processes(&[&super::child_marker(&self.data_dir, name)])
+            {
+                let _ = self.procs.signal_process(stray, libc::SIGKILL);
             }
         }
         for id in [slot.sample_timer.take(), slot.resume_timer.take()]

@@ -13,6 +13,7 @@ mod discover;
 mod health;
 mod limits;
 mod oom;
+mod procs;
 mod report;
 mod settings;
 mod spawn;
@@ -26,10 +27,11 @@ pub use tracking::AtStart;
 use crate::child::{Action, Child, Exit, Input, RestartPolicy, State};
 use crate::childlog::ChildLogs;
 use crate::reslimit::{Cgroup, Mechanism, Throttle, TrackParent};
-use crate::sys::{self, Reaped};
+use crate::sys::Reaped;
 use crate::wheel::{Millis, TimerId, Wheel};
 use crate::wire::ChildEvent;
 use log::warn;
+use procs::Processes;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
@@ -106,6 +108,8 @@ pub struct Supervisor {
     /// The sd_notify sockets, started when the first child that needs one spawns
     /// (see `health.rs`).
     notifier: health::LazyNotifier,
+    /// Spawning, signalling and reaping: the host's, or a simulation's.
+    procs: Box<dyn Processes>,
 }
 
 impl Supervisor {
@@ -134,6 +138,7 @@ impl Supervisor {
             oom_checked_at: None,
             kmsg: None,
             notifier: health::LazyNotifier::default(),
+            procs: Box::new(procs::Os),
         };
         supervisor.kmsg = oom::open_kmsg(&supervisor.mechanism);
         if supervisor.mechanism == Mechanism::Proc && supervisor.track.is_none() {
@@ -142,6 +147,14 @@ impl Supervisor {
             );
         }
         supervisor
+    }
+
+    /// Processes other than the host's: the whole-agent simulation's.
+    #[cfg(test)]
+    #[allow(dead_code)] // until the simulation uses it
+    pub(crate) fn with_processes(mut self, procs: Box<dyn Processes>) -> Self {
+        self.procs = procs;
+        self
     }
 
     pub fn mechanism(&self) -> &Mechanism {
@@ -196,7 +209,7 @@ impl Supervisor {
             return;
         };
         if let Some(pid) = slot.child.pid() {
-            if let Err(err) = sys::signal_group(pid, signal) {
+            if let Err(err) = self.procs.signal_group(pid, signal) {
                 warn!("{name}: signal {signal} to process group {pid}: {err}");
             }
             // Those that left the group (`setsid`, daemons) too, each once: a second
@@ -207,21 +220,21 @@ impl Supervisor {
                     Vec::new()
                 }
                 Some(cgroup) => cgroup.pids(),
-                None if self.subreaper => {
-                    sys::marked_processes(&[&child_marker(&self.data_dir, name)])
-                }
+                None if self.subreaper => self
+                    .procs
+                    .marked_processes(&[&child_marker(&self.data_dir, name)]),
                 None => Vec::new(),
             };
             for stray in strays {
-                if sys::process_group(stray) != Some(pid) {
-                    let _ = sys::signal_process(stray, signal);
+                if self.procs.process_group(stray) != Some(pid) {
+                    let _ = self.procs.signal_process(stray, signal);
                 }
             }
             // A group paused by the CPU throttle must run to handle SIGTERM.
             if let Some(id) = slot.resume_timer.take() {
                 self.wheel.cancel(id);
             }
-            let _ = sys::signal_group(pid, libc::SIGCONT);
+            let _ = self.procs.signal_group(pid, libc::SIGCONT);
         }
     }
 
@@ -266,7 +279,7 @@ impl Supervisor {
                 Timer::Resume => {
                     slot.resume_timer = None;
                     if let Some(pid) = slot.child.pid() {
-                        let _ = sys::signal_group(pid, libc::SIGCONT);
+                        let _ = self.procs.signal_group(pid, libc::SIGCONT);
                     }
                 }
                 Timer::Ready | Timer::Watchdog | Timer::Heartbeat => {
@@ -294,7 +307,7 @@ impl Supervisor {
 
     /// Reaps the child `name` if its process `pid` has exited. False if it has not.
     fn reap_child(&mut self, name: &str, pid: i32, now: Millis, wall_s: i64) -> bool {
-        let Some(reaped) = sys::reap(pid) else {
+        let Some(reaped) = self.procs.reap(pid) else {
             return false;
         };
         let exit = match reaped {

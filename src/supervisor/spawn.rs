@@ -1,11 +1,12 @@
 //! Spawning a child: the checks on `./run`, its environment, its cgroup, its log
 //! pipe, and the `/proc` sampling of what no cgroup enforces.
 
+use super::procs::Processes;
 use super::{Slot, Supervisor, Timer, CHILD_PATH};
 use crate::child::Input;
 use crate::childlog::ChildLogs;
 use crate::reslimit::{Cgroup, Mechanism, Throttle, TrackParent};
-use crate::sys::{self, SpawnSpec};
+use crate::sys::SpawnSpec;
 use crate::wheel::Millis;
 use log::warn;
 use std::fs;
@@ -33,11 +34,11 @@ impl Supervisor {
             };
         };
         let spawned = spawn_slot(
-            name,
-            &cgroup_name,
+            (name, &cgroup_name),
             slot,
             (&self.mechanism, self.track.as_ref()),
             (self.logs.as_ref(), &log_path),
+            self.procs.as_ref(),
             notify_socket,
             &mut no_cgroup,
         );
@@ -95,11 +96,11 @@ impl Supervisor {
 /// Everything a spawn needs, carried out: the cgroup, the log pipe, the process.
 /// `no_cgroup` gets the reason when the child runs without a cgroup of its own.
 fn spawn_slot(
-    name: &str,
-    cgroup_name: &str,
+    (name, cgroup_name): (&str, &str),
     slot: &mut Slot,
     (mechanism, track): (&Mechanism, Option<&TrackParent>),
     (logs, log_path): (Option<&ChildLogs>, &Path),
+    procs: &dyn Processes,
     notify_socket: Option<String>,
     no_cgroup: &mut Option<String>,
 ) -> io::Result<i32> {
@@ -179,7 +180,7 @@ fn spawn_slot(
         .as_ref()
         .map(Cgroup::procs_fds)
         .unwrap_or_default();
-    let result = sys::spawn_child(SpawnSpec {
+    let result = procs.spawn(SpawnSpec {
         program: &run,
         cwd: &slot.dir,
         env: &env,

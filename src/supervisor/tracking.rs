@@ -34,7 +34,6 @@
 
 use super::{path_tag, Supervisor};
 use crate::reslimit::{self, Mechanism};
-use crate::sys;
 use crate::wheel::Millis;
 use log::{debug, info, warn};
 
@@ -71,7 +70,7 @@ impl Supervisor {
             return;
         }
         self.subreaper = true;
-        match sys::become_subreaper() {
+        match self.procs.become_subreaper() {
             Ok(()) => warn!(
                 "{why}: a child's processes that leave its process group are tracked by \
                  their environment, with BootAgent as their subreaper"
@@ -108,19 +107,22 @@ impl Supervisor {
                 Err(err) => warn!("leftover cgroup {}: {err}", dir.display()),
             }
         }
-        ended + sys::kill_marked_processes(&Supervisor::marker(&self.data_dir))
+        ended
+            + self
+                .procs
+                .kill_marked_processes(&Supervisor::marker(&self.data_dir))
     }
 
     /// As a subreaper: reaps orphans reparented to BootAgent, each by its pid; a
     /// supervised child's main process among them goes through the normal path.
     pub(super) fn reap_strays(&mut self, now: Millis, wall_s: i64) {
         for _ in 0..STRAYS_REAPED_MAX {
-            let Some(pid) = sys::peek_exited_child() else {
+            let Some(pid) = self.procs.peek_exited_child() else {
                 return;
             };
             let reaped = match self.owner_of(pid) {
                 Some(name) => self.reap_child(&name, pid, now, wall_s),
-                None => sys::reap(pid).is_some(),
+                None => self.procs.reap(pid).is_some(),
             };
             if !reaped {
                 return; // not an exit after all: leave it to the next SIGCHLD
@@ -147,15 +149,16 @@ impl Supervisor {
         if !self.subreaper {
             return 0; // the cgroups were emptied as each child ended
         }
-        let mut strays = sys::children_of(std::process::id());
-        strays.extend(sys::marked_processes(&[&Supervisor::marker(
-            &self.data_dir,
-        )]));
+        let mut strays = self.procs.children_of(std::process::id());
+        strays.extend(
+            self.procs
+                .marked_processes(&[&Supervisor::marker(&self.data_dir)]),
+        );
         strays.sort_unstable();
         strays.dedup();
         let ended = strays
             .into_iter()
-            .filter(|&pid| sys::signal_process(pid, libc::SIGKILL).is_ok())
+            .filter(|&pid| self.procs.signal_process(pid, libc::SIGKILL).is_ok())
             .count();
         // Not reaped: BootAgent exits next, and init reaps what it leaves.
         if ended > 0 {
