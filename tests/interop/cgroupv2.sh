@@ -36,6 +36,9 @@
 #                    itself, its child's limits written (cpu.max, memory.max,
 #                    memory.swap.max 0, memory.oom.group 1); SIGTERM ends its child
 #                    and removes that parent
+#   cgroupv2-describe `bootagent -T` alone in a cgroup it may write says its children
+#                    would go into that cgroup's bootagent-children, and creates or
+#                    enables nothing there
 #
 # The aarch64 binary: cross/build.sh aarch64-unknown-linux-musl (cargo's incremental
 # build: nothing to do when cross/ci.sh built it just before, as in CI; about 2 min
@@ -191,6 +194,7 @@ cgroupv2_judge() {
   fi
   cgroupv2_judge_respawn "$console"
   cgroupv2_judge_beside "$console"
+  cgroupv2_judge_describe "$console"
 }
 
 cgroupv2_judge_beside() {
@@ -220,6 +224,22 @@ cgroupv2_judge_beside() {
     pass "cgroupv2-beside (a BootAgent sharing /user.slice/session.scope: child in /user.slice/bootagent-children, cpu.max 30000 100000, memory.max 48M, memory.swap.max $(proof_value "$console" beside swap_max), ended and removed with it)"
   else
     fail cgroupv2-beside "$why ($(grep -m 1 '^proof: beside' "$console"))"
+  fi
+}
+
+cgroupv2_judge_describe() {
+  local console=$1 said why=""
+  said=$(proof_value "$console" describe said)
+  case "$said" in
+    "resource limits: cgroup v2 (/sys/fs/cgroup/check.service/bootagent-children)"*) ;;
+    *) why="bootagent -T said '${said:-nothing}'" ;;
+  esac
+  [ -z "$(proof_value "$console" describe made)$(proof_value "$console" describe subtree)" ] ||
+    why="${why:+$why; }bootagent -T made '$(proof_value "$console" describe made)', enabled '$(proof_value "$console" describe subtree)'"
+  if [ -z "$why" ]; then
+    pass "cgroupv2-describe (bootagent -T alone in a cgroup: $said, nothing made)"
+  else
+    fail cgroupv2-describe "$why"
   fi
 }
 
@@ -415,6 +435,13 @@ wait_for 20 other_gone || say "beside FAILED: the second agent did not stop on S
 released=no
 [ -d $cg/user.slice/bootagent-children ] || released=yes
 say "beside $beside left=$(pids_with sleep 3002 | wc -w) released=$released mechanism='$(grep -m 1 -o 'resource limits: .*' /var/log/other.log | tr "'" '"')'"
+
+# (g) `bootagent -T` alone in a cgroup it may write says where the children would go,
+# and makes nothing there.
+mkdir $cg/check.service
+said=$(sh -c "echo \$\$ >$cg/check.service/cgroup.procs && exec bootagent -T -D /tmp/check -S 127.0.0.1:9" 2>&1 |
+  grep -m 1 -o 'resource limits: .*' | tr "'" '"')
+say "describe made='$(cd $cg/check.service && ls -d bootagent-* 2>/dev/null)' subtree='$(cat $cg/check.service/cgroup.subtree_control)' said='$said'"
 say "done"
 poweroff -f
 EOF
