@@ -4,22 +4,26 @@
 //! `Action`s for the supervisor to carry out.
 //!
 //! ```text
-//!                 Start/Restart                  Spawned
+//!                 Start, Restart                 Spawned
 //!   ┌─────────┐ ───────────────► ┌──────────┐ ─────────► ┌─────────┐
 //!   │ Stopped │                  │ Starting │            │ Running │
-//!   └─────────┘ ◄──┐             └──────────┘            └─────────┘
-//!        ▲         │ Stop             ▲  │ SpawnFailed     │     │ Stop / Restart
-//!        │         │                  │  ▼  (a failure)    │     ▼  (SIGTERM, grace)
-//!        │     ┌─────────┐ RestartDue │              crash│  ┌──────────┐
-//!        │     │ Waiting │ ───────────┘  ◄───────────────┘  │ Stopping │ GraceOver: SIGKILL
-//!        │     └─────────┘   (restart delay, or at most     └──────────┘
-//!        │          │         one start a second)                │ Exited
-//!        │          │ more than failures_max failures            ▼
-//!        │          ▼                                   Stopped, or Starting
-//!        └──── ┌───────┐ ◄── Start/Restart revive it     (a Restart)
-//!         Stop │ Fatal │
-//!              └───────┘
+//!   └─────────┘                  └──────────┘            └─────────┘
+//!     ▲     ▲             Deadline ▲      │ SpawnFailed    │    │ Stop, Restart, Unhealthy:
+//!     │     │ Stop                 │      ▼                │    ▼ SIGTERM
+//!     │     │              ┌─────────┐   crash ◄─ Exited ──┘   ┌──────────┐
+//!     │     └───────────── │ Waiting │ ◄──┤ ◄── Exited after ─ │ Stopping │ Deadline: SIGKILL
+//!     │                    └─────────┘    │     Unhealthy      └──────────┘
+//!     │ Stop    ┌───────┐                 │                          │ Exited after Stop:
+//!     └──────── │ Fatal │ ◄───────────────┘ more than failures_max   │ Stopped; after
+//!               └───────┘                   failures in a row        │ Restart: Starting
+//!         Start, Restart: Starting
 //! ```
+//!
+//! A crash restarts the child at once (`Starting`) when the policy's delay is 0 and the
+//! last start is a second old, else it waits (`Waiting`, also where a start that was
+//! asked for waits out the one-start-a-second rule). A start reports `started` when it
+//! was asked for (`Start`, `Restart`, BootAgent's start) and `restarted` when the policy
+//! made it after a crash (`StartReason`).
 //!
 //! A crash is any exit BootAgent did not ask for. A crash less than `window_ms`
 //! after the start is a *failure*; a crash after a longer run resets the count.
@@ -142,26 +146,51 @@ pub enum State {
     /// Stopped on purpose, or never started: `stoped` on the wire.
     Stopped,
     /// A spawn was asked for; the supervisor answers with `Spawned` or `SpawnFailed`.
-    Starting,
+    Starting {
+        reason: StartReason,
+    },
     Running {
         pid: i32,
         since: Millis,
     },
     /// `SIGTERM` sent; `SIGKILL` at `kill_at` unless it exits first.
-    Stopping {
-        pid: i32,
-        since: Millis,
-        kill_at: Millis,
-        killed: bool,
-        then: Then,
-    },
-    /// Down after a crash until `until`: `restarting`, or `killed` after a limit kill.
+    Stopping(Stopping),
+    /// Down until `until`, after a crash (`restarting`, or `killed` after a limit kill),
+    /// or a start held back by the one-start-a-second rule.
     Waiting {
         until: Millis,
         limit_killed: bool,
+        /// Absent in the hand-over of an image that did not know it: a crash.
+        #[serde(default)]
+        reason: StartReason,
     },
     /// Gave up after repeated failures.
     Fatal,
+}
+
+/// Why a child starts, which decides the event its start reports.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum StartReason {
+    /// Asked for: a `start` or `restart` job, a local command, the desired state at
+    /// BootAgent's start. Reported `started`.
+    Asked,
+    /// The restart policy's start after a crash, a limit kill or an unhealthy stop.
+    /// Reported `restarted`.
+    #[default]
+    Crash,
+}
+
+/// A child being stopped: `SIGTERM` sent, `SIGKILL` at `kill_at` unless it exits first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Stopping {
+    pub pid: i32,
+    /// When the process started.
+    pub since: Millis,
+    pub kill_at: Millis,
+    /// `SIGKILL` was sent.
+    pub killed: bool,
+    /// What happens once it has exited.
+    pub then: Then,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -264,7 +293,7 @@ impl Child {
         Carried {
             // `Starting` never outlives one input: a spawn is answered at once.
             state: match &self.state {
-                State::Starting => State::Stopped,
+                State::Starting { .. } => State::Stopped,
                 state => state.clone(),
             },
             failures: self.failures,
@@ -301,11 +330,11 @@ impl Child {
     pub fn deadline(&self) -> Option<Millis> {
         match self.state {
             State::Waiting { until, .. } => Some(until),
-            State::Stopping {
+            State::Stopping(Stopping {
                 kill_at,
                 killed: false,
                 ..
-            } => Some(kill_at),
+            }) => Some(kill_at),
             _ => None,
         }
     }
@@ -313,7 +342,7 @@ impl Child {
     /// The pid of the running process, if any.
     pub fn pid(&self) -> Option<i32> {
         match self.state {
-            State::Running { pid, .. } | State::Stopping { pid, .. } => Some(pid),
+            State::Running { pid, .. } | State::Stopping(Stopping { pid, .. }) => Some(pid),
             _ => None,
         }
     }
@@ -322,7 +351,7 @@ impl Child {
     pub fn status(&self) -> &'static str {
         match self.state {
             State::Stopped => "stoped",
-            State::Starting | State::Running { .. } | State::Stopping { .. } => "running",
+            State::Starting { .. } | State::Running { .. } | State::Stopping(_) => "running",
             State::Waiting {
                 limit_killed: true, ..
             } => "killed",
@@ -334,35 +363,45 @@ impl Child {
     /// Milliseconds since the current process started; 0 when not running.
     pub fn uptime_ms(&self, now: Millis) -> u64 {
         match self.state {
-            State::Running { since, .. } | State::Stopping { since, .. } => {
+            State::Running { since, .. } | State::Stopping(Stopping { since, .. }) => {
                 now.saturating_sub(since)
             }
             _ => 0,
         }
     }
 
-    /// Takes one input at `now` and says what to do.
+    /// Takes one input at `now` and says what to do. The table has a row for every
+    /// (state, input) pair, without a catch-all: a new state or input does not compile
+    /// until its rows are written.
     pub fn step(&mut self, now: Millis, input: Input) -> Vec<Action> {
         let mut actions = Vec::new();
         let state = std::mem::replace(&mut self.state, State::Stopped);
         self.state = match (state, input) {
             (State::Stopped, Input::Start | Input::Restart) => {
                 self.failures = 0;
-                self.start(now, &mut actions)
+                self.start(now, StartReason::Asked, &mut actions)
             }
             (State::Stopped, Input::Stop) => State::Stopped,
+            // No process, no deadline: stray answers and reports change nothing.
+            (
+                State::Stopped,
+                Input::Spawned { .. }
+                | Input::SpawnFailed { .. }
+                | Input::Exited { .. }
+                | Input::Deadline
+                | Input::Unhealthy { .. },
+            ) => State::Stopped,
 
-            (State::Starting, Input::Spawned { pid }) => {
-                let kind = if self.last_start.is_some() && self.restarts > 0 {
-                    EventKind::Restarted
-                } else {
-                    EventKind::Started
+            (State::Starting { reason }, Input::Spawned { pid }) => {
+                let kind = match reason {
+                    StartReason::Asked => EventKind::Started,
+                    StartReason::Crash => EventKind::Restarted,
                 };
                 self.last_start = Some(now);
                 actions.push(event(kind, None, format!("started, pid {pid}")));
                 State::Running { pid, since: now }
             }
-            (State::Starting, Input::SpawnFailed { error }) => {
+            (State::Starting { .. }, Input::SpawnFailed { error }) => {
                 self.last_start = Some(now);
                 self.crashed(
                     now,
@@ -373,7 +412,16 @@ impl Child {
                     &mut actions,
                 )
             }
-            (state @ State::Starting, _) => state, // the answer to Spawn comes first
+            // The supervisor answers `Spawn` before it feeds any other input.
+            (
+                state @ State::Starting { .. },
+                Input::Start
+                | Input::Stop
+                | Input::Restart
+                | Input::Exited { .. }
+                | Input::Deadline
+                | Input::Unhealthy { .. },
+            ) => state,
 
             (State::Running { since, .. }, Input::Exited { exit, limit }) => {
                 let ran_ms = now.saturating_sub(since);
@@ -397,11 +445,15 @@ impl Child {
                 self.last_exit = Some(format!("unhealthy: {reason}"));
                 self.stop(now, pid, since, Then::Fail, &mut actions)
             }
-            (state @ State::Running { .. }, _) => state,
+            // Running already; no spawn is outstanding and the state has no deadline.
+            (
+                state @ State::Running { .. },
+                Input::Start | Input::Spawned { .. } | Input::SpawnFailed { .. } | Input::Deadline,
+            ) => state,
 
-            (State::Stopping { then, since, .. }, Input::Exited { exit, .. }) => match then {
+            (State::Stopping(stopping), Input::Exited { exit, .. }) => match stopping.then {
                 Then::Fail => {
-                    let ran_ms = now.saturating_sub(since);
+                    let ran_ms = now.saturating_sub(stopping.since);
                     let what = format!("stopped as unhealthy, {}", describe_exit(exit, ran_ms));
                     self.crashed(
                         now,
@@ -419,64 +471,40 @@ impl Child {
                 }
                 Then::Start => {
                     self.last_exit = Some(format!("{} (stopped)", describe_exit(exit, 0)));
-                    self.start(now, &mut actions)
+                    self.start(now, StartReason::Asked, &mut actions)
                 }
             },
-            (
-                State::Stopping {
-                    pid,
-                    since,
-                    kill_at,
-                    killed: false,
-                    then,
-                },
-                Input::Deadline,
-            ) if now >= kill_at => {
+            (State::Stopping(stopping), Input::Deadline)
+                if !stopping.killed && now >= stopping.kill_at =>
+            {
                 actions.push(Action::Kill);
-                State::Stopping {
-                    pid,
-                    since,
-                    kill_at,
+                State::Stopping(Stopping {
                     killed: true,
-                    then,
-                }
+                    ..stopping
+                })
             }
-            (
-                State::Stopping {
-                    pid,
-                    since,
-                    kill_at,
-                    killed,
-                    ..
-                },
-                Input::Stop,
-            ) => State::Stopping {
-                pid,
-                since,
-                kill_at,
-                killed,
+            (State::Stopping(stopping), Input::Stop) => State::Stopping(Stopping {
                 then: Then::StayStopped,
-            },
+                ..stopping
+            }),
+            (State::Stopping(stopping), Input::Start | Input::Restart) => {
+                State::Stopping(Stopping {
+                    then: Then::Start,
+                    ..stopping
+                })
+            }
+            // Killed already or not yet due: the exit comes next. Stopping already, and
+            // no spawn is outstanding.
             (
-                State::Stopping {
-                    pid,
-                    since,
-                    kill_at,
-                    killed,
-                    ..
-                },
-                Input::Start | Input::Restart,
-            ) => State::Stopping {
-                pid,
-                since,
-                kill_at,
-                killed,
-                then: Then::Start,
-            },
-            (state @ State::Stopping { .. }, _) => state,
+                state @ State::Stopping(_),
+                Input::Deadline
+                | Input::Unhealthy { .. }
+                | Input::Spawned { .. }
+                | Input::SpawnFailed { .. },
+            ) => state,
 
-            (State::Waiting { until, .. }, Input::Deadline) if now >= until => {
-                self.start(now, &mut actions)
+            (State::Waiting { until, reason, .. }, Input::Deadline) if now >= until => {
+                self.start(now, reason, &mut actions)
             }
             (State::Waiting { .. }, Input::Stop) => {
                 actions.push(event(
@@ -488,24 +516,39 @@ impl Child {
             }
             (State::Waiting { .. }, Input::Restart) => {
                 self.failures = 0;
-                self.start(now, &mut actions)
+                self.start(now, StartReason::Asked, &mut actions)
             }
-            (state @ State::Waiting { .. }, _) => state,
+            // A start is due already (a deadline fed early changes nothing); no process.
+            (
+                state @ State::Waiting { .. },
+                Input::Start
+                | Input::Deadline
+                | Input::Spawned { .. }
+                | Input::SpawnFailed { .. }
+                | Input::Exited { .. }
+                | Input::Unhealthy { .. },
+            ) => state,
 
             (State::Fatal, Input::Start | Input::Restart) => {
                 self.failures = 0;
-                self.start(now, &mut actions)
+                self.start(now, StartReason::Asked, &mut actions)
             }
             (State::Fatal, Input::Stop) => State::Stopped,
-            (state @ State::Fatal, _) => state,
-
-            (state @ State::Stopped, _) => state,
+            // Given up: only a job revives it. No process, no deadline.
+            (
+                State::Fatal,
+                Input::Spawned { .. }
+                | Input::SpawnFailed { .. }
+                | Input::Exited { .. }
+                | Input::Deadline
+                | Input::Unhealthy { .. },
+            ) => State::Fatal,
         };
         actions
     }
 
     /// Starts now, or as soon as the one-start-a-second rule allows.
-    fn start(&mut self, now: Millis, actions: &mut Vec<Action>) -> State {
+    fn start(&mut self, now: Millis, reason: StartReason, actions: &mut Vec<Action>) -> State {
         let earliest = self
             .last_start
             .map_or(now, |at| at.saturating_add(self.policy.start_gap_min_ms));
@@ -513,10 +556,11 @@ impl Child {
             return State::Waiting {
                 until: earliest,
                 limit_killed: false,
+                reason,
             };
         }
         actions.push(Action::Spawn);
-        State::Starting
+        State::Starting { reason }
     }
 
     fn stop(
@@ -528,13 +572,13 @@ impl Child {
         actions: &mut Vec<Action>,
     ) -> State {
         actions.push(Action::Terminate);
-        State::Stopping {
+        State::Stopping(Stopping {
             pid,
             since,
             kill_at: now.saturating_add(self.policy.grace_ms),
             killed: false,
             then,
-        }
+        })
     }
 
     /// An exit nobody asked for: count it, then restart, wait, or give up.
@@ -586,11 +630,14 @@ impl Child {
         ));
         if at <= now {
             actions.push(Action::Spawn);
-            return State::Starting;
+            return State::Starting {
+                reason: StartReason::Crash,
+            };
         }
         State::Waiting {
             until: at,
             limit_killed: matches!(cause, Cause::Limit(_)),
+            reason: StartReason::Crash,
         }
     }
 }

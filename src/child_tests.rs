@@ -417,3 +417,121 @@ fn a_stop_job_during_an_unhealthy_stop_keeps_it_stopped() {
     assert_eq!(sim.child.state, State::Stopped);
     assert_eq!(sim.child.failures, 0);
 }
+
+/// The event of each start: `started` for a start that was asked for (a job, a local
+/// command, BootAgent's start), `restarted` for the policy's start after a crash,
+/// however many crashes came before.
+#[test]
+fn a_start_reports_started_when_asked_and_restarted_after_a_crash() {
+    let started = |sim: &Sim| sim.kinds().last().copied();
+    let mut sim = Sim::new(RestartPolicy::default());
+    sim.input(Input::Start);
+    assert_eq!(started(&sim), Some(EventKind::Started), "first start");
+
+    // A crash after a long run: restarted at once by the policy.
+    sim.crash_after(5_000);
+    assert_eq!(
+        started(&sim),
+        Some(EventKind::Restarted),
+        "{:?}",
+        sim.events
+    );
+    // Crashes in a row: each restart after its delay is still a restart.
+    sim.crash_after(100);
+    assert!(sim.run_deadline(u64::MAX));
+    assert_eq!(
+        started(&sim),
+        Some(EventKind::Restarted),
+        "{:?}",
+        sim.events
+    );
+    sim.crash_after(100);
+    assert!(sim.run_deadline(u64::MAX));
+    assert_eq!(
+        started(&sim),
+        Some(EventKind::Restarted),
+        "{:?}",
+        sim.events
+    );
+
+    // A `restart` job of a running child: stopped, then started as asked.
+    sim.now += 60_000;
+    sim.input(Input::Restart);
+    sim.input(Input::Exited {
+        exit: Exit::Signal(15),
+        limit: None,
+    });
+    assert_eq!(started(&sim), Some(EventKind::Started), "{:?}", sim.events);
+
+    // A `stop` job, then a `start` job a minute later.
+    sim.now += 60_000;
+    sim.input(Input::Stop);
+    sim.input(Input::Exited {
+        exit: Exit::Signal(15),
+        limit: None,
+    });
+    assert_eq!(started(&sim), Some(EventKind::Stopped));
+    sim.now += 60_000;
+    sim.input(Input::Start);
+    assert_eq!(started(&sim), Some(EventKind::Started), "{:?}", sim.events);
+
+    // Stopped and started again within a second: the start waits for the
+    // one-start-a-second rule, and is still the start that was asked for.
+    sim.now += 100;
+    sim.input(Input::Stop);
+    sim.input(Input::Exited {
+        exit: Exit::Signal(15),
+        limit: None,
+    });
+    sim.input(Input::Start);
+    assert_eq!(sim.child.status(), "restarting", "held back a second");
+    assert!(sim.run_deadline(u64::MAX));
+    assert_eq!(started(&sim), Some(EventKind::Started), "{:?}", sim.events);
+
+    // An unhealthy child's restart is the policy's.
+    sim.now += 60_000;
+    sim.input(Input::Unhealthy {
+        reason: "watchdog".into(),
+    });
+    sim.input(Input::Exited {
+        exit: Exit::Signal(15),
+        limit: None,
+    });
+    assert_eq!(
+        started(&sim),
+        Some(EventKind::Restarted),
+        "{:?}",
+        sim.events
+    );
+
+    // Revived from fatal by a `restart` job: asked for.
+    sim.child.state = State::Fatal;
+    sim.now += 60_000;
+    sim.input(Input::Restart);
+    assert_eq!(started(&sim), Some(EventKind::Started), "{:?}", sim.events);
+}
+
+/// A hand-over written by an image whose waiting state had no start reason: the wait
+/// is taken as the restart delay after a crash, and the rest reads as it did.
+#[test]
+fn a_carried_state_without_a_start_reason_reads_as_a_crash_restart() {
+    let old = json!({"state": {"Waiting": {"until": 5000, "limit_killed": true}},
+        "failures": 2, "restarts": 7, "last_start": 1000, "last_exit": "exited with code 1"});
+    let carried: Carried = serde_json::from_value(old).expect("an old hand-over");
+    assert_eq!(
+        carried.state,
+        State::Waiting {
+            until: 5_000,
+            limit_killed: true,
+            reason: StartReason::Crash
+        }
+    );
+    let stopping = json!({"Stopping": {"pid": 9, "since": 1, "kill_at": 2, "killed": false,
+        "then": "Start"}});
+    let state: State = serde_json::from_value(stopping.clone()).expect("stopping");
+    assert_eq!(
+        serde_json::to_value(&state).ok(),
+        Some(stopping),
+        "same shape"
+    );
+}
