@@ -1,5 +1,7 @@
-//! The few system calls that std does not offer. All `unsafe` of BootAgent lives
-//! here, each block with the reason it is sound.
+//! The few system calls that std does not offer, each `unsafe` block with the reason
+//! it is sound. Most of BootAgent's `unsafe` lives here; the rest is beside the one
+//! thing it serves: the notify socket's messages in `notify/sock.rs`, and the log
+//! thread's `poll`, `splice`, `pipe2` and `fcntl` in `childlog/mod.rs`.
 
 use std::fs::File;
 use std::io;

@@ -93,7 +93,10 @@ pub fn compiled_in_servers() -> Vec<ServerAddr> {
     addr::parse_list(baked::BAKED_SERVERS).unwrap_or_default()
 }
 
-/// Runs the agent until `SIGTERM` or `SIGINT`.
+/// Runs the agent until `SIGTERM` or `SIGINT` (then `Ok`: the children are stopped and
+/// the metafile saved), or until an exec hand-over replaces this image with another
+/// binary (a self-upgrade or its rollback), which returns only when no exec could be
+/// made. The loop's event sources all gone is an error.
 pub fn run(options: &Options) -> Result<(), AppError> {
     let limits = options.limits.clone();
     // Signals first, before any other thread exists, so every thread inherits

@@ -6,7 +6,7 @@
 //!   child A ══ pipe ══╗
 //!   child B ══ pipe ══╬══► log thread ──► logs/A.log ──rotate──► logs/A.log.1
 //!   attach ── queue ──╢    poll(wake, pipes…)
-//!   attach, shutdown ─╨─ wake-up pipe
+//!   wake-ups ─────────╨─ wake-up pipe: attach, shutdown, hand_over
 //! ```
 //!
 //! One thread serves every child. It sleeps in `poll(2)`, without a timeout, on the
@@ -56,11 +56,15 @@
 //! restarted child while a grandchild of the old one still writes): both append to it,
 //! and it rotates once for both.
 //!
-//! The caller, for each start: `let (read, write) = output_pipe()?`, then
+//! The caller, for each start: `let (read, write) = std::io::pipe()?`, then
 //! `attach(path, read)` (on error, the child gets `/dev/null`), then the child gets
-//! `write` as stdout and a `try_clone` of it as stderr. The parent's copies of the write
-//! end must be closed once the child runs (dropping the `Command` does it), or the pipe
-//! never reaches end of file.
+//! `write` as stdout and stderr. The parent's copies of the write end must be closed
+//! once the child runs, or the pipe never reaches end of file.
+//!
+//! An exec hand-over (a self-upgrade) stops the thread with `hand_over` instead of
+//! `shutdown`: the read ends still open are returned, not closed, and cross the exec;
+//! the next image attaches them again, and what the children wrote meanwhile waited in
+//! the pipes.
 
 mod rotate;
 
@@ -150,13 +154,6 @@ impl LogConfig {
             pipe_bytes: self.pipe_bytes.min(PIPE_BYTES_CEILING),
         }
     }
-}
-
-/// The pipe for one child's stdout and stderr, as `(read end, write end)`, both
-/// close-on-exec: the read end goes to `attach`, the write end to the child. (std's
-/// `io::pipe` does the same from Rust 1.87, above the crate's `rust-version`.)
-pub fn output_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    pipe(0)
 }
 
 /// Handle to the log thread; cheap to clone. The thread ends at `shutdown`, or when

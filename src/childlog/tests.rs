@@ -71,8 +71,14 @@ impl Drop for Scratch {
     }
 }
 
+/// A child's output pipe as the supervisor makes it (`std::io::pipe`, close-on-exec).
+fn output_pipe() -> (OwnedFd, OwnedFd) {
+    let (read_end, write_end) = std::io::pipe().expect("pipe");
+    (read_end.into(), write_end.into())
+}
+
 fn spawn_with(logs: &ChildLogs, path: &Path, script: &str, stdin: Stdio) -> Child {
-    let (read_end, write_end) = output_pipe().expect("pipe");
+    let (read_end, write_end) = output_pipe();
     logs.attach(path.to_path_buf(), read_end).expect("attach");
     let stderr = write_end.try_clone().expect("dup");
     // The Command, with the parent's copies of the write end, is dropped here.
@@ -389,7 +395,7 @@ fn two_pipes_of_one_name_share_its_file() {
     let logs = ChildLogs::start(LogConfig::default()).expect("start");
     let path = dir.path("agent.log");
     // The first child waits on its stdin until the second one is done.
-    let (gate_read, gate_write) = output_pipe().expect("pipe");
+    let (gate_read, gate_write) = output_pipe();
     let first = spawn_with(
         &logs,
         &path,
@@ -420,16 +426,16 @@ fn attach_is_bounded() {
     let path = dir.path("agent.log");
     let mut writers = Vec::new();
     for _ in 0..ATTACHED {
-        let (read_end, write_end) = output_pipe().expect("pipe");
+        let (read_end, write_end) = output_pipe();
         logs.attach(path.clone(), read_end).expect("attach");
         writers.push(write_end);
     }
-    let (read_end, _write_end) = output_pipe().expect("pipe");
+    let (read_end, _write_end) = output_pipe();
     assert!(logs.attach(path.clone(), read_end).is_err());
     assert_eq!(logs.attached(), ATTACHED);
     drop(writers);
     wait_until("the pipes to close", || logs.attached() == 0);
-    let (read_end, _write_end) = output_pipe().expect("pipe");
+    let (read_end, _write_end) = output_pipe();
     logs.attach(path, read_end).expect("a free slot again");
 }
 
@@ -439,7 +445,7 @@ fn shutdown_drains_promptly_and_refuses_new_pipes() {
     let dir = Scratch::new("shutdown");
     let logs = ChildLogs::start(LogConfig::default()).expect("start");
     let path = dir.path("agent.log");
-    let (read_end, write_end) = output_pipe().expect("pipe");
+    let (read_end, write_end) = output_pipe();
     logs.attach(path.clone(), read_end).expect("attach");
     let writer = File::from(write_end);
     (&writer).write_all(b"last words\n").expect("write");
@@ -454,7 +460,7 @@ fn shutdown_drains_promptly_and_refuses_new_pipes() {
     );
     assert_eq!(read(&path), "last words\n");
     assert_eq!(logs.attached(), 0);
-    let (read_end, _write_end) = output_pipe().expect("pipe");
+    let (read_end, _write_end) = output_pipe();
     assert!(logs.attach(path, read_end).is_err());
     logs.shutdown();
 
