@@ -46,8 +46,9 @@
 # cross/firmware-proof.sh. Anything missing (qemu-system-arm, the packages, the build)
 # fails the case.
 
-# Bound of the guest's run (about 25 s of guest time under TCG).
-CGROUPV2_BOOT_DEADLINE_S=300
+# Bound of the guest's run: about 30 s under TCG on an idle machine, about a minute
+# when 2 cores are shared with other work.
+CGROUPV2_BOOT_DEADLINE_S=180
 # What TCG's throttle must achieve of the 20 % asked: the judgement's tolerance.
 CGROUPV2_CPU_PCT_MIN=10
 CGROUPV2_CPU_PCT_MAX=35
