@@ -23,8 +23,7 @@ use std::path::{Path, PathBuf};
 
 /// The metafile format this build writes and reads.
 pub const META_SCHEMA: u32 = 1;
-/// Longest agent serial number accepted from a metafile or a server.
-pub const SN_BYTES_MAX: usize = 128;
+pub use crate::wire::SN_BYTES_MAX;
 
 pub const META_FILE: &str = "meta.json";
 const PREV_FILE: &str = "meta.json.prev";

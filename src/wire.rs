@@ -9,6 +9,9 @@ use serde::Serialize;
 use serde_json::Value;
 use std::fmt;
 
+/// Longest agent serial number accepted from a server (and from the metafile).
+pub const SN_BYTES_MAX: usize = 128;
+
 /// Longest `tags`, `key` or `secret` accepted from a server.
 pub const FIELD_BYTES_MAX: usize = 4096;
 
@@ -169,7 +172,7 @@ pub fn parse_register_answer(body: &[u8]) -> Result<RegisterAnswer, BadAnswer> {
     answer.agentsn = bounded_string(
         &map,
         "agentsn",
-        crate::meta::SN_BYTES_MAX,
+        SN_BYTES_MAX,
         &mut answer.ignored,
     )
     .filter(|sn| !sn.is_empty());
