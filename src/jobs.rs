@@ -4,28 +4,14 @@
 
 use crate::addr::{self, ServerAddr};
 use crate::child::RestartPolicy;
+pub use crate::job_fields::ErrCode;
+use crate::job_fields::{parse_checksum, parse_envs, valid_name, valid_version, PATH_BYTES_MAX};
 use crate::limits::Limits;
 use crate::meta::{JobRecord, JobState, Meta};
-use crate::supervisor::{self, valid_name};
 use serde_json::{Map, Value};
 
 /// Longest job id accepted.
 pub const JOB_ID_BYTES_MAX: usize = 128;
-
-/// `errcode` values of section 7.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u32)]
-pub enum ErrCode {
-    Success = 0,
-    Invalid = 1,
-    DownloadFailed = 2,
-    ChecksumMismatch = 3,
-    BadPackage = 4,
-    InstallFailed = 5,
-    StartFailed = 6,
-    NoSuchAgent = 7,
-    Internal = 9,
-}
 
 /// The action of a self-upgrade, as the journal names it.
 pub const SELF_UPGRADE_ACTION: &str = "self_upgrade";
@@ -35,6 +21,10 @@ pub const URL_BYTES_MAX: usize = 4096;
 /// Default probation of an upgrade, and its ceiling (seconds).
 pub const PROBATION_DEFAULT_S: u64 = 30;
 pub const PROBATION_MAX_S: u64 = 3600;
+/// Default probation of a self-upgrade (seconds), and its floor (a shorter one is
+/// raised to it: the new image needs a report answered within it).
+pub const SELF_PROBATION_DEFAULT_S: u64 = 120;
+pub const SELF_PROBATION_MIN_S: u64 = 2;
 
 /// An `install` or `upgrade` job.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -209,7 +199,7 @@ fn name(map: &Map<String, Value>) -> Result<String, String> {
 fn settings(map: &Map<String, Value>, cpus: u32) -> Result<Settings, String> {
     let mut settings = Map::new();
     if let Some(envs) = map.get("envs").filter(|v| !v.is_null()) {
-        supervisor::parse_envs(envs)?;
+        parse_envs(envs)?;
         settings.insert("envs".into(), envs.clone());
     }
     if let Some(limits) = map.get("limits").filter(|v| !v.is_null()) {
@@ -252,8 +242,7 @@ fn parse_self_upgrade(map: &Map<String, Value>) -> Result<Job, String> {
         url: url(map)?,
         checksum: checksum(map)?,
         version: version(map)?,
-        probation_s: probation(map, crate::selfup::PROBATION_DEFAULT_S)?
-            .max(crate::selfup::PROBATION_MIN_S),
+        probation_s: probation(map, SELF_PROBATION_DEFAULT_S)?.max(SELF_PROBATION_MIN_S),
     })))
 }
 
@@ -280,7 +269,7 @@ fn url(map: &Map<String, Value>) -> Result<String, String> {
 
 fn checksum(map: &Map<String, Value>) -> Result<[u8; 32], String> {
     match map.get("checksum") {
-        Some(Value::String(text)) => crate::download::parse_checksum(text),
+        Some(Value::String(text)) => parse_checksum(text),
         Some(other) => Err(format!("checksum is {}", crate::wire::kind(other))),
         None => Err("job has no checksum (SHA256:<64 hex digits>)".to_string()),
     }
@@ -289,7 +278,7 @@ fn checksum(map: &Map<String, Value>) -> Result<[u8; 32], String> {
 fn version(map: &Map<String, Value>) -> Result<Option<String>, String> {
     match map.get("version") {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::String(v)) if crate::unpack::valid_version(v) => Ok(Some(v.clone())),
+        Some(Value::String(v)) if valid_version(v) => Ok(Some(v.clone())),
         Some(Value::String(v)) => Err(format!(
             "bad version {:?}",
             v.chars().take(80).collect::<String>()
@@ -315,7 +304,7 @@ fn probation(map: &Map<String, Value>, default_s: u64) -> Result<u64, String> {
 /// unpacker checks it again against what the package holds).
 fn exec_path(path: &str) -> Result<String, String> {
     let plain = !path.is_empty()
-        && path.len() <= crate::unpack::PATH_BYTES_MAX_DEFAULT
+        && path.len() <= PATH_BYTES_MAX
         && !path.starts_with('/')
         && !path.chars().any(char::is_control)
         && path.split('/').all(|name| name != "..");
@@ -497,7 +486,7 @@ pub fn fail_interrupted_except(meta: &mut Meta, keep: Option<&str>) -> usize {
             record.errcode = ErrCode::StartFailed as u32;
             record.message = format!(
                 "interrupted before the switch: BootAgent stopped; still bootagent {}",
-                crate::selfup::running_version()
+                crate::job_fields::running_version()
             );
             record.delivered = false;
             count += 1;

@@ -17,6 +17,7 @@ pub mod forward;
 pub mod health;
 pub mod hostinfo;
 pub mod http;
+pub mod job_fields;
 pub mod jobrun;
 pub mod jobs;
 pub mod limits;

@@ -12,11 +12,12 @@ mod gen;
 mod tar;
 
 use bootagent::child::RestartPolicy;
+use bootagent::jobs::ErrCode;
 use bootagent::jobs::{self, Job};
 use bootagent::limits::Limits;
 use bootagent::meta::{JobState, Loaded, Meta, MetaStore};
 use bootagent::reslimit;
-use bootagent::unpack::{self, UnpackLimits, ERRCODE_BAD_PACKAGE};
+use bootagent::unpack::{self, UnpackLimits};
 use bootagent::wire;
 use serde_json::{json, Value};
 use std::fs;
@@ -657,8 +658,8 @@ fn a_path_past_path_max_is_the_packages_fault() {
     assert!(!dest.exists(), "dest left behind");
     assert_eq!(
         (err.errcode, err.message.contains('\n')),
-        (ERRCODE_BAD_PACKAGE, false),
-        "errcode {}: {}",
+        (ErrCode::BadPackage, false),
+        "errcode {:?}: {}",
         err.errcode,
         clip(&err.message)
     );
@@ -749,7 +750,7 @@ fn a_link_target_past_name_max_is_the_packages_fault() {
     let dest = scratch.0.join("dest");
     let err = unpack::unpack(&package, &dest, &UnpackLimits::default()).expect_err("refused");
     assert!(!dest.exists(), "dest left behind");
-    assert_eq!(err.errcode, ERRCODE_BAD_PACKAGE, "{}", clip(&err.message));
+    assert_eq!(err.errcode, ErrCode::BadPackage, "{}", clip(&err.message));
 }
 
 /// A `VERSION` file that cannot be read is logged and ignored, as an unusable one is

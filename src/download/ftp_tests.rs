@@ -120,7 +120,7 @@ fn ftp_user_password_download_with_pasv() {
         ..limits()
     };
     let err = failed(&wrong, &dir, &patient);
-    assert_eq!(err.errcode(), 2);
+    assert_eq!(err.errcode(), ErrCode::DownloadFailed);
     let line = err.to_string();
     assert!(
         line.starts_with(&format!("ftp 127.0.0.1:{}: 530 ", server.port)),
@@ -139,7 +139,7 @@ fn ftp_missing_file_reports_the_550_line() {
         &dir,
         &limits(),
     );
-    assert_eq!(err.errcode(), 2);
+    assert_eq!(err.errcode(), ErrCode::DownloadFailed);
     let line = err.to_string();
     assert!(
         line.starts_with(&format!("ftp 127.0.0.1:{}: 550 ", server.port)),
@@ -190,7 +190,7 @@ fn ftp_garbage_greeting_fails_cleanly() {
     });
     let dir = TestDir::new("ftp-garbage");
     let err = failed(&format!("ftp://127.0.0.1:{port}/p"), &dir, &limits());
-    assert_eq!(err.errcode(), 2);
+    assert_eq!(err.errcode(), ErrCode::DownloadFailed);
     assert!(
         err.to_string()
             .starts_with(&format!("ftp 127.0.0.1:{port}: not an FTP reply: HELLO")),

@@ -151,7 +151,7 @@ fn http_redirect_loop_is_bounded() {
     let port = standard_server();
     let dir = TestDir::new("http-loop");
     let err = failed(&format!("http://127.0.0.1:{port}/loop"), &dir, &limits());
-    assert_eq!(err.errcode(), 2);
+    assert_eq!(err.errcode(), ErrCode::DownloadFailed);
     assert!(err.to_string().contains("redirects"), "{err}");
 }
 
@@ -170,7 +170,7 @@ fn http_404_names_the_status_and_url() {
     let dir = TestDir::new("http-404");
     let url = format!("http://127.0.0.1:{port}/missing.tgz");
     let err = failed(&url, &dir, &limits());
-    assert_eq!(err.errcode(), 2);
+    assert_eq!(err.errcode(), ErrCode::DownloadFailed);
     assert_eq!(err.to_string(), format!("HTTP 404 for {url}"));
 }
 
@@ -190,7 +190,7 @@ fn http_stall_after_headers_is_aborted() {
         err.to_string(),
         format!("stalled for 500 ms downloading {url}")
     );
-    assert_eq!(err.errcode(), 2);
+    assert_eq!(err.errcode(), ErrCode::DownloadFailed);
     assert!(elapsed < Duration::from_secs(2), "took {elapsed:?}");
 }
 
@@ -204,7 +204,7 @@ fn http_truncated_body_is_detected() {
         err.to_string(),
         format!("truncated: got 1000 of 5000 bytes from {url}")
     );
-    assert_eq!(err.errcode(), 2);
+    assert_eq!(err.errcode(), ErrCode::DownloadFailed);
 }
 
 #[test]
@@ -218,7 +218,7 @@ fn http_announced_body_over_bytes_max_is_refused() {
     let url = format!("http://127.0.0.1:{port}/p.tgz");
     let err = failed(&url, &dir, &limits);
     assert_eq!(err.to_string(), format!("larger than 4096 bytes: {url}"));
-    assert_eq!(err.errcode(), 2);
+    assert_eq!(err.errcode(), ErrCode::DownloadFailed);
 }
 
 #[test]
@@ -243,7 +243,7 @@ fn http_connection_refused_names_the_address() {
         err.to_string(),
         format!("connection refused to 127.0.0.1:{port}")
     );
-    assert_eq!(err.errcode(), 2);
+    assert_eq!(err.errcode(), ErrCode::DownloadFailed);
 }
 
 #[test]
@@ -252,7 +252,7 @@ fn http_endless_headers_fail_cleanly() {
     let dir = TestDir::new("http-endless-headers");
     let url = format!("http://127.0.0.1:{port}/endless-headers");
     let err = failed(&url, &dir, &limits());
-    assert_eq!(err.errcode(), 2);
+    assert_eq!(err.errcode(), ErrCode::DownloadFailed);
     let line = err.to_string();
     assert!(
         line.starts_with(&format!("bad HTTP answer from {url}: ")),
@@ -308,7 +308,7 @@ fn a_trickle_below_the_speed_floor_is_aborted() {
             && text.ends_with(&format!("(less than 50000 bytes/s) downloading {url}")),
         "{text}"
     );
-    assert_eq!(err.errcode(), 2);
+    assert_eq!(err.errcode(), ErrCode::DownloadFailed);
     assert!(elapsed < Duration::from_secs(3), "took {elapsed:?}");
     dir.assert_empty();
 
@@ -333,7 +333,7 @@ fn a_trickle_below_the_speed_floor_is_aborted() {
 fn https_without_tls_is_an_invalid_url() {
     let dir = TestDir::new("https");
     let err = failed("https://example.invalid/p.tgz", &dir, &limits());
-    assert_eq!(err.errcode(), 1);
+    assert_eq!(err.errcode(), ErrCode::Invalid);
     assert_eq!(
         err.to_string(),
         "https:// needs a bootagent built with the tls feature: https://example.invalid/p.tgz"
@@ -346,5 +346,5 @@ fn https_to_a_plain_server_fails_in_one_line() {
     let port = standard_server();
     let dir = TestDir::new("https-plain");
     let err = failed(&format!("https://127.0.0.1:{port}/p.tgz"), &dir, &limits());
-    assert_eq!(err.errcode(), 2, "{err}");
+    assert_eq!(err.errcode(), ErrCode::DownloadFailed, "{err}");
 }

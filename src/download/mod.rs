@@ -43,6 +43,8 @@ mod http;
 mod sink;
 mod url;
 
+pub use crate::job_fields::parse_checksum;
+use crate::job_fields::ErrCode;
 use file::open_file;
 use ftp::open_ftp;
 use http::open_http;
@@ -174,12 +176,12 @@ pub enum DownloadError {
 
 impl DownloadError {
     /// The job errcode of docs/protocol.md section 7.
-    pub fn errcode(&self) -> u32 {
+    pub fn errcode(&self) -> ErrCode {
         match self {
-            DownloadError::InvalidUrl { .. } => 1,
+            DownloadError::InvalidUrl { .. } => ErrCode::Invalid,
             DownloadError::NoSpace { .. }
             | DownloadError::DiskFilled { .. }
-            | DownloadError::Disk { .. } => 5,
+            | DownloadError::Disk { .. } => ErrCode::InstallFailed,
             DownloadError::Network(_)
             | DownloadError::Status { .. }
             | DownloadError::Ftp { .. }
@@ -189,7 +191,7 @@ impl DownloadError {
             | DownloadError::LengthMismatch { .. }
             | DownloadError::Source { .. }
             | DownloadError::NotAllowed { .. }
-            | DownloadError::Cancelled { .. } => 2,
+            | DownloadError::Cancelled { .. } => ErrCode::DownloadFailed,
         }
     }
 }
@@ -302,30 +304,6 @@ pub fn download(
     result
 }
 
-/// Parses `SHA256:` followed by 64 hex digits (either case; the prefix too).
-pub fn parse_checksum(text: &str) -> Result<[u8; 32], String> {
-    const PREFIX: &str = "SHA256:";
-    const HEX_DIGITS: usize = 64;
-    let digits = match text.get(..PREFIX.len()) {
-        Some(prefix) if prefix.eq_ignore_ascii_case(PREFIX) => &text[PREFIX.len()..],
-        _ => return Err(format!("checksum must start with {PREFIX}: {}", clip(text))),
-    };
-    if digits.len() != HEX_DIGITS {
-        return Err(format!(
-            "checksum needs {HEX_DIGITS} hex digits after {PREFIX}, got {} characters",
-            digits.chars().count()
-        ));
-    }
-    let mut sum = [0u8; 32];
-    for (i, pair) in digits.as_bytes().chunks(2).enumerate() {
-        match (hex_value(pair[0]), hex_value(pair[1])) {
-            (Some(high), Some(low)) => sum[i] = high << 4 | low,
-            _ => return Err(format!("checksum has a non-hex digit: {}", clip(text))),
-        }
-    }
-    Ok(sum)
-}
-
 /// Lowercase hexadecimal.
 pub fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
@@ -335,15 +313,6 @@ pub fn hex(bytes: &[u8]) -> String {
         out.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
     }
     out
-}
-
-fn hex_value(digit: u8) -> Option<u8> {
-    match digit {
-        b'0'..=b'9' => Some(digit - b'0'),
-        b'a'..=b'f' => Some(digit - b'a' + 10),
-        b'A'..=b'F' => Some(digit - b'A' + 10),
-        _ => None,
-    }
 }
 
 // ---------------------------------------------------------------- the copy

@@ -166,7 +166,7 @@ fn extreme_limits_do_not_panic() {
     for url in &urls {
         let dir = TestDir::new("extreme-zero");
         let err = failed(url, &dir, &zero);
-        assert_eq!(err.errcode(), 2, "{url}: {err}");
+        assert_eq!(err.errcode(), ErrCode::DownloadFailed, "{url}: {err}");
     }
 }
 
@@ -182,7 +182,7 @@ fn other_schemes_are_invalid_urls() {
         "ftp://h/",
     ] {
         let err = failed(url, &dir, &limits());
-        assert_eq!(err.errcode(), 1, "{url}: {err}");
+        assert_eq!(err.errcode(), ErrCode::Invalid, "{url}: {err}");
     }
 }
 
@@ -204,7 +204,7 @@ fn file_missing_names_the_path() {
     let dir = TestDir::new("file-missing");
     let missing = dir.0.join("nope.tgz");
     let err = failed(&format!("file://{}", missing.display()), &dir, &limits());
-    assert_eq!(err.errcode(), 2);
+    assert_eq!(err.errcode(), ErrCode::DownloadFailed);
     assert_eq!(
         err.to_string(),
         format!(
@@ -244,7 +244,7 @@ fn file_outside_the_roots_is_refused_before_it_is_opened() {
     ];
     for url in &refused {
         let err = failed(url, &dir, &confined);
-        assert_eq!(err.errcode(), 2, "{url}");
+        assert_eq!(err.errcode(), ErrCode::DownloadFailed, "{url}");
         assert!(
             err.to_string().starts_with("file URL refused: "),
             "{url}: {err}"
@@ -256,7 +256,10 @@ fn file_outside_the_roots_is_refused_before_it_is_opened() {
         ..limits()
     };
     let inside = format!("file://{}/in.tgz", root.0.display());
-    assert_eq!(failed(&inside, &dir, &none).errcode(), 2);
+    assert_eq!(
+        failed(&inside, &dir, &none).errcode(),
+        ErrCode::DownloadFailed
+    );
     let missing = failed(
         &format!("file://{}/nope", root.0.display()),
         &dir,
@@ -271,7 +274,7 @@ fn file_directory_is_refused() {
     let src = TestDir::new("file-dir-src");
     let dir = TestDir::new("file-dir");
     let err = failed(&format!("file://{}", src.0.display()), &dir, &limits());
-    assert_eq!(err.errcode(), 2);
+    assert_eq!(err.errcode(), ErrCode::DownloadFailed);
     assert_eq!(
         err.to_string(),
         format!("cannot read {}: not a regular file", src.0.display())
@@ -286,7 +289,11 @@ fn file_url_must_be_local_and_absolute() {
         "file://relative",
         "file://%zz",
     ] {
-        assert_eq!(failed(url, &dir, &limits()).errcode(), 1, "{url}");
+        assert_eq!(
+            failed(url, &dir, &limits()).errcode(),
+            ErrCode::Invalid,
+            "{url}"
+        );
     }
     let src = TestDir::new("file-localhost-src");
     let bytes = content(10);
@@ -308,7 +315,7 @@ fn not_enough_free_space_is_errcode_5() {
         ..limits()
     };
     let err = failed(&format!("file://{}/p", src.0.display()), &dir, &limits);
-    assert_eq!(err.errcode(), 5);
+    assert_eq!(err.errcode(), ErrCode::InstallFailed);
     let need = (u64::MAX / 2 + 1000).div_ceil(MIB);
     let line = err.to_string();
     let prefix = format!("no space left: need {need} MB in {}, ", dir.0.display());
@@ -330,7 +337,7 @@ fn missing_target_directory_is_errcode_5() {
         &AtomicBool::new(false),
     )
     .unwrap_err();
-    assert_eq!(err.errcode(), 5, "{err}");
+    assert_eq!(err.errcode(), ErrCode::InstallFailed, "{err}");
 }
 
 #[test]
@@ -438,7 +445,7 @@ fn errcodes_and_messages() {
         err.to_string(),
         "no space left: need 300 MB in /data, 12 MB free"
     );
-    assert_eq!(err.errcode(), 5);
+    assert_eq!(err.errcode(), ErrCode::InstallFailed);
     let err = DownloadError::Stalled {
         url: "http://h/p.tgz".into(),
         stall_ms: STALL_MS_DEFAULT,
@@ -452,7 +459,7 @@ fn errcodes_and_messages() {
         reply: "550 No such file".into(),
     };
     assert_eq!(err.to_string(), "ftp 127.0.0.1:2121: 550 No such file");
-    assert_eq!(err.errcode(), 2);
+    assert_eq!(err.errcode(), ErrCode::DownloadFailed);
     let defaults = DownloadLimits::default();
     assert_eq!(
         (
@@ -526,5 +533,5 @@ fn pace_fails_only_after_a_whole_window_below_the_floor() {
         err.to_string(),
         "too slow: 7 bytes in 61 s (less than 512 bytes/s) downloading http://h/p.tgz"
     );
-    assert_eq!(err.errcode(), 2);
+    assert_eq!(err.errcode(), ErrCode::DownloadFailed);
 }

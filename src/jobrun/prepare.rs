@@ -57,16 +57,8 @@ fn prepare(
     note: &mut Option<String>,
 ) -> Result<String, JobResult> {
     let tmp = data_dir.join(TMP_DIR);
-    let code = |errcode: u32| match errcode {
-        1 => ErrCode::Invalid,
-        2 => ErrCode::DownloadFailed,
-        3 => ErrCode::ChecksumMismatch,
-        4 => ErrCode::BadPackage,
-        5 => ErrCode::InstallFailed,
-        _ => ErrCode::Internal,
-    };
     let file = download::download(&install.url, &tmp, download_limits, cancel)
-        .map_err(|err| (code(err.errcode()), err.to_string()))?;
+        .map_err(|err| (err.errcode(), err.to_string()))?;
     let result = (|| {
         if file.sha256 != install.checksum {
             return Err((
@@ -85,7 +77,7 @@ fn prepare(
             exec: install.exec.as_deref(),
         };
         let unpacked = unpack::unpack_package(&file.path, &staging, unpack_limits, &program)
-            .map_err(|err| (code(err.errcode), err.message))?;
+            .map_err(|err| (err.errcode, err.message))?;
         if !unpacked.scripts.is_empty() {
             *note = Some(format!(
                 "maintainer scripts not run: {}",

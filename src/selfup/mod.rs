@@ -44,6 +44,7 @@ pub use job::{begin, confirmed, confirming, refused, rolled_back, started_well, 
 pub use prepare::{prepare, Ready};
 pub use start::{hand_over_at_start, settle, OnProbation, Settled};
 
+pub use crate::job_fields::running_version;
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -58,10 +59,6 @@ pub const STATE_FILE: &str = "state.json";
 pub const BINARY_NAME: &str = "bootagent";
 /// Largest `state.json` read.
 const STATE_BYTES_MAX: u64 = 64 * 1024;
-/// Default probation of a self-upgrade (seconds), its floor (a shorter one is raised
-/// to it: the new image needs a report answered within it) and its ceiling.
-pub const PROBATION_DEFAULT_S: u64 = 120;
-pub const PROBATION_MIN_S: u64 = 2;
 /// The alarm armed before the exec fires this long after the probation should have
 /// ended: a new image that neither confirmed nor rolled back by then is hung.
 pub const HANG_MARGIN_S: u64 = 15;
@@ -69,11 +66,6 @@ pub const HANG_MARGIN_S: u64 = 15;
 /// `START_FAILURE_WINDOW_S` is abandoned for the installed binary.
 pub const START_FAILURES_MAX: usize = 3;
 pub const START_FAILURE_WINDOW_S: i64 = 600;
-
-/// The running binary's version (`BOOT_VERSION` at build time).
-pub fn running_version() -> &'static str {
-    env!("BOOT_VERSION")
-}
 
 /// Size, modification time and SHA256 of the installed binary: when any changes
 /// (the host's package manager installed another), the installed one wins.

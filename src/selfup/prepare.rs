@@ -31,16 +31,8 @@ pub fn prepare(
     cancel: &AtomicBool,
 ) -> Result<Ready, (ErrCode, String)> {
     let tmp = data_dir.join(crate::jobrun::TMP_DIR);
-    let code = |errcode: u32| match errcode {
-        1 => ErrCode::Invalid,
-        2 => ErrCode::DownloadFailed,
-        3 => ErrCode::ChecksumMismatch,
-        4 => ErrCode::BadPackage,
-        5 => ErrCode::InstallFailed,
-        _ => ErrCode::Internal,
-    };
     let file = download::download(&job.url, &tmp, limits, cancel)
-        .map_err(|err| (code(err.errcode()), err.to_string()))?;
+        .map_err(|err| (err.errcode(), err.to_string()))?;
     let store = Store::new(data_dir);
     let incoming = store.bin_dir().join(INCOMING_DIR);
     let result = (|| {

@@ -92,7 +92,7 @@ fn entries_landing_outside_dest_are_refused_and_nothing_is_left() {
     for (items, word) in cases {
         let mut all = vec![F("run", 0o755, SCRIPT)];
         all.extend(items);
-        assert_refused(&scratch, &tgz(&all), &limits, ERRCODE_BAD_PACKAGE, word);
+        assert_refused(&scratch, &tgz(&all), &limits, ErrCode::BadPackage, word);
     }
     assert_eq!(fs::read(outside.join("file")).unwrap(), b"outside");
 }
@@ -135,7 +135,7 @@ fn gzip_bomb_in_a_file_entry_stops_at_the_bound() {
         &scratch,
         &bytes,
         &limits,
-        ERRCODE_BAD_PACKAGE,
+        ErrCode::BadPackage,
         "more than 10485760 bytes",
     );
 }
@@ -153,7 +153,7 @@ fn gzip_bomb_after_the_archive_end_stops_at_the_stream_bound() {
         &scratch,
         &bytes,
         &limits,
-        ERRCODE_BAD_PACKAGE,
+        ErrCode::BadPackage,
         "decompresses to more than",
     );
 }
@@ -178,7 +178,7 @@ fn bounds_on_total_bytes_entries_and_paths() {
         &scratch,
         &big,
         &limits,
-        ERRCODE_BAD_PACKAGE,
+        ErrCode::BadPackage,
         "more than 10485760 bytes",
     );
     let many = tgz(&[
@@ -192,7 +192,7 @@ fn bounds_on_total_bytes_entries_and_paths() {
         &scratch,
         &many,
         &limits,
-        ERRCODE_BAD_PACKAGE,
+        ErrCode::BadPackage,
         "more than 4 entries",
     );
     let long_path = "d/".repeat(40) + "f";
@@ -209,7 +209,7 @@ fn bounds_on_total_bytes_entries_and_paths() {
         &scratch,
         &long,
         &limits,
-        ERRCODE_BAD_PACKAGE,
+        ErrCode::BadPackage,
         "over 64 bytes",
     );
     let long_name = format!("run-{}", "n".repeat(NAME_BYTES_MAX));
@@ -225,7 +225,7 @@ fn bounds_on_total_bytes_entries_and_paths() {
         &scratch,
         &long,
         &UnpackLimits::default(),
-        ERRCODE_BAD_PACKAGE,
+        ErrCode::BadPackage,
         "name over 255",
     );
 }
@@ -273,32 +273,32 @@ fn corrupt_or_truncated_archives_are_refused() {
         &scratch,
         &good[..good.len() / 2],
         &limits,
-        ERRCODE_BAD_PACKAGE,
+        ErrCode::BadPackage,
         "not a valid package",
     );
     assert_refused(
         &scratch,
         &good[..good.len() - 4],
         &limits,
-        ERRCODE_BAD_PACKAGE,
+        ErrCode::BadPackage,
         "not a valid package",
     );
     let mut flipped = good.clone();
     let middle = flipped.len() / 2;
     flipped[middle] ^= 0x55;
-    assert_refused(&scratch, &flipped, &limits, ERRCODE_BAD_PACKAGE, "");
+    assert_refused(&scratch, &flipped, &limits, ErrCode::BadPackage, "");
     assert_refused(
         &scratch,
         &gzip(b"hello, not a tar"),
         &limits,
-        ERRCODE_BAD_PACKAGE,
+        ErrCode::BadPackage,
         "not a valid package",
     );
     assert_refused(
         &scratch,
         &[0x1f, 0x8b, 0, 1, 2, 3],
         &limits,
-        ERRCODE_BAD_PACKAGE,
+        ErrCode::BadPackage,
         "not a valid package",
     );
     let mut bad_sum = tar_of(&[F("run", 0o755, SCRIPT)]);
@@ -307,7 +307,7 @@ fn corrupt_or_truncated_archives_are_refused() {
         &scratch,
         &gzip(&bad_sum),
         &limits,
-        ERRCODE_BAD_PACKAGE,
+        ErrCode::BadPackage,
         "checksum",
     );
 }
@@ -340,7 +340,7 @@ fn random_and_mangled_inputs_never_panic_and_leave_nothing() {
         let mut bytes = GZIP_MAGIC.to_vec();
         bytes.extend(rng.bytes(len));
         let err = scratch.unpack(&bytes, &limits).unwrap_err();
-        assert_eq!(err.errcode, ERRCODE_BAD_PACKAGE, "{err}");
+        assert_eq!(err.errcode, ErrCode::BadPackage, "{err}");
         assert!(!dest.exists());
     }
     let good = tgz(&[
@@ -353,7 +353,8 @@ fn random_and_mangled_inputs_never_panic_and_leave_nothing() {
     for len in GZIP_MAGIC.len()..good.len() {
         let err = scratch.unpack(&good[..len], &limits).unwrap_err();
         assert_eq!(
-            err.errcode, ERRCODE_BAD_PACKAGE,
+            err.errcode,
+            ErrCode::BadPackage,
             "truncated to {len}: {err}"
         );
         assert!(!dest.exists());
@@ -399,7 +400,7 @@ fn random_and_mangled_inputs_never_panic_and_leave_nothing() {
                 fs::remove_dir_all(&dest).unwrap();
             }
             Err(err) => {
-                assert_eq!(err.errcode, ERRCODE_BAD_PACKAGE, "{err}");
+                assert_eq!(err.errcode, ErrCode::BadPackage, "{err}");
                 assert!(!dest.exists());
             }
         }

@@ -234,7 +234,7 @@ mod tests {
         assert!(budget.data(60).is_ok());
         assert!(budget.data(40).is_ok());
         let err = budget.data(1).unwrap_err();
-        assert_eq!(err.errcode, 4);
+        assert_eq!(err.errcode, crate::job_fields::ErrCode::BadPackage);
         assert!(err.message.contains("unpack_bytes_max"), "{}", err.message);
 
         let mut budget = Budget::with_free_space(&limits(100, 10, 5), 50);

@@ -167,12 +167,12 @@ fn the_program_is_exec_else_run_else_usr_sbin_or_opt_and_none_is_errcode_4() {
         (Some("srv/missing"), "not in the package"),
     ] {
         let err = scratch.unpack(&package, "demo", exec).unwrap_err();
-        assert_eq!(err.errcode, ERRCODE_BAD_PACKAGE, "{exec:?}");
+        assert_eq!(err.errcode, ErrCode::BadPackage, "{exec:?}");
         assert!(err.message.contains(why), "{exec:?}: {}", err.message);
         assert!(!scratch.dest().exists(), "nothing left for {exec:?}");
     }
     let err = scratch.unpack(&package, "other", None).unwrap_err();
-    assert_eq!(err.errcode, ERRCODE_BAD_PACKAGE);
+    assert_eq!(err.errcode, ErrCode::BadPackage);
     assert!(
         err.message
             .contains("looked for run, usr/bin/other, usr/sbin/other, opt/other/bin/other"),
@@ -259,7 +259,8 @@ fn bombs_of_each_compression_and_format_fail_with_errcode_4_and_leave_nothing() 
             .unpack_with(&package, "demo", None, &limits)
             .unwrap_err();
         assert_eq!(
-            err.errcode, ERRCODE_BAD_PACKAGE,
+            err.errcode,
+            ErrCode::BadPackage,
             "{compression}: {}",
             err.message
         );
@@ -287,7 +288,8 @@ fn bombs_of_each_compression_and_format_fail_with_errcode_4_and_leave_nothing() 
             .unpack_with(&package, "demo", None, &limits)
             .unwrap_err();
         assert_eq!(
-            err.errcode, ERRCODE_BAD_PACKAGE,
+            err.errcode,
+            ErrCode::BadPackage,
             "{package:?}: {}",
             err.message
         );
@@ -322,7 +324,7 @@ fn hostile_rpm_deb_and_cpio_headers_are_errcode_4() {
         let package = scratch.0.join("hostile");
         fs::write(&package, &bytes).unwrap();
         let err = scratch.unpack(&package, "demo", None).unwrap_err();
-        assert_eq!(err.errcode, ERRCODE_BAD_PACKAGE, "{why}: {}", err.message);
+        assert_eq!(err.errcode, ErrCode::BadPackage, "{why}: {}", err.message);
         assert!(!scratch.dest().exists());
     }
 }

@@ -68,8 +68,8 @@
 //!
 //! # Errors and durability
 //!
-//! Errcode 4 ([`ERRCODE_BAD_PACKAGE`]) is the package's fault; errcode 5
-//! ([`ERRCODE_INSTALL_FAILED`]) is the host's (disk full, permissions, an existing
+//! Errcode 4 ([`ErrCode::BadPackage`]) is the package's fault; errcode 5
+//! ([`ErrCode::InstallFailed`]) is the host's (disk full, permissions, an existing
 //! `dest`). On any failure after `dest` was created, `dest` is removed entirely:
 //! nothing is left behind, and nothing is ever created outside `dest`. Before `Ok`,
 //! every file is fsync'd as it is written, then every directory of the tree and
@@ -87,6 +87,8 @@ mod program;
 mod rpm;
 mod tree;
 
+use crate::job_fields::ErrCode;
+pub use crate::job_fields::{valid_version, VERSION_BYTES_MAX};
 pub use budget::{dir_mode, file_mode, Budget, CappedReader, StreamBound};
 pub use compress::DECODER_WINDOW_BYTES_MAX;
 pub use cpio::HARD_LINKS_PENDING_MAX;
@@ -101,11 +103,6 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use tree::sync_tree;
 
-/// Errcode of section 7 for a package that cannot be installed as it is.
-pub const ERRCODE_BAD_PACKAGE: u32 = 4;
-/// Errcode of section 7 for a host that cannot take the package (disk, permissions).
-pub const ERRCODE_INSTALL_FAILED: u32 = 5;
-
 /// Default bound on the unpacked data, all entries together.
 pub const UNPACKED_BYTES_MAX_DEFAULT: u64 = 1 << 30;
 /// Default bound on the number of entries of an archive.
@@ -115,7 +112,7 @@ pub const ENTRIES_MAX_DEFAULT: u64 = 100_000;
 /// holding the 1024 remembered job results.
 pub const RESERVE_BYTES_DEFAULT: u64 = 1024 * 1024;
 /// Default bound on the length of an entry's path or link target.
-pub const PATH_BYTES_MAX_DEFAULT: usize = 4096;
+pub const PATH_BYTES_MAX_DEFAULT: usize = crate::job_fields::PATH_BYTES_MAX;
 /// Largest single file, whatever `bytes_max` allows.
 pub const FILE_BYTES_MAX: u64 = 1 << 30;
 /// Longest name in a path (Linux `NAME_MAX`).
@@ -124,12 +121,8 @@ pub const NAME_BYTES_MAX: usize = 255;
 pub const PAX_HEADER_BYTES_MAX: u64 = 64 * 1024;
 /// Largest `VERSION` file read.
 pub const VERSION_FILE_BYTES_MAX: u64 = 256;
-/// Longest version string (section 7).
-pub const VERSION_BYTES_MAX: usize = 64;
 
 const RUN_FILE: &str = "run";
-/// A version that would collide with the `current` symlink.
-const RESERVED_VERSION: &str = "current";
 /// Mode of a single executable's `run`, and of directories the archive implies.
 const RUN_MODE: u32 = 0o755;
 const DIR_MODE: u32 = 0o755;
@@ -173,7 +166,7 @@ impl Default for UnpackLimits {
 /// Why a package was not unpacked: errcode 4 (bad package) or 5 (install failed).
 #[derive(Debug)]
 pub struct UnpackError {
-    pub errcode: u32,
+    pub errcode: ErrCode,
     pub message: String,
 }
 
@@ -197,14 +190,14 @@ fn bad(message: String) -> UnpackError {
         }
     }
     UnpackError {
-        errcode: ERRCODE_BAD_PACKAGE,
+        errcode: ErrCode::BadPackage,
         message: line,
     }
 }
 
 fn failed(message: String) -> UnpackError {
     UnpackError {
-        errcode: ERRCODE_INSTALL_FAILED,
+        errcode: ErrCode::InstallFailed,
         message,
     }
 }
@@ -312,21 +305,6 @@ pub fn version_from_url(url: &str, name: &str) -> Option<String> {
 
 /// File name endings a version is read from, after `NAME-VERSION`.
 const URL_SUFFIXES: &[&str] = &[".tar.gz", ".tgz", ".tar.xz", ".txz", ".tar.zst", ".tar"];
-
-/// A version usable as a directory name: 1–64 of `A–Z a–z 0–9 . _ - + ~`, not
-/// starting with `.`, not `current`, not ending in `.tmp`, `.json` or `.sha256` (names
-/// BootAgent keeps beside the versions).
-pub fn valid_version(version: &str) -> bool {
-    (1..=VERSION_BYTES_MAX).contains(&version.len())
-        && !version.starts_with('.')
-        && version != RESERVED_VERSION
-        && !version.ends_with(".tmp")
-        && !version.ends_with(".json")
-        && !version.ends_with(".sha256")
-        && version
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'+' | b'~'))
-}
 
 /// The single-executable format: the whole file becomes `dest/run`, mode 0755.
 fn install_executable(

@@ -211,7 +211,7 @@ fn assert_refused(
     scratch: &Scratch,
     bytes: &[u8],
     limits: &UnpackLimits,
-    errcode: u32,
+    errcode: ErrCode,
     word: &str,
 ) {
     let package = scratch.package(bytes);
@@ -264,10 +264,10 @@ fn plain_executable_bounds_and_empty_package() {
         &scratch,
         &[b'x'; 17],
         &limits,
-        ERRCODE_BAD_PACKAGE,
+        ErrCode::BadPackage,
         "more than 16 bytes",
     );
-    assert_refused(&scratch, b"", &limits, ERRCODE_BAD_PACKAGE, "empty");
+    assert_refused(&scratch, b"", &limits, ErrCode::BadPackage, "empty");
     scratch.unpack(&[b'x'; 16], &limits).unwrap();
 }
 
@@ -280,7 +280,7 @@ fn existing_dest_or_missing_parent_is_an_install_failure_and_kept() {
     let err = scratch
         .unpack(SCRIPT, &UnpackLimits::default())
         .unwrap_err();
-    assert_eq!(err.errcode, ERRCODE_INSTALL_FAILED, "{err}");
+    assert_eq!(err.errcode, ErrCode::InstallFailed, "{err}");
     assert_eq!(fs::read(dest.join("keep")).unwrap(), b"k");
     let package = scratch.package(SCRIPT);
     let err = unpack(
@@ -289,14 +289,14 @@ fn existing_dest_or_missing_parent_is_an_install_failure_and_kept() {
         &UnpackLimits::default(),
     )
     .unwrap_err();
-    assert_eq!(err.errcode, ERRCODE_INSTALL_FAILED, "{err}");
+    assert_eq!(err.errcode, ErrCode::InstallFailed, "{err}");
     let err = unpack(
         &scratch.root.join("missing"),
         &scratch.root.join("x"),
         &UnpackLimits::default(),
     )
     .unwrap_err();
-    assert_eq!(err.errcode, ERRCODE_INSTALL_FAILED, "{err}");
+    assert_eq!(err.errcode, ErrCode::InstallFailed, "{err}");
     assert!(!scratch.root.join("x").exists());
 }
 
@@ -313,18 +313,18 @@ fn disk_errors_are_install_failures_and_format_errors_bad_packages() {
     ] {
         assert_eq!(
             create_error("\"x\"", path, os(errno)).errcode,
-            ERRCODE_INSTALL_FAILED
+            ErrCode::InstallFailed
         );
-        assert_eq!(read_error(os(errno)).errcode, ERRCODE_INSTALL_FAILED);
+        assert_eq!(read_error(os(errno)).errcode, ErrCode::InstallFailed);
     }
     for errno in [libc::EEXIST, libc::ELOOP, libc::ENAMETOOLONG] {
         assert_eq!(
             create_error("\"x\"", path, os(errno)).errcode,
-            ERRCODE_BAD_PACKAGE
+            ErrCode::BadPackage
         );
     }
     let corrupt = io::Error::new(io::ErrorKind::InvalidData, "corrupt deflate stream");
-    assert_eq!(read_error(corrupt).errcode, ERRCODE_BAD_PACKAGE);
+    assert_eq!(read_error(corrupt).errcode, ErrCode::BadPackage);
     let bound = io::Error::new(io::ErrorKind::InvalidData, StreamBound(7));
     assert_eq!(
         read_error(bound).to_string(),

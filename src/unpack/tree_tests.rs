@@ -105,9 +105,9 @@ fn package_without_a_usable_run_is_refused() {
         (&[Symlink("run", "missing")], "to nothing"),
     ];
     for (items, word) in cases {
-        assert_refused(&scratch, &tgz(items), &limits, ERRCODE_BAD_PACKAGE, word);
+        assert_refused(&scratch, &tgz(items), &limits, ErrCode::BadPackage, word);
     }
-    assert_refused(&scratch, &gzip(b""), &limits, ERRCODE_BAD_PACKAGE, "no run");
+    assert_refused(&scratch, &gzip(b""), &limits, ErrCode::BadPackage, "no run");
 }
 
 #[test]
@@ -127,7 +127,7 @@ fn link_to_the_archive_root_is_refused_when_the_top_directory_moves_up() {
         &scratch,
         &bytes,
         &UnpackLimits::default(),
-        ERRCODE_BAD_PACKAGE,
+        ErrCode::BadPackage,
         "once",
     );
     scratch

@@ -3,8 +3,9 @@
 
 use crate::checks::one_line;
 use crate::gen::{fnv, Accepted, Verdict};
+use bootagent::jobs::ErrCode;
 use bootagent::meta::{Loaded, MetaStore, META_SCHEMA, SN_BYTES_MAX};
-use bootagent::unpack::{self, UnpackLimits, ERRCODE_BAD_PACKAGE};
+use bootagent::unpack::{self, UnpackLimits};
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -135,10 +136,10 @@ pub fn check_package(root: &Path, input: &[u8], name: &str) -> Verdict {
         Err(e) => {
             if fs::symlink_metadata(&dest).is_ok() {
                 Err(format!("refused ({e}) but left {} behind", dest.display()))
-            } else if e.errcode != ERRCODE_BAD_PACKAGE {
+            } else if e.errcode != ErrCode::BadPackage {
                 // The scratch host is healthy: every refusal is the package's fault.
                 Err(format!(
-                    "errcode {} for a package on a healthy host: {e}",
+                    "errcode {:?} for a package on a healthy host: {e}",
                     e.errcode
                 ))
             } else {
