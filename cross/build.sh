@@ -26,9 +26,9 @@
 # -Cpanic=immediate-abort), and without unwind tables (-Cforce-unwind-tables=no). The
 # prebuilt std links its backtrace machinery (gimli, addr2line, the unwinder, panic
 # message formatting) even with `panic = "abort"`; rebuilt this way it does not, and
-# with nothing left to unwind, the tables for it (.eh_frame) go too: about 0.6 MB less
-# per binary without TLS, 0.8 MB with it (x86_64 at the time of writing: 1.75 -> 1.11
-# MB without TLS, 2.75 -> 1.98 MB with it; cross/sizes.sh). The size budgets are
+# with nothing left to unwind, the tables for it (.eh_frame) go too: about 0.65 MB
+# less per binary without TLS, 0.8 MB with it (x86_64 at the time of writing: 1.8 ->
+# 1.2 MB without TLS, 2.8 -> 2.0 MB with it; cross/sizes.sh has the figures). The size budgets are
 # judged on this build. The trade-off (also in cross/README.md):
 #   * a panic kills the process at once with an illegal instruction (SIGILL, exit
 #     status 132 in a shell), without a message or a location, where the normal build
