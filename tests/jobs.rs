@@ -11,6 +11,8 @@ use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A child script that records each start's pid in `$MARK`, then sleeps.
@@ -257,10 +259,13 @@ fn install_from_http_then_from_file_runs_the_child_at_its_version() {
 }
 
 /// A server that sends headers promising `len` bytes, then `sent` bytes, then
-/// either stalls or closes.
-fn bad_file_server(len: usize, sent: usize, stall: bool) -> String {
+/// either stalls or closes. Returns its URL and how many answers it has sent so far
+/// (a download under way, when it stalls).
+fn bad_file_server(len: usize, sent: usize, stall: bool) -> (String, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr");
+    let answered = Arc::new(AtomicUsize::new(0));
+    let count = answered.clone();
     std::thread::spawn(move || {
         for stream in listener.incoming().take(4).flatten() {
             let mut stream = stream;
@@ -270,12 +275,14 @@ fn bad_file_server(len: usize, sent: usize, stall: bool) -> String {
                 format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n");
             let _ = stream.write_all(head.as_bytes());
             let _ = stream.write_all(&vec![b'x'; sent]);
+            count.fetch_add(1, Ordering::SeqCst);
             if stall {
+                // The stall the download must notice: the server's behaviour, not a wait.
                 std::thread::sleep(Duration::from_secs(30));
             }
         }
     });
-    format!("http://{addr}/pkg-1.0.tgz")
+    (format!("http://{addr}/pkg-1.0.tgz"), answered)
 }
 
 #[test]
@@ -314,14 +321,14 @@ fn failed_installs_get_their_errcode_and_leave_nothing_behind() {
         ("refused", refused, checksum.clone(), 2, "refused"),
         (
             "stalled",
-            bad_file_server(5000, 100, true),
+            bad_file_server(5000, 100, true).0,
             checksum.clone(),
             2,
             "stalled",
         ),
         (
             "truncated",
-            bad_file_server(5000, 1000, false),
+            bad_file_server(5000, 1000, false).0,
             checksum.clone(),
             2,
             "truncated",
@@ -453,6 +460,7 @@ fn the_same_job_id_twice_runs_once_and_is_reported_both_times() {
         wait_until(DEADLINE, || reports_with(&host.server) > before),
         "reported again"
     );
+    // Nothing to wait on for a run that must not happen: time for one to show.
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(host.starts("once").len(), 1, "not run again");
 }
@@ -471,8 +479,28 @@ fn stop_survives_a_restart_and_uninstall_removes_files_state_and_log() {
     host.wait_status("svc", "stoped", "1.0");
 
     host.agent.stop();
+    let reports = host.server.requests_to("/agent/status").len();
     host.agent = Agent::start(&host.scratch, &[]);
-    std::thread::sleep(Duration::from_millis(1500));
+    // The new process's first report says what it did with the child at its start.
+    let mut first = Value::Null;
+    assert!(
+        wait_until(DEADLINE, || {
+            let requests = host.server.requests_to("/agent/status");
+            first = requests
+                .get(reports)
+                .and_then(|r| r.json.clone())
+                .unwrap_or(Value::Null);
+            !first.is_null()
+        }),
+        "the restarted agent reports"
+    );
+    let svc = first["agents"].as_array().and_then(|agents| {
+        agents
+            .iter()
+            .find(|a| a["name"] == "svc")
+            .map(|a| a["status"].clone())
+    });
+    assert_eq!(svc, Some(json!("stoped")), "{first}");
     assert_eq!(host.starts("svc").len(), 1, "still stopped after a restart");
     host.wait_status("svc", "stoped", "1.0");
 
@@ -538,13 +566,12 @@ fn kill_9_during_a_stalled_download_ends_rolled_back_with_the_old_version() {
     assert_eq!(host.result("k1", DEADLINE)["errcode"], 0);
     host.wait_status("svc", "running", "1.0");
     let v2 = package(&host.files, "svc", "2.0", SLEEPER, &[]);
-    let url = bad_file_server(1_000_000, 1000, true);
+    let (url, answered) = bad_file_server(1_000_000, 1000, true);
     host.send(host.install_job("k2", "upgrade", "svc", &url, &sha256(&v2)));
     assert!(
-        wait_until(DEADLINE, || host.agent.log_text().contains("job k2 queued")),
-        "the upgrade was received"
+        wait_until(DEADLINE, || answered.load(Ordering::SeqCst) == 1),
+        "the download is under way"
     );
-    std::thread::sleep(Duration::from_millis(500)); // the download is under way
     host.agent.kill9();
     host.agent = Agent::start(&host.scratch, &[]);
     let result = host.result("k2", DEADLINE);
@@ -604,7 +631,8 @@ fn kill_9_at_random_moments_of_upgrades_ends_confirmed_or_rolled_back_never_betw
                 .contains(&format!("job {id} queued"))),
             "{id} was received"
         );
-        // Somewhere in download, unpack, switch, probation, or just after it.
+        // Somewhere in download, unpack, switch, probation, or just after it: the
+        // random moment of the kill is the point of the test.
         let delay = next_random(&mut rng) % 4_000;
         std::thread::sleep(Duration::from_millis(delay));
         host.agent.kill9();
@@ -622,6 +650,7 @@ fn kill_9_at_random_moments_of_upgrades_ends_confirmed_or_rolled_back_never_betw
             "{id} killed after {delay} ms: exactly one version runs: {:?}",
             running(&host, "svc")
         );
+        // Nothing to wait on for a copy that must not start: time for one to show.
         std::thread::sleep(Duration::from_millis(300));
         assert_eq!(running(&host, "svc").len(), 1, "{id}: and stays alone");
         let link = fs::read_link(host.data().join("agents/svc/current")).expect("current");
@@ -681,6 +710,8 @@ fn reports_and_supervision_go_on_during_a_slow_download() {
     // A package server that trickles 1 KiB every 100 ms: a download of minutes.
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr");
+    let trickled = Arc::new(AtomicUsize::new(0));
+    let count = trickled.clone();
     std::thread::spawn(move || {
         if let Some(Ok(mut stream)) = listener.incoming().next() {
             let mut buf = [0u8; 4096];
@@ -690,15 +721,19 @@ fn reports_and_supervision_go_on_during_a_slow_download() {
                 if stream.write_all(&[b'x'; 1024]).is_err() {
                     return;
                 }
+                count.fetch_add(1, Ordering::SeqCst);
+                // The trickle itself: the server's pace, not a wait.
                 std::thread::sleep(Duration::from_millis(100));
             }
         }
     });
     let url = format!("http://{addr}/slow-1.0.tgz");
     host.send(host.install_job("d2", "install", "slow", &url, &sha256(&pkg)));
-    std::thread::sleep(Duration::from_millis(1500)); // the download is under way
+    assert!(
+        wait_until(DEADLINE, || trickled.load(Ordering::SeqCst) >= 5),
+        "the download is under way"
+    );
     let reports = host.server.requests_to("/agent/status").len();
-    std::thread::sleep(Duration::from_millis(1100));
     let pid = host.starts("first")[0];
     // SAFETY: kill(2) on the test's own grandchild; no memory effects.
     unsafe {
@@ -781,10 +816,15 @@ fn sigterm_during_a_download_ends_the_job_and_starts_nothing_more() {
     host.send(host.install_job("t1", "install", "svc", &host.url(&pkg), &sha256(&pkg)));
     assert_eq!(host.result("t1", DEADLINE)["errcode"], 0);
     host.wait_status("svc", "running", "1.0");
-    let url = bad_file_server(1_000_000, 1000, true); // stalls for 30 s
+    let (url, answered) = bad_file_server(1_000_000, 1000, true); // stalls for 30 s
     host.send(host.install_job("t2", "upgrade", "svc", &url, &sha256(&pkg)));
     host.send(json!({"id": "t3", "action": "restart", "name": "svc"}));
-    std::thread::sleep(Duration::from_millis(2500)); // t2 is downloading, t3 waits
+    assert!(
+        wait_until(DEADLINE, || answered.load(Ordering::SeqCst) == 1
+            && host.agent.log_text().contains("job t3 queued")),
+        "t2 is downloading, t3 waits:\n{}",
+        host.agent.log_text()
+    );
     let status = host.agent.stop();
     assert!(status.success(), "{status:?}");
     let pids = host.starts("svc");
@@ -835,6 +875,7 @@ fn kill_9_at_random_moments_loses_no_acknowledged_state_and_runs_no_job_twice() 
         host.send(json!({"id": job, "action": action, "name": "svc"}));
         host.send(json!({"id": config, "action": "config", "step": step}));
         assert!(wait_until(DEADLINE, || host.server.queued_jobs(&host.sn) == 0));
+        // The random moment of the kill is the point of the test.
         let delay = next_random(&mut rng) % 400;
         std::thread::sleep(Duration::from_millis(delay));
         // What the server was told before the kill must hold after it.
@@ -874,6 +915,7 @@ fn kill_9_at_random_moments_loses_no_acknowledged_state_and_runs_no_job_twice() 
                 "running"
             };
             host.wait_status("svc", status, "1.0");
+            // Nothing to wait on for a change that must not come: time for one to show.
             std::thread::sleep(Duration::from_millis(500));
             host.wait_status("svc", status, "1.0");
         } else {

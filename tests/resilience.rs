@@ -23,7 +23,11 @@ fn server_down_then_up_the_agent_recovers_by_itself_with_backoff() {
     let addr = format!("127.0.0.1:{port}");
     let scratch = Scratch::new("down-up");
     let mut agent = Agent::start(&scratch, &["-S", &addr]);
-    std::thread::sleep(Duration::from_millis(2500)); // the server is down: nothing to wait on
+    assert!(
+        wait_until(DEADLINE, || agent.log_text().contains("connection refused")),
+        "the agent tries the server that is down:\n{}",
+        agent.log_text()
+    );
     assert!(agent.is_running());
     let server = RefServer::start(Options {
         listen: addr.clone(),
@@ -315,6 +319,7 @@ fn kill_9_during_a_storm_of_config_changes_leaves_a_metafile_that_loads() {
         }
         let seen = statuses_answered_200(&server);
         assert!(wait_until(DEADLINE, || statuses_answered_200(&server) > seen));
+        // The moment of the kill varies from round to round: the point of the test.
         std::thread::sleep(Duration::from_millis(37 * (round % 5)));
         agent.kill9();
 
