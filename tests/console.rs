@@ -286,7 +286,7 @@ fn without_an_agent_commands_exit_1_and_logs_still_work() {
 fn a_user_other_than_root_or_the_agent_s_own_is_refused() {
     // SAFETY: geteuid has no memory effects.
     if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: needs root to run a client as another user");
+        skip("needs root to run a client as another user");
         return;
     }
     const NOBODY: u32 = 65534;

@@ -93,7 +93,7 @@ impl Drop for Daemons {
 }
 
 /// Whether this host lets BootAgent make cgroups: root and a cgroup file system. When
-/// not, the cgroup tests say so and pass, except in CI (`CI=true`), which runs as root
+/// not, the cgroup tests say so and pass, except under CI (`skip`), which runs as root
 /// on a host with cgroups: there a missing precondition fails loudly.
 fn cgroups_usable(test: &str) -> bool {
     // SAFETY: geteuid has no preconditions.
@@ -105,14 +105,9 @@ fn cgroups_usable(test: &str) -> bool {
     if root && mounted {
         return true;
     }
-    let why = format!(
+    skip(&format!(
         "{test}: needs root and a mounted cgroup file system (root: {root}, mounted: {mounted})"
-    );
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "{why}: CI must have them"
-    );
-    eprintln!("skipped: {why}");
+    ));
     false
 }
 
@@ -264,11 +259,7 @@ fn a_v2_cgroup_without_controllers_still_tracks_a_daemon() {
         .lines()
         .any(|l| l.contains(" - cgroup2 "));
     if !v2 {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI has cgroup v2 mounted"
-        );
-        eprintln!("skipped: no cgroup2 file system is mounted");
+        skip("tracking with cgroup v2: no cgroup2 file system is mounted");
         return;
     }
     let (mut host, version) =
@@ -310,11 +301,7 @@ fn a_worker_killed_for_the_memory_limit_is_reported_and_the_child_runs_on() {
     let v2_memory = fs::read_to_string("/sys/fs/cgroup/cgroup.controllers")
         .is_ok_and(|c| c.split_whitespace().any(|c| c == "memory"));
     if !v1_memory && !v2_memory {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "worker OOM kills: CI must have a memory controller"
-        );
-        eprintln!("skipped: worker OOM kills need a cgroup memory controller");
+        skip("worker OOM kills: no cgroup memory controller");
         return;
     }
     let server = start_server(Some(2));

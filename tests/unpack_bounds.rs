@@ -132,7 +132,7 @@ impl SmallDisk {
     fn mount(scratch: &Scratch, size: &str) -> Option<SmallDisk> {
         // SAFETY: geteuid has no memory effects.
         if unsafe { libc::geteuid() } != 0 {
-            eprintln!("skipped: mounting a tmpfs needs root");
+            skip("mounting a tmpfs needs root");
             return None;
         }
         let path = scratch.data();
@@ -149,7 +149,7 @@ impl SmallDisk {
             .status()
             .is_ok_and(|s| s.success());
         if !mounted {
-            eprintln!("skipped: cannot mount a tmpfs here");
+            skip("cannot mount a tmpfs here");
             return None;
         }
         Some(SmallDisk { path })

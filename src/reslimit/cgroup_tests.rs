@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use crate::reslimit::facts::Facts;
 use crate::reslimit::parse::MIB;
-use crate::reslimit::testing::{read_trimmed, wait_until, Group, ALLOCATE_50M};
+use crate::reslimit::testing::{read_trimmed, skip, wait_until, Group, ALLOCATE_50M};
 use crate::reslimit::{detect, group_usage, release, Choice};
 
 #[test]
@@ -43,12 +43,13 @@ fn cgroup_names_must_be_plain() {
 /// The cgroup tests share BootAgent's parent cgroups, and `release` them at the end.
 static CGROUP_TESTS: Mutex<()> = Mutex::new(());
 
-/// The v1 mechanism, or `None` (with the reason printed) on a host that is not
-/// root or has no writable v1 hierarchy. Any other failure fails the test.
+/// The v1 mechanism, or `None` (with the reason printed; a failure under CI) on a
+/// host that is not root or has no writable v1 hierarchy. Any other failure fails
+/// the test.
 fn v1_host() -> Option<Mechanism> {
     // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } != 0 {
-        println!("skipped: not root, so no cgroup can be created");
+        skip("not root, so no cgroup can be created");
         return None;
     }
     let facts = Facts::read().expect("/proc/self is readable");
@@ -60,7 +61,7 @@ fn v1_host() -> Option<Mechanism> {
             && sys::writable(&m.point)
     });
     if !usable {
-        println!("skipped: no writable cgroup v1 memory or cpu hierarchy");
+        skip("no writable cgroup v1 memory or cpu hierarchy");
         return None;
     }
     let mechanism = detect(Choice::CgroupV1);
@@ -174,7 +175,7 @@ fn cgroup_v1_memory_limit_kills_a_process_that_takes_50m() {
         memory: Some(_), ..
     } = &mechanism
     else {
-        println!("skipped: no memory hierarchy ({mechanism})");
+        skip(&format!("no memory hierarchy ({mechanism})"));
         return;
     };
     let name = unique_name("oom");
@@ -206,7 +207,7 @@ fn cgroup_v1_cpu_quota_throttles_a_spinning_process() {
     let _serial = CGROUP_TESTS.lock().unwrap_or_else(|e| e.into_inner());
     let Some(mechanism) = v1_host() else { return };
     let Mechanism::CgroupV1 { cpu: Some(_), .. } = &mechanism else {
-        println!("skipped: no cpu hierarchy ({mechanism})");
+        skip(&format!("no cpu hierarchy ({mechanism})"));
         return;
     };
     let name = unique_name("cpu");

@@ -157,6 +157,20 @@ impl Drop for Agent {
     }
 }
 
+/// The variable `.ci/run` sets: under CI every precondition of a test holds (it runs
+/// as root, on a host with cgroups and tmpfs), so a missing one is a failure.
+pub const CI_ENV: &str = "BOOTAGENT_CI";
+
+/// A precondition of the test is missing (`why`): fails the test loudly under CI
+/// (`BOOTAGENT_CI=1`), elsewhere prints `skipped: WHY` and lets the caller return.
+pub fn skip(why: &str) {
+    assert!(
+        std::env::var_os(CI_ENV).is_none_or(|v| v != "1"),
+        "{why}: CI ({CI_ENV}=1) must meet this test's preconditions"
+    );
+    eprintln!("skipped: {why}");
+}
+
 /// Polls `condition` every 10 ms until it holds or `deadline` passes.
 pub fn wait_until(deadline: Duration, mut condition: impl FnMut() -> bool) -> bool {
     let end = Instant::now() + deadline;
