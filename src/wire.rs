@@ -169,13 +169,8 @@ pub fn parse_register_answer(body: &[u8]) -> Result<RegisterAnswer, BadAnswer> {
         status,
         ..RegisterAnswer::default()
     };
-    answer.agentsn = bounded_string(
-        &map,
-        "agentsn",
-        SN_BYTES_MAX,
-        &mut answer.ignored,
-    )
-    .filter(|sn| !sn.is_empty());
+    answer.agentsn = bounded_string(&map, "agentsn", SN_BYTES_MAX, &mut answer.ignored)
+        .filter(|sn| !sn.is_empty());
     answer.tags = bounded_string(&map, "tags", FIELD_BYTES_MAX, &mut answer.ignored);
     let key = bounded_string(&map, "key", FIELD_BYTES_MAX, &mut answer.ignored);
     let secret = bounded_string(&map, "secret", FIELD_BYTES_MAX, &mut answer.ignored);

@@ -4,7 +4,7 @@
 //! creation itself is in `entry.rs`); then the checks of the whole tree.
 
 use super::budget::{Budget, CappedReader, StreamBound};
-use super::{
+use super::shared::{
     bad, failed, quote, UnpackError, UnpackLimits, COPY_BUFFER_BYTES, PAX_HEADER_BYTES_MAX,
 };
 use std::io::{self, Read};

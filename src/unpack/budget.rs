@@ -8,7 +8,7 @@
 //! headers excluded), reads compressed input through [`Budget::capped`], and masks
 //! modes with [`file_mode`] and [`dir_mode`]. Exceeding any bound is errcode 4.
 
-use super::{bad, failed, UnpackError, UnpackLimits};
+use super::shared::{bad, failed, UnpackError, UnpackLimits};
 use std::fmt;
 use std::io::{self, Read};
 use std::path::Path;

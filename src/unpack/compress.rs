@@ -3,7 +3,7 @@
 //! file as a stream, checks the stream's own checksums, and keeps its memory
 //! bounded by [`DECODER_WINDOW_BYTES_MAX`] whatever the headers ask for.
 
-use super::UnpackError;
+use super::shared::UnpackError;
 use std::io::Read;
 
 pub(super) const GZIP_MAGIC: &[u8] = &[0x1f, 0x8b];
@@ -62,7 +62,7 @@ fn xz<'a>(inner: Box<dyn Read + 'a>) -> Result<Box<dyn Read + 'a>, UnpackError> 
 
 #[cfg(not(feature = "xz"))]
 fn xz<'a>(_inner: Box<dyn Read + 'a>) -> Result<Box<dyn Read + 'a>, UnpackError> {
-    Err(super::bad(
+    Err(super::shared::bad(
         "xz-compressed package, but this build has no xz support".to_string(),
     ))
 }
@@ -74,7 +74,7 @@ fn zstd<'a>(inner: Box<dyn Read + 'a>) -> Result<Box<dyn Read + 'a>, UnpackError
 
 #[cfg(not(feature = "zstd"))]
 fn zstd<'a>(_inner: Box<dyn Read + 'a>) -> Result<Box<dyn Read + 'a>, UnpackError> {
-    Err(super::bad(
+    Err(super::shared::bad(
         "zstd-compressed package, but this build has no zstd support".to_string(),
     ))
 }

@@ -8,7 +8,7 @@
 //! links to it; names whose data never came are an empty file and links to it.
 
 use super::archive::{read_error, Extractor};
-use super::{bad, quote, read_full, UnpackError};
+use super::shared::{bad, quote, read_full, UnpackError};
 use std::io::{self, Read};
 use std::path::PathBuf;
 

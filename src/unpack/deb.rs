@@ -7,7 +7,7 @@
 
 use super::archive::{extract_tar, read_error, Extractor};
 use super::compress::{decoder, Compression};
-use super::{bad, failed, quote, read_full, UnpackError};
+use super::shared::{bad, failed, quote, read_full, UnpackError};
 use std::fs::File;
 use std::io::{self, BufReader, Read};
 

@@ -5,7 +5,7 @@
 
 use super::archive::{read_error, Extractor};
 use super::budget::{dir_mode, file_mode};
-use super::{
+use super::shared::{
     bad, checking, create_file, failed, quote, quote_path, UnpackError, DIR_MODE, FILE_BYTES_MAX,
     NAME_BYTES_MAX,
 };

@@ -5,10 +5,10 @@
 use super::archive::{extract_tar, Extractor};
 use super::budget::Budget;
 use super::compress::{decoder, Compression};
+use super::shared::{bad, quote, Program, UnpackError, UnpackLimits, Unpacked};
 use super::tree::{check_run, find_root, read_version_file};
-use super::{
-    bad, deb, program, quote, rpm, valid_version, Program, UnpackError, UnpackLimits, Unpacked,
-};
+use super::{deb, program, rpm};
+use crate::job_fields::valid_version;
 use std::fs::File;
 use std::io::BufReader;
 use std::path::Path;

@@ -6,7 +6,9 @@
 #[path = "../../tests/common/packages.rs"]
 mod packages;
 
+use super::shared::*;
 use super::*;
+use crate::job_fields::{valid_version, ErrCode};
 use packages::{PackageFile, Spec};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};

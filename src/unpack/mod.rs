@@ -85,9 +85,9 @@ mod entry;
 mod format;
 mod program;
 mod rpm;
+mod shared;
 mod tree;
 
-use crate::job_fields::ErrCode;
 pub use crate::job_fields::{valid_version, VERSION_BYTES_MAX};
 pub use budget::{dir_mode, file_mode, Budget, CappedReader, StreamBound};
 pub use compress::DECODER_WINDOW_BYTES_MAX;
@@ -95,147 +95,19 @@ pub use cpio::HARD_LINKS_PENDING_MAX;
 pub use deb::{CONTROL_FILE_BYTES_MAX, CONTROL_TAR_BYTES_MAX};
 use format::{unpack_archive, Format, HEAD_BYTES};
 pub use rpm::{HEADER_DATA_BYTES_MAX, HEADER_TAGS_MAX};
-use std::fmt;
-use std::fs::{self, File, OpenOptions, Permissions};
+use shared::{
+    bad, create_file, failed, read_full, COPY_BUFFER_BYTES, DIR_MODE, RUN_FILE, RUN_MODE,
+};
+pub use shared::{
+    Program, UnpackError, UnpackLimits, Unpacked, ENTRIES_MAX_DEFAULT, FILE_BYTES_MAX,
+    NAME_BYTES_MAX, PATH_BYTES_MAX_DEFAULT, PAX_HEADER_BYTES_MAX, RESERVE_BYTES_DEFAULT,
+    UNPACKED_BYTES_MAX_DEFAULT, VERSION_FILE_BYTES_MAX,
+};
+use std::fs::{self, File, Permissions};
 use std::io::{self, Read, Seek, Write};
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
 use tree::sync_tree;
-
-/// Default bound on the unpacked data, all entries together.
-pub const UNPACKED_BYTES_MAX_DEFAULT: u64 = 1 << 30;
-/// Default bound on the number of entries of an archive.
-pub const ENTRIES_MAX_DEFAULT: u64 = 100_000;
-/// Default free space left over after unpacking (and after a download), so that
-/// the metafile and the logs can still be written: 1 MiB, well above a metafile
-/// holding the 1024 remembered job results.
-pub const RESERVE_BYTES_DEFAULT: u64 = 1024 * 1024;
-/// Default bound on the length of an entry's path or link target.
-pub const PATH_BYTES_MAX_DEFAULT: usize = crate::job_fields::PATH_BYTES_MAX;
-/// Largest single file, whatever `bytes_max` allows.
-pub const FILE_BYTES_MAX: u64 = 1 << 30;
-/// Longest name in a path (Linux `NAME_MAX`).
-pub const NAME_BYTES_MAX: usize = 255;
-/// Largest pax header (`x` or `g`) read or skipped.
-pub const PAX_HEADER_BYTES_MAX: u64 = 64 * 1024;
-/// Largest `VERSION` file read.
-pub const VERSION_FILE_BYTES_MAX: u64 = 256;
-
-const RUN_FILE: &str = "run";
-/// Mode of a single executable's `run`, and of directories the archive implies.
-const RUN_MODE: u32 = 0o755;
-const DIR_MODE: u32 = 0o755;
-/// Permission bits shown in messages.
-const PERMISSION_BITS: u32 = 0o777;
-/// A file's mode while its content is being written.
-const WRITING_MODE: u32 = 0o600;
-/// Size of the buffer that copies file contents.
-const COPY_BUFFER_BYTES: usize = 64 * 1024;
-/// Characters of an untrusted name shown in a message.
-const SHOWN_CHARS_MAX: usize = 128;
-/// Characters of a bad-package message.
-const MESSAGE_CHARS_MAX: usize = 512;
-
-/// Bounds of one unpacking (defaults: 1 GiB unpacked in total, 100 000 entries,
-/// paths of 4096 bytes, 1 MiB of free space kept; one file is also bounded by
-/// [`FILE_BYTES_MAX`], 1 GiB).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct UnpackLimits {
-    /// Data of all entries together, in bytes (a single executable's size).
-    pub bytes_max: u64,
-    /// Entries of an archive (files, directories, links, pax global headers).
-    pub entries_max: u64,
-    /// Length of an entry's path or link target, in bytes.
-    pub path_bytes_max: usize,
-    /// Free space that must remain on the file system after unpacking, in bytes.
-    pub reserve_bytes: u64,
-}
-
-impl Default for UnpackLimits {
-    fn default() -> Self {
-        UnpackLimits {
-            bytes_max: UNPACKED_BYTES_MAX_DEFAULT,
-            entries_max: ENTRIES_MAX_DEFAULT,
-            path_bytes_max: PATH_BYTES_MAX_DEFAULT,
-            reserve_bytes: RESERVE_BYTES_DEFAULT,
-        }
-    }
-}
-
-/// Why a package was not unpacked: errcode 4 (bad package) or 5 (install failed).
-#[derive(Debug)]
-pub struct UnpackError {
-    pub errcode: ErrCode,
-    pub message: String,
-}
-
-impl fmt::Display for UnpackError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for UnpackError {}
-
-/// The package's fault. Messages may quote the tar crate, which shows names
-/// raw: control characters are escaped and the length bounded, to keep one line.
-fn bad(message: String) -> UnpackError {
-    let mut line = String::new();
-    for c in message.chars().take(MESSAGE_CHARS_MAX) {
-        if c.is_control() {
-            line.extend(c.escape_default());
-        } else {
-            line.push(c);
-        }
-    }
-    UnpackError {
-        errcode: ErrCode::BadPackage,
-        message: line,
-    }
-}
-
-fn failed(message: String) -> UnpackError {
-    UnpackError {
-        errcode: ErrCode::InstallFailed,
-        message,
-    }
-}
-
-/// An error looking at a path inside `dest`: a path the package made too long for
-/// the file system is the package's fault (4); anything else the host's (5).
-fn checking(path: &Path, e: io::Error) -> UnpackError {
-    if e.raw_os_error() == Some(libc::ENAMETOOLONG) {
-        return bad("an entry makes a path too long for the file system".to_string());
-    }
-    failed(format!("checking {}: {e}", path.display()))
-}
-
-/// What was unpacked.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Unpacked {
-    /// Content of a `VERSION` file at the package root, trimmed, if `valid_version`.
-    pub version_file: Option<String>,
-    /// The package's own version (rpm `VERSION-RELEASE`, deb `Version` with an
-    /// epoch's `:` as `_`), if `valid_version` accepts it.
-    pub package_version: Option<String>,
-    /// Maintainer scripts the package has, which were not run (rpm `%post`, deb
-    /// `postinst`, ...).
-    pub scripts: Vec<String>,
-    /// Bytes of file content written.
-    pub bytes: u64,
-    /// Entries of the archive (1 for a single executable).
-    pub entries: u64,
-}
-
-/// What the job says about the program to run (rpm, deb, or any archive with `exec`).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Program<'a> {
-    /// The agent's name: `usr/bin/NAME`, `usr/sbin/NAME`, `opt/NAME/bin/NAME`.
-    pub name: &'a str,
-    /// The job's `exec`: a path inside the package.
-    pub exec: Option<&'a str>,
-}
 
 /// Unpacks the downloaded file `package` into `dest`, which must not exist: it is
 /// created with mode 0755, and on success `dest/run` exists and is executable.
@@ -345,43 +217,6 @@ fn install_executable(
         bytes: written,
         entries: 1,
     })
-}
-
-/// Creates a new file for writing, never through or over an existing name.
-fn create_file(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(WRITING_MODE)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
-}
-
-/// Fills `buf` as far as the reader allows; returns how many bytes were read.
-fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut filled = 0;
-    while let Some(rest) = buf.get_mut(filled..).filter(|rest| !rest.is_empty()) {
-        match reader.read(rest) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(filled)
-}
-
-/// An untrusted name for a message: lossy UTF-8, quoted and escaped, shortened.
-fn quote(bytes: &[u8]) -> String {
-    let text: String = String::from_utf8_lossy(bytes)
-        .chars()
-        .take(SHOWN_CHARS_MAX)
-        .collect();
-    format!("{text:?}")
-}
-
-fn quote_path(path: &Path) -> String {
-    quote(path.as_os_str().as_bytes())
 }
 
 #[cfg(test)]

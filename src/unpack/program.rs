@@ -6,7 +6,7 @@
 //! `usr/sbin/NAME`, `opt/NAME/bin/NAME`.
 
 use super::archive::Extractor;
-use super::{bad, checking, failed, quote, Program, UnpackError, RUN_FILE};
+use super::shared::{bad, checking, failed, quote, Program, UnpackError, RUN_FILE};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};

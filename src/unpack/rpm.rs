@@ -9,7 +9,7 @@
 use super::archive::Extractor;
 use super::compress::{decoder, Compression};
 use super::cpio::extract_cpio;
-use super::{bad, failed, quote, read_full, UnpackError};
+use super::shared::{bad, failed, quote, read_full, UnpackError};
 use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
 

@@ -3,10 +3,11 @@
 //! `run` and `VERSION` checks, and the fsync of every directory.
 
 use super::entry::{check_link_target, link_depth};
-use super::{
-    bad, checking, failed, quote, quote_path, valid_version, UnpackError, PERMISSION_BITS,
-    RUN_FILE, VERSION_FILE_BYTES_MAX,
+use super::shared::{
+    bad, checking, failed, quote, quote_path, UnpackError, PERMISSION_BITS, RUN_FILE,
+    VERSION_FILE_BYTES_MAX,
 };
+use crate::job_fields::valid_version;
 use std::ffi::OsString;
 use std::fs::{self, File};
 use std::io::{self, Read};
