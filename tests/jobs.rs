@@ -465,6 +465,53 @@ fn the_same_job_id_twice_runs_once_and_is_reported_both_times() {
     assert_eq!(host.starts("once").len(), 1, "not run again");
 }
 
+/// `restarted` is the restart policy's start after a crash; a start that a job asked
+/// for is `started`, however many crashes came before it.
+#[test]
+fn a_start_job_after_a_crash_reports_started_and_a_crash_restart_restarted() {
+    let host = Host::new("job-started", &[]);
+    let pkg = package(&host.files, "svc", "1.0", SLEEPER, &[]);
+    host.send(host.install_job("e1", "install", "svc", &host.url(&pkg), &sha256(&pkg)));
+    assert_eq!(host.result("e1", DEADLINE)["errcode"], 0);
+    host.wait_status("svc", "running", "1.0");
+    let kinds = |host: &Host| -> Vec<String> {
+        host.events()
+            .iter()
+            .filter(|e| e["name"] == "svc")
+            .filter_map(|e| e["event"].as_str().map(str::to_string))
+            .filter(|k| k == "started" || k == "restarted")
+            .collect()
+    };
+    let first = host.starts("svc")[0];
+    // SAFETY: kill(2) on the test's own grandchild; no memory effects.
+    unsafe {
+        libc::kill(first, libc::SIGKILL);
+    }
+    assert!(
+        wait_until(DEADLINE, || kinds(&host) == ["started", "restarted"]),
+        "a crash restart is restarted: {:?}",
+        host.events()
+    );
+
+    host.send(json!({"id": "e2", "action": "stop", "name": "svc"}));
+    assert_eq!(host.result("e2", DEADLINE)["errcode"], 0);
+    host.send(json!({"id": "e3", "action": "start", "name": "svc"}));
+    assert_eq!(host.result("e3", DEADLINE)["errcode"], 0);
+    host.send(json!({"id": "e4", "action": "restart", "name": "svc"}));
+    assert_eq!(host.result("e4", DEADLINE)["errcode"], 0);
+    assert!(
+        wait_until(DEADLINE, || kinds(&host).len() == 4),
+        "{:?}",
+        host.events()
+    );
+    assert_eq!(
+        kinds(&host),
+        ["started", "restarted", "started", "started"],
+        "the start and restart jobs are starts that were asked for: {:?}",
+        host.events()
+    );
+}
+
 #[test]
 fn stop_survives_a_restart_and_uninstall_removes_files_state_and_log() {
     let mut host = Host::new("job-stop", &[]);
