@@ -24,6 +24,16 @@ use log::{error, info, warn};
 use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 
+/// What the job runner is given on a loop turn.
+enum JobInput {
+    /// The worker prepared a package.
+    Prepared(Prepared),
+    /// Its child changed, or its deadline came: it looks at the job in progress.
+    Look,
+    /// Nothing for the job in progress; a queued job may start.
+    Nothing,
+}
+
 /// Why the loop stopped.
 #[derive(Debug)]
 pub enum Exit {
@@ -78,24 +88,33 @@ impl<C: Clock> EventLoop<'_, C> {
         let mut effects = Vec::new();
         let mut stopping: Option<i32> = None;
         let mut started_well = false;
-        self.sync_children(self.clock.now_ms(), &mut effects);
+        // A change of the child the job in progress waits on: the runner looks again.
+        let mut job_wake = self.sync_children(self.clock.now_ms(), &mut effects);
         loop {
             let now = self.clock.now_ms();
             let wall_s = self.clock.wall_s();
             self.supervisor.on_time(now, wall_s);
+            job_wake |= self.hand_over_changes(now, &mut effects);
             if self.save_retry_at.is_some_and(|at| now >= at) {
                 effects.push(Effect::SaveMeta);
             }
             // On probation after a self-upgrade, the next job waits for the verdict.
             if stopping.is_none() && self.self_probation.is_none() {
-                self.run_jobs(now, wall_s, None, &mut effects);
+                let due = self.jobs.next_deadline().is_some_and(|at| now >= at);
+                let look = if job_wake || due {
+                    JobInput::Look
+                } else {
+                    JobInput::Nothing
+                };
+                self.run_jobs(now, wall_s, look, &mut effects);
             }
+            job_wake = false;
             if stopping.is_none() {
                 if let Some(exit) = self.self_upgrade(now, wall_s, &mut effects) {
                     return exit;
                 }
             }
-            self.sync_children(now, &mut effects);
+            job_wake |= self.sync_children(now, &mut effects);
             // Write-ahead: what changed is on disk before a report can tell it.
             self.carry_out(&mut effects);
             self.core.on_time(now, self.clock.wall_ms(), &mut effects);
@@ -117,6 +136,8 @@ impl<C: Clock> EventLoop<'_, C> {
                 self.core.next_deadline(),
                 self.supervisor.next_deadline(),
                 self.jobs.next_deadline(),
+                // What the runner did changed its child again: it looks at once.
+                (job_wake && stopping.is_none() && self.self_probation.is_none()).then_some(now),
                 self.save_retry_at,
                 self.self_probation.as_ref().map(|p| p.upgrade.until_ms),
             ]
@@ -137,7 +158,7 @@ impl<C: Clock> EventLoop<'_, C> {
                 // job was already finished as interrupted.
                 Ok(Event::JobPrepared(_)) if stopping.is_some() => {}
                 Ok(Event::JobPrepared(prepared)) => {
-                    self.run_jobs(now, wall_s, Some(prepared), &mut effects);
+                    self.run_jobs(now, wall_s, JobInput::Prepared(prepared), &mut effects);
                 }
                 Ok(Event::Control(request)) if stopping.is_some() => {
                     local::answer(
@@ -158,7 +179,7 @@ impl<C: Clock> EventLoop<'_, C> {
                         local::server_job_busy(&request);
                     } else {
                         self.local.push(request);
-                        self.run_jobs(now, wall_s, None, &mut effects);
+                        self.run_jobs(now, wall_s, JobInput::Nothing, &mut effects);
                     }
                 }
                 Ok(Event::Signal(libc::SIGHUP)) => {
@@ -268,15 +289,10 @@ impl<C: Clock> EventLoop<'_, C> {
         Some(Exit::Exec(Box::new(ExecOut { plan, children })))
     }
 
-    /// Carries the current job on (with a prepared package, if one arrived), and
-    /// starts the next queued one when none runs; results go to the core.
-    fn run_jobs(
-        &mut self,
-        now: u64,
-        wall_s: i64,
-        prepared: Option<Prepared>,
-        effects: &mut Vec<Effect>,
-    ) {
+    /// Carries the current job on (with a prepared package, or after a change of its
+    /// child or its deadline), and starts the next queued one when none runs;
+    /// results go to the core.
+    fn run_jobs(&mut self, now: u64, wall_s: i64, input: JobInput, effects: &mut Vec<Effect>) {
         let mut stopped = Vec::new();
         let mut ctx = Ctx {
             supervisor: &mut self.supervisor,
@@ -284,9 +300,10 @@ impl<C: Clock> EventLoop<'_, C> {
             wall_s,
             stopped: &mut stopped,
         };
-        let mut done = match prepared {
-            Some(prepared) => self.jobs.prepared(prepared, &mut ctx),
-            None => self.jobs.poll(&mut ctx),
+        let mut done = match input {
+            JobInput::Prepared(prepared) => self.jobs.prepared(prepared, &mut ctx),
+            JobInput::Look => self.jobs.look(&mut ctx),
+            JobInput::Nothing => None,
         };
         // Bounded: each pass either finishes a job or leaves one running.
         for _ in 0..self.core.queued_jobs() + self.local.waiting() + 1 {
@@ -358,20 +375,30 @@ impl<C: Clock> EventLoop<'_, C> {
         }
     }
 
+    /// Hands each change the supervisor saw to the core (its event, persisted until
+    /// acknowledged) and to the job runner. True if the job in progress waits on
+    /// a child that changed.
+    fn hand_over_changes(&mut self, now: u64, effects: &mut Vec<Effect>) -> bool {
+        let mut wake = false;
+        for change in self.supervisor.take_changes() {
+            wake |= self.jobs.waits_on(&change);
+            if let Some(event) = change.event {
+                self.core.push_event(now, event, effects);
+            }
+        }
+        wake
+    }
+
     /// Hands what the supervisor saw to the core: the children for the next
-    /// report, new events (persisted until acknowledged), and a prompt report and
-    /// a fresh status view after any change.
-    fn sync_children(&mut self, now: u64, effects: &mut Vec<Effect>) {
+    /// report, the changes (`hand_over_changes`), and a prompt report and a fresh
+    /// status view after any change. True if the job in progress waits on a child
+    /// that changed.
+    fn sync_children(&mut self, now: u64, effects: &mut Vec<Effect>) -> bool {
         // Piggybacks on this wake-up (at most once a second): a worker's OOM kill is
         // in the report this wake-up may send.
         self.supervisor.check_oom(now, self.clock.wall_s());
         self.core.set_agents(self.supervisor.agents(now));
-        for event in self.supervisor.take_events() {
-            match serde_json::to_value(&event) {
-                Ok(value) => self.core.push_event(now, value, effects),
-                Err(err) => error!("cannot encode an event: {err}"),
-            }
-        }
+        let wake = self.hand_over_changes(now, effects);
         let changed = self.supervisor.take_changed();
         if changed {
             self.core.set_fatal(self.supervisor.fatal_names(), effects);
@@ -391,6 +418,7 @@ impl<C: Clock> EventLoop<'_, C> {
                 warn!("cannot write {}: {err}", self.state_file.display());
             }
         }
+        wake
     }
 
     /// Writes the metafile when asked to, then starts the exchanges: a report is

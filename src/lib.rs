@@ -25,6 +25,7 @@ pub mod logging;
 pub mod meta;
 pub mod notify;
 pub mod proxy;
+pub mod report_event;
 pub mod reslimit;
 pub mod rng;
 pub mod selfup;

@@ -13,6 +13,7 @@
 //! good, else loading fails and the agent refuses to start.
 
 use crate::atomic_file;
+use crate::report_event::ChildEvent;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::fmt;
@@ -143,11 +144,12 @@ pub struct ChildUpgrade {
     pub old_settings: Option<String>,
 }
 
-/// One queued event: its sequence number and its wire form.
+/// One queued event: its sequence number and the event, kept in the form a report
+/// carries it (as every BootAgent wrote it, see `report_event`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredEvent {
     pub seq: u64,
-    pub event: serde_json::Value,
+    pub event: ChildEvent,
 }
 
 /// One executed job and its result.
@@ -451,6 +453,28 @@ mod tests {
         let old = r#"{"schema":1,"agentsn":"x","step_s":600}"#;
         let parsed: Meta = serde_json::from_str(old).expect("old metafile");
         assert!(parsed.fatal.is_empty() && parsed.boot_id.is_empty());
+    }
+
+    #[test]
+    fn events_of_an_older_metafile_are_read_typed_and_written_back_the_same() {
+        use crate::child::{EventKind, Exit};
+        use crate::report_event::Origin;
+        // The events as an earlier BootAgent kept them: JSON objects in report form.
+        let old = r#"{"schema":1,"agentsn":"x","step_s":600,"event_seq":3,"events":[
+            {"seq":1,"event":{"code":3,"event":"exited","message":"exited with code 3","name":"svc","time":100}},
+            {"seq":2,"event":{"count":4,"event":"killed","message":"worker killed (4 times)","name":"svc","signal":9,"time":101}},
+            {"seq":3,"event":{"event":"stopped","message":"stop from the console (uid 0): svc stopped","name":"svc","origin":"local","time":102}}]}"#;
+        let meta: Meta = serde_json::from_str(old).expect("older metafile");
+        let events: Vec<_> = meta.events.iter().map(|e| &e.event).collect();
+        assert_eq!(events[0].kind, EventKind::Exited);
+        assert_eq!(events[0].exit, Some(Exit::Code(3)));
+        assert_eq!(events[1].exit, Some(Exit::Signal(9)));
+        assert_eq!(events[1].count, Some(4));
+        assert_eq!(events[2].origin, Origin::Local);
+        let again: serde_json::Value =
+            serde_json::from_str(&serde_json::to_string(&meta).expect("ser")).expect("json");
+        let before: serde_json::Value = serde_json::from_str(old).expect("json");
+        assert_eq!(again["events"], before["events"]);
     }
 
     #[test]

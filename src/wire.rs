@@ -5,6 +5,7 @@
 //! field is ignored, an extension field of the wrong type is dropped with a reason,
 //! and only a body that is not the expected JSON object fails the exchange.
 
+use crate::report_event::{split_exit, Origin, ReportEvent};
 use serde::Serialize;
 use serde_json::Value;
 use std::fmt;
@@ -45,7 +46,7 @@ pub struct StatusRequest<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub agents: Option<Vec<AgentStatus>>,
     pub jobs: Vec<JobResult<'a>>,
-    pub events: Vec<&'a Value>,
+    pub events: Vec<ReportEvent>,
 }
 
 /// One child agent in a status report (section 3); none exist before supervision.
@@ -69,40 +70,67 @@ pub struct AgentStatus {
     pub status_text: Option<String>,
 }
 
-/// A child incident (section 3, `events`).
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
-pub struct ChildEvent {
-    pub time: i64,
-    pub name: String,
-    pub event: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub code: Option<i32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub signal: Option<i32>,
-    /// Kills of worker processes coalesced into this event (section 3).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub count: Option<u64>,
-    pub message: String,
+/// An event of a report (section 3, `events`), in its wire form: the fields in
+/// the order reports have always had them (alphabetical), absent ones left out.
+impl Serialize for ReportEvent {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let wire = match self {
+            ReportEvent::Child(event) => {
+                let (code, signal) = split_exit(event.exit);
+                WireEvent {
+                    code,
+                    count: event.count,
+                    event: event.kind.as_str(),
+                    message: &event.message,
+                    name: Some(&event.name),
+                    origin: match event.origin {
+                        Origin::Agent => None,
+                        Origin::Local => Some("local"),
+                    },
+                    signal,
+                    time: event.time,
+                    what: None,
+                }
+            }
+            ReportEvent::Dropped {
+                time,
+                count,
+                what,
+                message,
+            } => WireEvent {
+                code: None,
+                count: Some(*count),
+                event: "dropped",
+                message,
+                name: None,
+                origin: None,
+                signal: None,
+                time: *time,
+                what: Some(what.as_str()),
+            },
+        };
+        wire.serialize(serializer)
+    }
 }
 
-/// `message` with how many times it happened: `"… (3 times)"`, replacing a count it
-/// already ends with; unchanged for once.
-pub fn counted(message: &str, count: u64) -> String {
-    let base = match message.rsplit_once(" (") {
-        Some((base, tail))
-            if tail
-                .strip_suffix(" times)")
-                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())) =>
-        {
-            base
-        }
-        _ => message,
-    };
-    if count > 1 {
-        format!("{base} ({count} times)")
-    } else {
-        base.to_string()
-    }
+#[derive(Serialize)]
+struct WireEvent<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code: Option<i32>,
+    /// Kills of worker processes coalesced into this event, or how many were dropped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    count: Option<u64>,
+    event: &'static str,
+    message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    origin: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    signal: Option<i32>,
+    time: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    what: Option<&'static str>,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -350,6 +378,29 @@ mod tests {
         assert!(long.ends_with('…'));
         assert!(one_line(&"é".repeat(10_000)).len() <= MESSAGE_BYTES_MAX + 3);
         assert_eq!(one_line("plain"), "plain");
+    }
+
+    #[test]
+    fn events_keep_their_wire_form() {
+        use crate::child::{EventKind, Exit};
+        use crate::report_event::{ChildEvent, DroppedWhat};
+        let text = |event: &ReportEvent| serde_json::to_string(event).expect("serialises");
+        let mut exited = ChildEvent::new(9, "a", EventKind::Exited, "killed by signal 15".into());
+        exited.exit = Some(Exit::Signal(15));
+        assert_eq!(
+            text(&ReportEvent::Child(exited)),
+            r#"{"event":"exited","message":"killed by signal 15","name":"a","signal":15,"time":9}"#
+        );
+        let dropped = ReportEvent::Dropped {
+            time: 5,
+            count: 3,
+            what: DroppedWhat::Results,
+            message: "3 job result(s) dropped".into(),
+        };
+        assert_eq!(
+            text(&dropped),
+            r#"{"count":3,"event":"dropped","message":"3 job result(s) dropped","time":5,"what":"results"}"#
+        );
     }
 
     #[test]

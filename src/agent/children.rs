@@ -4,6 +4,7 @@
 
 use super::{Core, Effect};
 use crate::meta::StoredEvent;
+use crate::report_event::{ChildEvent, DroppedWhat, ReportEvent};
 use crate::wheel::Millis;
 use crate::wire::AgentStatus;
 use std::collections::BTreeSet;
@@ -17,8 +18,8 @@ impl Core {
     /// Queues a child event for delivery (kept until acknowledged, persisted) and
     /// asks for a prompt report. Bounded at `pending_events_max` exactly, the
     /// `dropped` events included: past that, the event is dropped and counted in
-    /// the one `dropped` event of kind `"events"`.
-    pub fn push_event(&mut self, now: Millis, event: serde_json::Value, effects: &mut Vec<Effect>) {
+    /// the one `dropped` event of what `events`.
+    pub fn push_event(&mut self, now: Millis, event: ChildEvent, effects: &mut Vec<Effect>) {
         let max = self.limits.pending_events_max.max(2);
         // An event already on its way to the server must not change under it.
         let in_flight_seq = self.in_flight.as_ref().map_or(0, |f| f.carried_events_seq);
@@ -30,10 +31,7 @@ impl Core {
         let dropped = &mut self.meta.dropped;
         if self.meta.events.len() + 1 + dropped.markers() > max {
             dropped.events = dropped.events.saturating_add(1);
-            dropped.events_time = event
-                .get("time")
-                .and_then(|t| t.as_i64())
-                .unwrap_or(self.wall_s);
+            dropped.events_time = event.time;
             self.keep_events_bound();
         } else {
             self.meta.event_seq += 1;
@@ -47,7 +45,7 @@ impl Core {
     }
 
     /// Counts `count` job results dropped past `pending_results_max`, reported
-    /// in one `dropped` event of kind `"results"`.
+    /// in one `dropped` event of what `results`.
     pub(super) fn drop_results(&mut self, count: u64) {
         self.meta.dropped.results = self.meta.dropped.results.saturating_add(count);
         self.meta.dropped.results_time = self.wall_s;
@@ -70,25 +68,32 @@ impl Core {
         }
     }
 
-    /// The `dropped` events of the next report: one per kind, with its count.
-    pub(super) fn dropped_events(&self) -> Vec<serde_json::Value> {
+    /// The events of the next report: those queued, oldest first, then one
+    /// `dropped` event per what was dropped, with its count.
+    pub(super) fn report_events(&self) -> Vec<ReportEvent> {
         let max = self.limits.pending_events_max.max(2);
         let d = &self.meta.dropped;
-        let mut out = Vec::new();
+        let mut out: Vec<ReportEvent> = (self.meta.events.iter())
+            .map(|e| ReportEvent::Child(e.event.clone()))
+            .collect();
         if d.events > 0 {
-            out.push(
-                serde_json::json!({"time": d.events_time, "event": "dropped",
-                "what": "events", "count": d.events,
-                "message": format!("{} event(s) dropped: the queue holds {max}", d.events)}),
-            );
+            out.push(ReportEvent::Dropped {
+                time: d.events_time,
+                count: d.events,
+                what: DroppedWhat::Events,
+                message: format!("{} event(s) dropped: the queue holds {max}", d.events),
+            });
         }
         if d.results > 0 {
-            out.push(
-                serde_json::json!({"time": d.results_time, "event": "dropped",
-                "what": "results", "count": d.results,
-                "message": format!("{} job result(s) dropped: at most {} wait for delivery",
-                    d.results, self.limits.pending_results_max)}),
-            );
+            out.push(ReportEvent::Dropped {
+                time: d.results_time,
+                count: d.results,
+                what: DroppedWhat::Results,
+                message: format!(
+                    "{} job result(s) dropped: at most {} wait for delivery",
+                    d.results, self.limits.pending_results_max
+                ),
+            });
         }
         out
     }
@@ -117,77 +122,45 @@ impl Core {
 
 /// Repeated kills of a child's worker processes are one event per child per report
 /// (docs/protocol.md section 3): a `killed` event with a `count` is added to one of the
-/// same child still waiting to be sent (not carried by the report in flight), which
-/// takes the newer time and message and the sum of the counts. True if it was.
-fn coalesce(events: &mut [StoredEvent], in_flight_seq: u64, event: &serde_json::Value) -> bool {
-    let field = |e: &serde_json::Value, key: &str| e.get(key).cloned();
-    let Some(count) = event.get("count").and_then(|c| c.as_u64()) else {
-        return false;
-    };
-    if event.get("event").and_then(|e| e.as_str()) != Some("killed") {
-        return false;
-    }
-    let waiting = events.iter_mut().rev().find(|stored| {
-        stored.seq > in_flight_seq
-            && field(&stored.event, "event") == field(event, "event")
-            && field(&stored.event, "name") == field(event, "name")
-            && stored.event.get("count").is_some_and(|c| c.is_u64())
-    });
-    let Some(waiting) = waiting else {
-        return false;
-    };
-    let total = (waiting.event["count"].as_u64().unwrap_or(0)).saturating_add(count);
-    let message = event.get("message").and_then(|m| m.as_str()).unwrap_or("");
-    waiting.event["time"] = field(event, "time").unwrap_or_default();
-    waiting.event["count"] = total.into();
-    waiting.event["message"] = crate::wire::counted(message, total).into();
-    true
+/// same child still waiting to be sent (not carried by the report in flight). True if it was.
+fn coalesce(events: &mut [StoredEvent], in_flight_seq: u64, event: &ChildEvent) -> bool {
+    event.count.is_some()
+        && (events.iter_mut().rev())
+            .filter(|stored| stored.seq > in_flight_seq)
+            .any(|stored| stored.event.coalesce(event))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use crate::child::EventKind;
 
-    fn stored(seq: u64, event: serde_json::Value) -> StoredEvent {
+    fn stored(seq: u64, event: ChildEvent) -> StoredEvent {
         StoredEvent { seq, event }
     }
 
     #[test]
     fn worker_kills_of_one_child_are_one_event_per_report() {
-        let kill = |time: i64, name: &str, count: u64| {
-            json!({"time": time, "name": name, "event": "killed", "signal": 9, "count": count,
-                   "message": crate::wire::counted("worker 7 (awk) killed by the kernel: over the child's memory 20M limit", count)})
-        };
-        let mut events = vec![
-            stored(1, kill(100, "a", 1)),
-            stored(
-                2,
-                json!({"time": 101, "name": "a", "event": "killed", "message": "killed for exceeding its memory 20M limit"}),
-            ),
-        ];
+        let msg = "worker 7 (awk) killed by the kernel: over the child's memory 20M limit";
+        let kill =
+            |time: i64, name: &str, count: u64| ChildEvent::worker_kills(time, name, msg, count);
+        let whole = ChildEvent::new(
+            101,
+            "a",
+            EventKind::Killed,
+            "killed for exceeding its memory 20M limit".into(),
+        );
+        let mut events = vec![stored(1, kill(100, "a", 1)), stored(2, whole.clone())];
         // Carried by the report in flight: not changed under it.
         assert!(!coalesce(&mut events, 2, &kill(102, "a", 2)));
         // Waiting: added up, the newer time and message.
         assert!(coalesce(&mut events, 0, &kill(103, "a", 2)));
-        assert_eq!(events[0].event["count"], 3);
-        assert_eq!(events[0].event["time"], 103);
-        assert_eq!(
-            events[0].event["message"],
-            "worker 7 (awk) killed by the kernel: over the child's memory 20M limit (3 times)"
-        );
+        assert_eq!(events[0].event.count, Some(3));
+        assert_eq!(events[0].event.time, 103);
+        assert_eq!(events[0].event.message, format!("{msg} (3 times)"));
         // Another child, or a kill of the whole child (no count): an event of its own.
         assert!(!coalesce(&mut events, 0, &kill(104, "b", 1)));
-        let whole = events[1].event.clone();
         assert!(!coalesce(&mut events, 0, &whole));
-    }
-
-    #[test]
-    fn counted_replaces_a_count_it_ends_with() {
-        use crate::wire::counted;
-        assert_eq!(counted("x", 1), "x");
-        assert_eq!(counted("x", 2), "x (2 times)");
-        assert_eq!(counted("x (2 times)", 5), "x (5 times)");
-        assert_eq!(counted("x (many times)", 3), "x (many times) (3 times)");
+        assert_eq!(events[1].event, whole);
     }
 }

@@ -125,7 +125,6 @@ impl Core {
             .iter()
             .map(|r| (r.id.to_string(), r.errcode, r.message.to_string()))
             .collect();
-        let dropped = self.dropped_events();
         let request = StatusRequest {
             hostname: &self.facts.hostname,
             agentsn: &self.meta.agentsn,
@@ -135,13 +134,7 @@ impl Core {
             step: self.meta.step_s,
             agents,
             jobs: pending,
-            events: self
-                .meta
-                .events
-                .iter()
-                .map(|e| &e.event)
-                .chain(dropped.iter())
-                .collect(),
+            events: self.report_events(),
         };
         // Serialising plain strings and integers cannot fail.
         (serde_json::to_vec(&request).unwrap_or_default(), carried)

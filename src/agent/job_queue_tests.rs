@@ -3,7 +3,9 @@
 //! (Compiled only under `#[cfg(test)]`, as a child module of its parent.)
 
 use super::*;
+use crate::child::{EventKind, Exit};
 use crate::jobs::ErrCode;
+use crate::report_event::{ChildEvent, Origin};
 
 #[test]
 fn config_job_sets_step_and_servers_and_its_result_is_sent_until_acknowledged() {
@@ -207,7 +209,11 @@ fn the_event_bound_holds_exactly_with_one_dropped_event_while_another_is_in_flig
     let mut sim = Sim::new(true, "a:1");
     sim.settle();
     let max = Limits::default().pending_events_max;
-    let event = |i: usize| json!({"time": 1, "name": "svc", "event": "exited", "code": i});
+    let event = |i: usize| {
+        let mut event = ChildEvent::new(1, "svc", EventKind::Exited, format!("exit {i}"));
+        event.exit = Some(Exit::Code(i as i32));
+        event
+    };
     let mut effects = Vec::new();
     for i in 0..max + 10 {
         sim.core.push_event(sim.now, event(i), &mut effects);
@@ -246,4 +252,37 @@ fn the_event_bound_holds_exactly_with_one_dropped_event_while_another_is_in_flig
     sim.answer(ok(json!({})));
     let third = sim.next_request();
     assert_eq!(third.body["events"], json!([]));
+}
+
+#[test]
+fn events_go_out_in_the_form_reports_always_had() {
+    let mut sim = Sim::new(true, "a:1");
+    sim.settle();
+    let mut effects = Vec::new();
+    let mut exited = ChildEvent::new(100, "svc", EventKind::Exited, "exited with code 3".into());
+    exited.exit = Some(Exit::Code(3));
+    sim.core.push_event(sim.now, exited, &mut effects);
+    let kill = |time, count| ChildEvent::worker_kills(time, "svc", "worker 7 (awk) killed", count);
+    sim.core.push_event(sim.now, kill(101, 1), &mut effects);
+    sim.core.push_event(sim.now, kill(102, 2), &mut effects);
+    let mut local = ChildEvent::new(
+        103,
+        "web",
+        EventKind::Stopped,
+        "stop from the console".into(),
+    );
+    local.origin = Origin::Local;
+    sim.core.push_event(sim.now, local, &mut effects);
+    let report = sim.next_request();
+    let text = String::from_utf8(report.raw.clone()).unwrap_or_default();
+    let events = text.split_once(r#""events":"#).map_or("", |(_, e)| e);
+    assert_eq!(
+        events,
+        concat!(
+            r#"[{"code":3,"event":"exited","message":"exited with code 3","name":"svc","time":100},"#,
+            r#"{"count":3,"event":"killed","message":"worker 7 (awk) killed (3 times)","name":"svc","signal":9,"time":102},"#,
+            r#"{"event":"stopped","message":"stop from the console","name":"web","origin":"local","time":103}]}"#
+        ),
+        "worker kills coalesced; every field as before"
+    );
 }

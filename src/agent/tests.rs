@@ -34,6 +34,8 @@ struct Sent {
     host: String,
     path: &'static str,
     body: Value,
+    /// The body as sent, byte for byte.
+    raw: Vec<u8>,
 }
 
 fn facts() -> Facts {
@@ -109,12 +111,14 @@ impl Sim {
                     server, path, body, ..
                 } = effect
                 {
-                    let body = serde_json::from_slice(&body).expect("the core sends JSON");
+                    let raw = body;
+                    let body = serde_json::from_slice(&raw).expect("the core sends JSON");
                     return Sent {
                         at: self.now,
                         host: server.host,
                         path,
                         body,
+                        raw,
                     };
                 }
             }
@@ -387,8 +391,16 @@ fn retry_after_holds_even_when_an_event_asks_for_a_prompt_report() {
     });
     sim.now += 2_000;
     let mut effects = Vec::new();
-    sim.core
-        .push_event(sim.now, json!({"event": "exited"}), &mut effects);
+    sim.core.push_event(
+        sim.now,
+        crate::report_event::ChildEvent::new(
+            1,
+            "svc",
+            crate::child::EventKind::Exited,
+            String::new(),
+        ),
+        &mut effects,
+    );
     let next = sim.next_request();
     assert!(
         (50_000..=75_000).contains(&(next.at - sent.at)),

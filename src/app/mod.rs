@@ -270,12 +270,12 @@ pub fn run(options: &Options) -> Result<(), AppError> {
     let mut core_events = Vec::new();
     for notice in &settled.notices {
         warn!("{notice}");
-        core_events.push(serde_json::json!({
-            "time": clock.wall_s(),
-            "name": "bootagent",
-            "event": "fatal",
-            "message": notice,
-        }));
+        core_events.push(crate::report_event::ChildEvent::new(
+            clock.wall_s(),
+            "bootagent",
+            crate::child::EventKind::Fatal,
+            notice.clone(),
+        ));
     }
     let self_probation = match (&settled.probation, &handover) {
         (Some(upgrade), Some(handover)) => {

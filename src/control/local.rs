@@ -6,7 +6,7 @@
 
 use super::{sv_line, Reply, Request, Verb, EXIT_DONE, EXIT_FAILED, EXIT_NO_SUCH_CHILD};
 use crate::jobs::{ErrCode, Job, Settings};
-use serde_json::{json, Value};
+use crate::report_event::{ChildEvent, Origin};
 use std::collections::VecDeque;
 
 /// The id the job runner knows a local command by (never journaled or reported).
@@ -74,7 +74,13 @@ impl LocalCommands {
 
     /// The running command is done: answers its client, and returns the event that
     /// reports it to the server. `sv` is the child's line after it.
-    pub fn finish(&mut self, code: ErrCode, message: &str, sv: &str, wall_s: i64) -> Option<Value> {
+    pub fn finish(
+        &mut self,
+        code: ErrCode,
+        message: &str,
+        sv: &str,
+        wall_s: i64,
+    ) -> Option<ChildEvent> {
         let request = self.running.take()?;
         let exit = match code {
             ErrCode::Success => EXIT_DONE,
@@ -92,13 +98,14 @@ impl LocalCommands {
         } else {
             format!("failed: {message}")
         };
-        Some(json!({
-            "time": wall_s,
-            "name": request.name,
-            "event": request.verb.event_kind(),
-            "origin": "local",
-            "message": format!("{} from the console (uid {}): {outcome}", request.verb.as_str(), request.uid),
-        }))
+        let message = format!(
+            "{} from the console (uid {}): {outcome}",
+            request.verb.as_str(),
+            request.uid
+        );
+        let mut event = ChildEvent::new(wall_s, &request.name, request.verb.event_kind(), message);
+        event.origin = Origin::Local;
+        Some(event)
     }
 
     /// Answers every command still waiting (BootAgent is stopping).
@@ -148,6 +155,7 @@ pub fn sv_of(name: &str, agents: &[crate::wire::AgentStatus]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::child::EventKind;
     use std::sync::mpsc;
 
     fn request(verb: Verb, name: &str) -> (Request, mpsc::Receiver<Reply>) {
@@ -180,10 +188,10 @@ mod tests {
         let event = local
             .finish(ErrCode::Success, "a stopped", "stoped: a", 7)
             .expect("an event");
-        assert_eq!(event["event"], "stopped");
-        assert_eq!(event["origin"], "local");
-        assert_eq!(event["name"], "a");
-        assert_eq!(event["time"], 7);
+        assert_eq!(event.kind, EventKind::Stopped);
+        assert_eq!(event.origin, Origin::Local);
+        assert_eq!(event.name, "a");
+        assert_eq!(event.time, 7);
         assert_eq!(stop_rx.try_recv(), Ok(Reply::new(0, "stoped: a")));
         assert!(!local.running());
         assert_eq!(local.next_job(), Some(Job::Start { name: "b".into() }));
@@ -195,8 +203,8 @@ mod tests {
                 8,
             )
             .expect("an event");
-        assert_eq!(event["event"], "started");
-        assert!(event["message"].as_str().unwrap_or("").contains("failed"));
+        assert_eq!(event.kind, EventKind::Started);
+        assert!(event.message.contains("failed"));
         assert_eq!(local.next_job(), None);
     }
 

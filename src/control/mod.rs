@@ -33,6 +33,7 @@ pub mod logs;
 
 pub use listener::{listen, ListenLimits};
 
+use crate::child::EventKind;
 use std::fmt;
 use std::sync::mpsc::SyncSender;
 
@@ -74,11 +75,11 @@ impl Verb {
     }
 
     /// The kind of the event that reports it (section 3).
-    pub fn event_kind(self) -> &'static str {
+    pub fn event_kind(self) -> EventKind {
         match self {
-            Verb::Restart => "restarted",
-            Verb::Stop => "stopped",
-            Verb::Start => "started",
+            Verb::Restart => EventKind::Restarted,
+            Verb::Stop => EventKind::Stopped,
+            Verb::Start => EventKind::Started,
         }
     }
 }

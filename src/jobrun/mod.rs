@@ -34,7 +34,7 @@ pub use recover::roll_back_interrupted;
 use crate::download::DownloadLimits;
 use crate::events::{Event, JobResult, Prepared};
 use crate::jobs::{ErrCode, Install, Job, SelfUpgrade};
-use crate::supervisor::{Supervisor, CHILDREN_MAX};
+use crate::supervisor::{Change, Status, Supervisor, CHILDREN_MAX};
 use crate::unpack::UnpackLimits;
 use crate::wheel::Millis;
 use files::remove_old_versions;
@@ -217,7 +217,7 @@ impl JobRunner {
         self.cancel.store(true, Ordering::SeqCst);
     }
 
-    /// When the loop must call `poll` even if nothing else happens.
+    /// When the loop must call `look` even if its child does not change.
     pub fn next_deadline(&self) -> Option<Millis> {
         match &self.current.as_ref()?.phase {
             Phase::Starting { until, .. } | Phase::Stopping { until, .. } => Some(*until),
@@ -305,7 +305,7 @@ impl JobRunner {
             phase,
             note: None,
         });
-        self.poll(ctx).map(|(_, result)| result)
+        self.look(ctx).map(|(_, result)| result)
     }
 
     /// The worker finished preparing a package: switch to it and start it.
@@ -350,14 +350,29 @@ impl JobRunner {
                 if let Some(current) = self.current.as_mut() {
                     current.phase = phase;
                 }
-                self.poll(ctx)
+                self.look(ctx)
             }
             Err(result) => self.finish(result),
         }
     }
 
-    /// Carries the current job on; returns its result when it is done.
-    pub fn poll(&mut self, ctx: &mut Ctx<'_>) -> Option<(String, JobResult)> {
+    /// Whether the job in progress waits on the child of `change`: then the loop
+    /// has it `look` again.
+    pub fn waits_on(&self, change: &Change) -> bool {
+        let Some(current) = &self.current else {
+            return false;
+        };
+        current.job.agent() == Some(change.name.as_str())
+            && matches!(
+                current.phase,
+                Phase::Stopping { .. } | Phase::Starting { .. } | Phase::Probation(_)
+            )
+    }
+
+    /// Carries the current job on, after a change of its child (`waits_on`) or at
+    /// its deadline (`next_deadline`); returns its result when it is done. It
+    /// decides from the child's typed status, pid, restarts and readiness.
+    pub fn look(&mut self, ctx: &mut Ctx<'_>) -> Option<(String, JobResult)> {
         let current = self.current.as_mut()?;
         let name = current.job.agent().unwrap_or_default().to_string();
         match &mut current.phase {
@@ -380,7 +395,7 @@ impl JobRunner {
                 let pid = ctx.supervisor.pid(&name);
                 if pid.is_some()
                     && pid != *old_pid
-                    && ctx.supervisor.status(&name) == Some("running")
+                    && ctx.supervisor.status(&name) == Some(Status::Running)
                 {
                     return self.finish((
                         ErrCode::Success,
@@ -388,7 +403,7 @@ impl JobRunner {
                     ));
                 }
                 if ctx.now >= *until {
-                    let status = ctx.supervisor.status(&name).unwrap_or("gone");
+                    let status = ctx.supervisor.status(&name).map_or("gone", Status::as_str);
                     return self.finish((
                         ErrCode::StartFailed,
                         format!("{name} did not start: {status}"),
@@ -398,7 +413,8 @@ impl JobRunner {
             }
             Phase::Probation(p) => {
                 let pid = ctx.supervisor.pid(&name);
-                let running = ctx.supervisor.status(&name) == Some("running") && pid.is_some();
+                let running =
+                    ctx.supervisor.status(&name) == Some(Status::Running) && pid.is_some();
                 if p.pid.is_none()
                     && running
                     && pid != p.old_pid
@@ -408,7 +424,10 @@ impl JobRunner {
                 }
                 let died = p.pid.is_some() && (pid != p.pid || !running)
                     || ctx.supervisor.restarts(&name) != p.restarts
-                    || matches!(ctx.supervisor.status(&name), Some("fatal" | "killed"));
+                    || matches!(
+                        ctx.supervisor.status(&name),
+                        Some(Status::Fatal | Status::Killed)
+                    );
                 if died {
                     let why = ctx
                         .supervisor

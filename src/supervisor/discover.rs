@@ -85,10 +85,10 @@ impl Supervisor {
             }
         };
         let mut child = Child::new(settings.policy);
+        let broken_why = broken.clone();
         if let Some(why) = &broken {
             warn!("agent {name}: {why}; it will not be started");
             child.state = State::Fatal;
-            self.push_event(name, EventKind::Fatal, None, why.clone(), 0);
         }
         debug!("supervising {name} {version} in {}", dir.display());
         let _ = now;
@@ -111,6 +111,9 @@ impl Supervisor {
                 health: Default::default(),
             },
         );
+        if let Some(why) = broken_why {
+            self.push_event(name, EventKind::Fatal, None, why, 0);
+        }
         self.changed = true;
     }
 }

@@ -195,6 +195,7 @@ impl Supervisor {
         if let Some(id) = slot.health.ready_timer.take() {
             self.wheel.cancel(id);
         }
+        self.note_change(name);
         self.feed_watchdog(name, now);
     }
 

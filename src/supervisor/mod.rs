@@ -20,7 +20,7 @@ mod spawn;
 mod tracking;
 
 pub use health::NotifierFactory;
-pub use report::ChildView;
+pub use report::{Change, ChildView, Status};
 pub use settings::{parse_envs, valid_name, Settings};
 pub use tracking::AtStart;
 
@@ -29,7 +29,6 @@ use crate::childlog::ChildLogs;
 use crate::reslimit::{Cgroup, Mechanism, Throttle, TrackParent};
 use crate::sys::Reaped;
 use crate::wheel::{Millis, TimerId, Wheel};
-use crate::wire::ChildEvent;
 use log::warn;
 use procs::Processes;
 use std::collections::{BTreeMap, BTreeSet};
@@ -95,7 +94,8 @@ pub struct Supervisor {
     subreaper: bool,
     logs: Option<ChildLogs>,
     cpus: u32,
-    events: Vec<ChildEvent>,
+    /// What changed in the children since the loop last took it.
+    changes: Vec<Change>,
     /// Something a report or the status view shows has changed.
     changed: bool,
     /// Something changed that waits for the next report without asking for a prompt
@@ -132,7 +132,7 @@ impl Supervisor {
             subreaper: false,
             logs,
             cpus,
-            events: Vec::new(),
+            changes: Vec::new(),
             changed: false,
             view_changed: false,
             oom_checked_at: None,
@@ -177,14 +177,16 @@ impl Supervisor {
         if slot.broken.is_some() && matches!(input, Input::Start | Input::Restart) {
             return;
         }
+        let before = (Status::of(&slot.child.state), slot.child.pid());
+        let first_change = self.changes.len();
         let mut pending = vec![input];
         while let Some(input) = pending.pop() {
             let Some(slot) = self.slots.get_mut(name) else {
                 return;
             };
-            let status_before = slot.child.status();
+            let status_before = Status::of(&slot.child.state);
             let actions = slot.child.step(now, input);
-            if slot.child.status() != status_before {
+            if Status::of(&slot.child.state) != status_before {
                 self.changed = true;
             }
             for action in actions {
@@ -200,6 +202,7 @@ impl Supervisor {
                 }
             }
         }
+        self.note_input(name, before, first_change);
         self.arm_state_timer(name);
         self.sync_health(name, now);
     }
@@ -346,9 +349,9 @@ impl Supervisor {
         self.slots.get(name)?.child.pid()
     }
 
-    /// The status word of the wire, for jobs that wait on a child.
-    pub fn status(&self, name: &str) -> Option<&'static str> {
-        Some(self.slots.get(name)?.child.status())
+    /// The status of a child, for jobs that wait on it.
+    pub fn status(&self, name: &str) -> Option<Status> {
+        Some(Status::of(&self.slots.get(name)?.child.state))
     }
 
     pub fn restarts(&self, name: &str) -> u32 {

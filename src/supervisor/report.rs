@@ -1,10 +1,12 @@
-//! What the supervisor tells: child events for the next report, the children of
-//! a status report, and the local status view (`bootagent status`).
+//! What the supervisor tells: the changes of its children (status before and after,
+//! the event) for the loop, the children of a status report, and the local status
+//! view (`bootagent status`).
 
 use super::{health, Supervisor};
-use crate::child::{EventKind, Exit};
+use crate::child::{EventKind, Exit, State};
+use crate::report_event::ChildEvent;
 use crate::wheel::Millis;
-use crate::wire::{AgentStatus, ChildEvent};
+use crate::wire::AgentStatus;
 use log::{info, warn};
 
 /// One line of the local status view (`bootagent status`).
@@ -32,7 +34,103 @@ pub struct ChildView {
     pub status_text: Option<String>,
 }
 
+/// A child's status, as reports name it (section 3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    /// Stopped on purpose, or never started: `stoped` on the wire.
+    Stopped,
+    /// A process runs (or is being started or stopped).
+    Running,
+    /// Down after a crash, waiting for its restart.
+    Restarting,
+    /// Down after a limit kill, waiting for its restart.
+    Killed,
+    /// The restart policy gave up, or `agent.json` is broken.
+    Fatal,
+}
+
+impl Status {
+    pub fn of(state: &State) -> Status {
+        match state {
+            State::Stopped => Status::Stopped,
+            State::Starting | State::Running { .. } | State::Stopping { .. } => Status::Running,
+            State::Waiting {
+                limit_killed: true, ..
+            } => Status::Killed,
+            State::Waiting {
+                limit_killed: false,
+                ..
+            } => Status::Restarting,
+            State::Fatal => Status::Fatal,
+        }
+    }
+
+    /// The status word of the wire, spelled as the original API spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Stopped => "stoped",
+            Status::Running => "running",
+            Status::Restarting => "restarting",
+            Status::Killed => "killed",
+            Status::Fatal => "fatal",
+        }
+    }
+}
+
+/// What the supervisor saw change in a child during one call: its status before
+/// and after, and the event it reports (none for a change without one: a new
+/// process under the same status, `READY=1`). The loop takes them
+/// (`take_changes`) and hands each to the core and to the job runner.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Change {
+    pub name: String,
+    pub old: Status,
+    pub new: Status,
+    pub event: Option<ChildEvent>,
+}
+
 impl Supervisor {
+    /// The status of `name` now (`Stopped` for a child no longer supervised).
+    fn status_now(&self, name: &str) -> Status {
+        self.slots
+            .get(name)
+            .map_or(Status::Stopped, |slot| Status::of(&slot.child.state))
+    }
+
+    /// A change of `name` without an event.
+    pub(super) fn note_change(&mut self, name: &str) {
+        let now = self.status_now(name);
+        self.changes.push(Change {
+            name: name.to_string(),
+            old: now,
+            new: now,
+            event: None,
+        });
+    }
+
+    /// After an input to `name`: the changes it made carry the status before and
+    /// after it, and one that changed the status or the process without an event is
+    /// a change too.
+    pub(super) fn note_input(&mut self, name: &str, before: (Status, Option<i32>), first: usize) {
+        let pid = self.slots.get(name).and_then(|slot| slot.child.pid());
+        let after = (self.status_now(name), pid);
+        let mut made = false;
+        for change in self.changes.iter_mut().skip(first) {
+            if change.name == name {
+                (change.old, change.new) = (before.0, after.0);
+                made = true;
+            }
+        }
+        if !made && after != before {
+            self.changes.push(Change {
+                name: name.to_string(),
+                old: before.0,
+                new: after.0,
+                event: None,
+            });
+        }
+    }
+
     pub(super) fn push_event(
         &mut self,
         name: &str,
@@ -41,25 +139,24 @@ impl Supervisor {
         message: String,
         wall_s: i64,
     ) {
-        let (code, signal) = match exit {
-            Some(Exit::Code(code)) => (Some(code), None),
-            Some(Exit::Signal(signal)) => (None, Some(signal)),
-            None => (None, None),
-        };
         match kind {
             EventKind::Started | EventKind::Restarted | EventKind::Stopped => {
                 info!("{name}: {message}")
             }
             _ => warn!("{name}: {message}"),
         }
-        self.events.push(ChildEvent {
-            time: wall_s,
-            name: name.to_string(),
-            event: kind.as_str(),
-            code,
-            signal,
-            count: None,
-            message,
+        let mut event = ChildEvent::new(wall_s, name, kind, message);
+        event.exit = exit;
+        self.push_change(event);
+    }
+
+    fn push_change(&mut self, event: ChildEvent) {
+        let now = self.status_now(&event.name);
+        self.changes.push(Change {
+            name: event.name.clone(),
+            old: now,
+            new: now,
+            event: Some(event),
         });
         self.changed = true;
     }
@@ -73,18 +170,9 @@ impl Supervisor {
         count: u64,
         wall_s: i64,
     ) {
-        let message = crate::wire::counted(&message, count);
-        warn!("{name}: {message}");
-        self.events.push(ChildEvent {
-            time: wall_s,
-            name: name.to_string(),
-            event: EventKind::Killed.as_str(),
-            code: None,
-            signal: Some(libc::SIGKILL),
-            count: Some(count),
-            message,
-        });
-        self.changed = true;
+        let event = ChildEvent::worker_kills(wall_s, name, &message, count);
+        warn!("{name}: {}", event.message);
+        self.push_change(event);
     }
 
     /// Reports an upgrade that was rolled back: a `restarted` event (docs/protocol.md section 3
@@ -101,7 +189,7 @@ impl Supervisor {
             .map(|(name, slot)| AgentStatus {
                 name: name.clone(),
                 version: slot.version.clone(),
-                status: slot.child.status(),
+                status: Status::of(&slot.child.state).as_str(),
                 uptime: slot.child.uptime_ms(now) / 1000,
                 pid: slot.child.pid().map_or(0, |pid| pid as u32),
                 restarts: slot.child.restarts,
@@ -119,7 +207,7 @@ impl Supervisor {
             .map(|(name, slot)| ChildView {
                 name: name.clone(),
                 version: slot.version.clone(),
-                status: slot.child.status().to_string(),
+                status: Status::of(&slot.child.state).as_str().to_string(),
                 pid: slot.child.pid().map_or(0, |pid| pid as u32),
                 started: slot.started_wall,
                 restarts: slot.child.restarts,
@@ -138,9 +226,9 @@ impl Supervisor {
             .collect()
     }
 
-    /// Events since the last call.
-    pub fn take_events(&mut self) -> Vec<ChildEvent> {
-        std::mem::take(&mut self.events)
+    /// The changes since the last call, oldest first.
+    pub fn take_changes(&mut self) -> Vec<Change> {
+        std::mem::take(&mut self.changes)
     }
 
     /// Whether anything shown changed since the last call.
@@ -151,5 +239,48 @@ impl Supervisor {
     /// Whether anything of the status view alone changed since the last call.
     pub fn take_view_changed(&mut self) -> bool {
         std::mem::replace(&mut self.view_changed, false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_state_has_the_status_word_of_the_child() {
+        let states = [
+            State::Stopped,
+            State::Starting,
+            State::Running { pid: 1, since: 0 },
+            State::Stopping {
+                pid: 1,
+                since: 0,
+                kill_at: 5,
+                killed: false,
+                then: crate::child::Then::Start,
+            },
+            State::Waiting {
+                until: 5,
+                limit_killed: false,
+            },
+            State::Waiting {
+                until: 5,
+                limit_killed: true,
+            },
+            State::Fatal,
+        ];
+        let words: Vec<&str> = states.iter().map(|s| Status::of(s).as_str()).collect();
+        assert_eq!(
+            words,
+            [
+                "stoped",
+                "running",
+                "running",
+                "running",
+                "restarting",
+                "killed",
+                "fatal"
+            ]
+        );
     }
 }
