@@ -53,7 +53,7 @@ impl Status {
     pub fn of(state: &State) -> Status {
         match state {
             State::Stopped => Status::Stopped,
-            State::Starting | State::Running { .. } | State::Stopping { .. } => Status::Running,
+            State::Starting { .. } | State::Running { .. } | State::Stopping(_) => Status::Running,
             State::Waiting {
                 limit_killed: true, ..
             } => Status::Killed,
@@ -245,30 +245,40 @@ impl Supervisor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::child::{StartReason, Stopping, Then};
 
     #[test]
     fn every_state_has_the_status_word_of_the_child() {
         let states = [
             State::Stopped,
-            State::Starting,
+            State::Starting {
+                reason: StartReason::Asked,
+            },
             State::Running { pid: 1, since: 0 },
-            State::Stopping {
+            State::Stopping(Stopping {
                 pid: 1,
                 since: 0,
                 kill_at: 5,
                 killed: false,
-                then: crate::child::Then::Start,
-            },
+                then: Then::Start,
+            }),
             State::Waiting {
                 until: 5,
                 limit_killed: false,
+                reason: StartReason::Crash,
             },
             State::Waiting {
                 until: 5,
                 limit_killed: true,
+                reason: StartReason::Crash,
             },
             State::Fatal,
         ];
+        for state in &states {
+            let mut child = crate::child::Child::new(Default::default());
+            child.state = state.clone();
+            assert_eq!(Status::of(state).as_str(), child.status(), "{state:?}");
+        }
         let words: Vec<&str> = states.iter().map(|s| Status::of(s).as_str()).collect();
         assert_eq!(
             words,
