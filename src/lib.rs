@@ -31,6 +31,8 @@ pub mod rng;
 pub mod selfup;
 pub mod servers;
 pub mod sign;
+#[cfg(test)]
+mod simulation_tests;
 pub mod status;
 pub mod supervisor;
 mod sys;

@@ -95,6 +95,12 @@ impl Write for Rotating {
 pub struct LogHandle(Option<Arc<Mutex<Rotating>>>);
 
 impl LogHandle {
+    /// A handle with no log file behind it (the simulation's).
+    #[cfg(test)]
+    pub(crate) fn none() -> Self {
+        LogHandle(None)
+    }
+
     /// Reopens the log file (after an external tool moved it away).
     pub fn reopen(&self) -> io::Result<()> {
         match &self.0 {

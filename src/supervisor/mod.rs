@@ -30,7 +30,7 @@ use crate::reslimit::{Cgroup, Mechanism, Throttle, TrackParent};
 use crate::sys::Reaped;
 use crate::wheel::{Millis, TimerId, Wheel};
 use log::warn;
-use procs::Processes;
+pub(crate) use procs::Processes;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
@@ -122,6 +122,25 @@ impl Supervisor {
         cpus: u32,
         now: Millis,
     ) -> Self {
+        Self::with_processes(
+            data_dir,
+            (mechanism, track),
+            logs,
+            cpus,
+            now,
+            Box::new(procs::Os),
+        )
+    }
+
+    /// The same, with processes other than the host's (the whole-agent simulation's).
+    pub(crate) fn with_processes(
+        data_dir: &Path,
+        (mechanism, track): (Mechanism, Option<TrackParent>),
+        logs: Option<ChildLogs>,
+        cpus: u32,
+        now: Millis,
+        procs: Box<dyn Processes>,
+    ) -> Self {
         let mut supervisor = Supervisor {
             data_dir: data_dir.to_path_buf(),
             cgroup_tag: path_tag(data_dir),
@@ -138,7 +157,7 @@ impl Supervisor {
             oom_checked_at: None,
             kmsg: None,
             notifier: health::LazyNotifier::default(),
-            procs: Box::new(procs::Os),
+            procs,
         };
         supervisor.kmsg = oom::open_kmsg(&supervisor.mechanism);
         if supervisor.mechanism == Mechanism::Proc && supervisor.track.is_none() {
@@ -147,14 +166,6 @@ impl Supervisor {
             );
         }
         supervisor
-    }
-
-    /// Processes other than the host's: the whole-agent simulation's.
-    #[cfg(test)]
-    #[allow(dead_code)] // until the simulation uses it
-    pub(crate) fn with_processes(mut self, procs: Box<dyn Processes>) -> Self {
-        self.procs = procs;
-        self
     }
 
     pub fn mechanism(&self) -> &Mechanism {
