@@ -716,7 +716,10 @@ fn simulate(seed: u64, days: u64) -> String {
         Box::new(sim.clone()),
     );
     let skipped = supervisor.discover(&BTreeSet::new(), 0, sim.wall_s());
-    assert!(skipped.is_empty(), "seed {seed}: children not started: {skipped:?}");
+    assert!(
+        skipped.is_empty(),
+        "seed {seed}: children not started: {skipped:?}"
+    );
     let jobs = JobRunner::start(
         &dir,
         DownloadLimits::default(),

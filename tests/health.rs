@@ -4,46 +4,12 @@
 
 mod common;
 
+use common::children::{events, preinstall, starts};
 use common::*;
 use serde_json::{json, Value};
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
-
-/// Installs `agents/NAME/1.0/run` with `script` and `agent.json`, as a firmware
-/// image ships them.
-fn preinstall(data: &Path, name: &str, script: &str, settings: Value) -> PathBuf {
-    let dir = data.join("agents").join(name);
-    let version = dir.join("1.0");
-    fs::create_dir_all(&version).expect("agent dir");
-    let run = version.join("run");
-    fs::write(&run, format!("#!/bin/sh\n{script}\n")).expect("run");
-    fs::set_permissions(&run, fs::Permissions::from_mode(0o755)).expect("chmod");
-    std::os::unix::fs::symlink("1.0", dir.join("current")).expect("current link");
-    fs::write(dir.join("agent.json"), settings.to_string()).expect("agent.json");
-    version
-}
-
-/// The pids each start of a child recorded in `starts`.
-fn starts(version_dir: &Path) -> Vec<i32> {
-    fs::read_to_string(version_dir.join("starts"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.trim().parse().ok())
-        .collect()
-}
-
-/// Every event the server accepted, in order.
-fn events(server: &RefServer) -> Vec<Value> {
-    server
-        .requests_to("/agent/status")
-        .into_iter()
-        .filter(|r| r.status == 200)
-        .filter_map(|r| r.json)
-        .flat_map(|report| report["events"].as_array().cloned().unwrap_or_default())
-        .collect()
-}
 
 /// The child `name` as the last report that listed the children described it.
 fn reported(server: &RefServer, name: &str) -> Option<Value> {
@@ -79,8 +45,10 @@ fn a_child_whose_heartbeat_stops_is_restarted_with_an_unhealthy_event() {
         &scratch.data(),
         "worker",
         HEARTBEAT_WRITER,
-        json!({"health": {"heartbeat_file": "hb", "heartbeat_timeout_s": 1},
+        Some(
+            json!({"health": {"heartbeat_file": "hb", "heartbeat_timeout_s": 1},
                "restart": {"grace_s": 1}}),
+        ),
     );
     let agent = Agent::start(&scratch, &["-S", &server.addr()]);
     assert!(
@@ -138,8 +106,10 @@ fn a_hang_that_never_ends_makes_the_child_fatal() {
         &scratch.data(),
         "stuck",
         "echo $$ >> starts\nexec sleep 1000",
-        json!({"health": {"heartbeat_file": "hb", "heartbeat_timeout_s": 1},
+        Some(
+            json!({"health": {"heartbeat_file": "hb", "heartbeat_timeout_s": 1},
                "restart": {"grace_s": 1, "delay_s": 0, "failures_max": 1}}),
+        ),
     );
     let agent = Agent::start(&scratch, &["-S", &server.addr()]);
     assert!(
@@ -187,7 +157,7 @@ fn lazy_reports_leave_agents_out_until_a_child_changes() {
         &scratch.data(),
         "quiet",
         "echo $$ >> starts\nexec sleep 1000",
-        json!({}),
+        Some(json!({})),
     );
     let agent = Agent::start(&scratch, &["-S", &server.addr()]);
     assert!(wait_until(DEADLINE, || reported(&server, "quiet")
@@ -249,7 +219,7 @@ fn ready_and_status_from_sd_notify_reach_the_report() {
             "echo $$ >> starts\nexec python3 {} --status 'warming up' --ready-after 2 --watchdog-every auto",
             notifier()
         ),
-        json!({"health": {"notify": true, "ready_timeout_s": 20, "watchdog_s": 2}}),
+        Some(json!({"health": {"notify": true, "ready_timeout_s": 20, "watchdog_s": 2}})),
     );
     let agent = Agent::start(&scratch, &["-S", &server.addr()]);
     assert!(
@@ -293,7 +263,7 @@ fn systemd_notify_makes_a_shell_child_ready() {
         &scratch.data(),
         "shell",
         "systemd-notify --status=booting\nsleep 1\nsystemd-notify --ready --status=serving\nexec sleep 1000",
-        json!({"health": {"notify": true, "ready_timeout_s": 20}}),
+        Some(json!({"health": {"notify": true, "ready_timeout_s": 20}})),
     );
     let agent = Agent::start(&scratch, &["-S", &server.addr()]);
     assert!(
@@ -315,7 +285,7 @@ fn a_child_never_ready_or_whose_watchdog_stops_is_restarted() {
         &scratch.data(),
         "never",
         "echo $$ >> starts\nexec sleep 1000",
-        json!({"health": {"notify": true, "ready_timeout_s": 1}, "restart": {"grace_s": 1}}),
+        Some(json!({"health": {"notify": true, "ready_timeout_s": 1}, "restart": {"grace_s": 1}})),
     );
     let hangs = preinstall(
         &scratch.data(),
@@ -324,7 +294,7 @@ fn a_child_never_ready_or_whose_watchdog_stops_is_restarted() {
             "echo $$ >> starts\nexec python3 {} --ready-after 0 --watchdog-every 0.3 --watchdog-for 1",
             notifier()
         ),
-        json!({"health": {"notify": true, "watchdog_s": 1}, "restart": {"grace_s": 1}}),
+        Some(json!({"health": {"notify": true, "watchdog_s": 1}, "restart": {"grace_s": 1}})),
     );
     let agent = Agent::start(&scratch, &["-S", &server.addr()]);
     assert!(
@@ -362,7 +332,7 @@ fn a_message_from_a_process_outside_the_child_is_ignored() {
         &scratch.data(),
         "guarded",
         "echo $$ >> starts\nexec sleep 1000",
-        json!({"health": {"notify": true, "ready_timeout_s": 4}, "restart": {"grace_s": 1}}),
+        Some(json!({"health": {"notify": true, "ready_timeout_s": 4}, "restart": {"grace_s": 1}})),
     );
     let agent = Agent::start(&scratch, &["-S", &server.addr()]);
     assert!(wait_until(DEADLINE, || !starts(&version).is_empty()));

@@ -3,6 +3,7 @@
 
 mod common;
 
+use common::children::{events, preinstall, starts};
 use common::*;
 use serde_json::{json, Value};
 use std::fs;
@@ -12,31 +13,8 @@ use std::time::{Duration, Instant};
 
 /// Installs `agents/NAME/1.0/run` with `script`, `current` pointing at it, and
 /// `agent.json` if given: what a firmware image ships.
-fn preinstall(data: &Path, name: &str, script: &str, settings: Option<Value>) -> PathBuf {
-    let dir = data.join("agents").join(name);
-    let version = dir.join("1.0");
-    fs::create_dir_all(&version).expect("agent dir");
-    let run = version.join("run");
-    fs::write(&run, format!("#!/bin/sh\n{script}\n")).expect("run");
-    fs::set_permissions(&run, fs::Permissions::from_mode(0o755)).expect("chmod");
-    let _ = fs::remove_file(dir.join("current"));
-    std::os::unix::fs::symlink("1.0", dir.join("current")).expect("current link");
-    if let Some(settings) = settings {
-        fs::write(dir.join("agent.json"), settings.to_string()).expect("agent.json");
-    }
-    version
-}
-
 /// A child that records each start's pid in `starts`, then sleeps.
 const SLEEPER: &str = "echo $$ >> starts\nexec sleep 1000";
-
-fn starts(version_dir: &Path) -> Vec<i32> {
-    fs::read_to_string(version_dir.join("starts"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.trim().parse().ok())
-        .collect()
-}
 
 /// The pid a child wrote into `path`; 0 until the whole number is there.
 fn pid_in(path: &Path) -> i32 {
@@ -62,17 +40,6 @@ fn kill(pid: i32, signal: i32) {
     unsafe {
         libc::kill(pid, signal);
     }
-}
-
-/// Every event the server received, in order.
-fn events(server: &RefServer) -> Vec<Value> {
-    server
-        .requests_to("/agent/status")
-        .into_iter()
-        .filter(|r| r.status == 200)
-        .filter_map(|r| r.json)
-        .flat_map(|report| report["events"].as_array().cloned().unwrap_or_default())
-        .collect()
 }
 
 fn last_agents(server: &RefServer) -> Vec<Value> {

@@ -7,6 +7,7 @@
 #[path = "../refserver/server.rs"]
 pub mod server;
 
+pub mod children;
 pub mod host;
 pub mod proxy;
 
