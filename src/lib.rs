@@ -12,6 +12,7 @@ pub mod clock;
 pub mod control;
 pub mod download;
 pub mod event_loop;
+pub mod event_queue;
 pub mod events;
 pub mod forward;
 pub mod health;

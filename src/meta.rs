@@ -13,7 +13,7 @@
 //! good, else loading fails and the agent refuses to start.
 
 use crate::atomic_file;
-use crate::report_event::ChildEvent;
+use crate::event_queue::EventQueue;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::fmt;
@@ -75,18 +75,13 @@ pub struct Meta {
     /// to deliver (section 7).
     #[serde(default)]
     pub jobs: Vec<JobRecord>,
-    /// Child events not yet acknowledged by a server, oldest first (section 3).
-    #[serde(default)]
-    pub events: Vec<StoredEvent>,
-    /// Sequence number of the last event queued.
-    #[serde(default)]
-    pub event_seq: u64,
+    /// Child events not yet acknowledged by a server, and what was dropped past
+    /// the bound (section 3): `events`, `event_seq` and `dropped` of the file.
+    #[serde(flatten)]
+    pub events: EventQueue,
     /// Children that must stay stopped (a `stop` job); every other child runs.
     #[serde(default)]
     pub stopped: BTreeSet<String>,
-    /// Events and results dropped past their bounds and not yet reported as such.
-    #[serde(default, skip_serializing_if = "Dropped::is_empty")]
-    pub dropped: Dropped,
     /// The install or upgrade of a child in progress: what to restore when
     /// BootAgent stops before its result is on disk.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -98,32 +93,6 @@ pub struct Meta {
     /// starts again in the same boot (`boot_id`), started afresh after a reboot.
     #[serde(default)]
     pub fatal: BTreeSet<String>,
-}
-
-/// How many events and job results were dropped past their bounds since a
-/// server last acknowledged a report saying so; each count becomes one `dropped`
-/// event of the reports (section 3), at the time of the latest drop.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Dropped {
-    #[serde(default)]
-    pub events: u64,
-    #[serde(default)]
-    pub events_time: i64,
-    #[serde(default)]
-    pub results: u64,
-    #[serde(default)]
-    pub results_time: i64,
-}
-
-impl Dropped {
-    pub fn is_empty(&self) -> bool {
-        self.events == 0 && self.results == 0
-    }
-
-    /// How many `dropped` events the reports carry: 0, 1 or 2.
-    pub fn markers(&self) -> usize {
-        usize::from(self.events > 0) + usize::from(self.results > 0)
-    }
 }
 
 /// An install or upgrade of a child between the moment it touches
@@ -142,14 +111,6 @@ pub struct ChildUpgrade {
     pub old_version: Option<String>,
     /// `agent.json` as it was; `None` when there was none.
     pub old_settings: Option<String>,
-}
-
-/// One queued event: its sequence number and the event, kept in the form a report
-/// carries it (as every BootAgent wrote it, see `report_event`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StoredEvent {
-    pub seq: u64,
-    pub event: ChildEvent,
 }
 
 /// One executed job and its result.
@@ -214,10 +175,8 @@ impl Meta {
             step_s,
             report_lazy: false,
             jobs: Vec::new(),
-            events: Vec::new(),
-            event_seq: 0,
+            events: EventQueue::default(),
             stopped: BTreeSet::new(),
-            dropped: Dropped::default(),
             child_upgrade: None,
             boot_id: String::new(),
             fatal: BTreeSet::new(),
@@ -465,7 +424,7 @@ mod tests {
             {"seq":2,"event":{"count":4,"event":"killed","message":"worker killed (4 times)","name":"svc","signal":9,"time":101}},
             {"seq":3,"event":{"event":"stopped","message":"stop from the console (uid 0): svc stopped","name":"svc","origin":"local","time":102}}]}"#;
         let meta: Meta = serde_json::from_str(old).expect("older metafile");
-        let events: Vec<_> = meta.events.iter().map(|e| &e.event).collect();
+        let events: Vec<_> = meta.events.events.iter().map(|e| &e.event).collect();
         assert_eq!(events[0].kind, EventKind::Exited);
         assert_eq!(events[0].exit, Some(Exit::Code(3)));
         assert_eq!(events[1].exit, Some(Exit::Signal(9)));

@@ -3,6 +3,7 @@
 
 use super::outage::Trouble;
 use super::{pacing, Core, Effect, InFlight, Outcome, Phase, REGISTER_PATH, STATUS_PATH};
+use crate::event_queue::Carried;
 use crate::jobs;
 use crate::meta::JobState;
 use crate::wheel::Millis;
@@ -31,15 +32,18 @@ impl Core {
         };
         let wall_s = wall_ms.div_euclid(1000);
         let mut carried_agents = None;
-        let (path, body, carried_jobs, carried_events_seq, carried_dropped) = match self.phase {
-            Phase::Register => (REGISTER_PATH, self.register_body(), Vec::new(), 0, (0, 0)),
+        let (path, body, carried_jobs, carried_events) = match self.phase {
+            Phase::Register => (
+                REGISTER_PATH,
+                self.register_body(),
+                Vec::new(),
+                Carried::default(),
+            ),
             Phase::Report => {
                 let agents = self.agents_to_send();
                 carried_agents = agents.as_ref().map(|a| without_uptimes(a));
                 let (body, carried) = self.status_body(now, wall_s, agents);
-                let events_seq = self.meta.events.last().map_or(0, |e| e.seq);
-                let dropped = (self.meta.dropped.events, self.meta.dropped.results);
-                (STATUS_PATH, body, carried, events_seq, dropped)
+                (STATUS_PATH, body, carried, self.meta.events.carried())
             }
         };
         // Whatever asked is answered by this request (a scheduled slot still
@@ -59,10 +63,9 @@ impl Core {
             phase: self.phase,
             server: server.clone(),
             carried_jobs,
-            carried_events_seq,
+            carried_events,
             sent_at: now,
             sent_wall_ms: wall_ms,
-            carried_dropped,
             carried_agents,
         });
         let headers = match (&self.meta.key, &self.meta.secret) {
@@ -305,17 +308,8 @@ impl Core {
             &flight.carried_jobs,
             self.limits.job_ids_remembered,
         );
-        let events_before = self.meta.events.len();
-        self.meta
-            .events
-            .retain(|e| e.seq > flight.carried_events_seq);
-        changed |= self.meta.events.len() != events_before;
         // Drops counted while the report was on its way stay, for the next one.
-        let dropped = &mut self.meta.dropped;
-        let (events, results) = flight.carried_dropped;
-        changed |= events > 0 || results > 0;
-        dropped.events = dropped.events.saturating_sub(events);
-        dropped.results = dropped.results.saturating_sub(results);
+        changed |= self.meta.events.acknowledge(flight.carried_events);
         if let Some(agents) = &flight.carried_agents {
             self.agents_acked = Some(agents.clone());
         }

@@ -40,6 +40,7 @@ pub mod pacing;
 mod schedule;
 
 use crate::addr::ServerAddr;
+use crate::event_queue::Carried;
 use crate::jobs::Job;
 use crate::limits::Limits;
 use crate::meta::Meta;
@@ -107,13 +108,12 @@ struct InFlight {
     /// The results this report carries (id, errcode, message), acknowledged by a
     /// 200 answer.
     carried_jobs: Vec<(String, u32, String)>,
-    /// Events up to this sequence number are carried, acknowledged likewise.
-    carried_events_seq: u64,
+    /// The events carried (up to a sequence number, and the drops counted),
+    /// acknowledged likewise.
+    carried_events: Carried,
     /// When it was sent (monotonic), and what the wall clock read then.
     sent_at: Millis,
     sent_wall_ms: i64,
-    /// The counts of the `dropped` events carried, acknowledged likewise.
-    carried_dropped: (u64, u64),
     /// The children described, uptimes left out (`None` when lazy mode left them out).
     carried_agents: Option<Vec<AgentStatus>>,
 }
