@@ -30,10 +30,11 @@
 //! After failure n the restart waits 0 (n = 1), then `delay_ms`, doubling, capped
 //! at `delay_max_ms`; more than `failures_max` failures in a row is `fatal`.
 
+use crate::limits::Limits;
 use crate::wheel::Millis;
 use serde_json::Value;
 
-/// The restart policy of one child, in the original's numbers by default.
+/// The restart policy of one child: `Limits`' `restart_*` unless its settings say otherwise.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RestartPolicy {
     /// Delay after the second failure; doubles after each further one.
@@ -51,15 +52,9 @@ pub struct RestartPolicy {
 }
 
 impl Default for RestartPolicy {
+    /// The policy of `Limits::default()`.
     fn default() -> Self {
-        RestartPolicy {
-            delay_ms: 10_000,
-            delay_max_ms: 180_000,
-            window_ms: 900_000,
-            failures_max: 3,
-            grace_ms: 10_000,
-            start_gap_min_ms: 1_000,
-        }
+        RestartPolicy::new(&Limits::default())
     }
 }
 
@@ -69,20 +64,37 @@ const RESTART_FIELD_S_MAX: u64 = 86_400;
 const FAILURES_MAX_MAX: u64 = 1_000;
 
 impl RestartPolicy {
-    /// Reads a `restart` object (`delay_s`, `delay_max_s`, `window_s`, `failures_max`,
-    /// `grace_s`; any may be left out) over the defaults.
-    pub fn from_json(value: &Value) -> Result<RestartPolicy, String> {
-        Self::read(value).map_err(|message| crate::wire::one_line(&message))
+    /// The policy of `limits` (`restart_*`), for a child whose settings say nothing.
+    pub fn new(limits: &Limits) -> Self {
+        RestartPolicy {
+            delay_ms: limits.restart_delay_ms,
+            delay_max_ms: limits.restart_delay_max_ms,
+            window_ms: limits.restart_window_ms,
+            failures_max: limits.restart_failures_max,
+            grace_ms: limits.restart_grace_ms,
+            start_gap_min_ms: limits.restart_start_gap_min_ms,
+        }
     }
 
-    fn read(value: &Value) -> Result<RestartPolicy, String> {
+    /// Reads a `restart` object (`delay_s`, `delay_max_s`, `window_s`, `failures_max`,
+    /// `grace_s`; any may be left out) over `RestartPolicy::default()`.
+    pub fn from_json(value: &Value) -> Result<RestartPolicy, String> {
+        Self::from_json_over(value, RestartPolicy::default())
+    }
+
+    /// Reads a `restart` object over `defaults` (the policy of the limits in force).
+    pub fn from_json_over(value: &Value, defaults: RestartPolicy) -> Result<RestartPolicy, String> {
+        Self::read(value, defaults).map_err(|message| crate::wire::one_line(&message))
+    }
+
+    fn read(value: &Value, defaults: RestartPolicy) -> Result<RestartPolicy, String> {
         let Value::Object(map) = value else {
             return Err(format!(
                 "restart is {}, not an object",
                 crate::wire::kind(value)
             ));
         };
-        let mut policy = RestartPolicy::default();
+        let mut policy = defaults;
         for (key, value) in map {
             let number = value
                 .as_u64()

@@ -30,8 +30,6 @@ const ENV_BYTES_MAX: usize = 32 * 1024;
 pub const VERSION_BYTES_MAX: usize = 64;
 /// A version that would collide with the `current` symlink.
 const RESERVED_VERSION: &str = "current";
-/// Longest path in a package (an entry, a link target, a job's `exec`).
-pub const PATH_BYTES_MAX: usize = 4096;
 /// Characters of a bad field shown in a message.
 const SHOWN_CHARS_MAX: usize = 256;
 

@@ -5,7 +5,7 @@
 use crate::addr::{self, ServerAddr};
 use crate::child::RestartPolicy;
 pub use crate::job_fields::ErrCode;
-use crate::job_fields::{parse_checksum, parse_envs, valid_name, valid_version, PATH_BYTES_MAX};
+use crate::job_fields::{parse_checksum, parse_envs, valid_name, valid_version};
 use crate::limits::Limits;
 use crate::meta::{JobRecord, JobState, Meta};
 use serde_json::{Map, Value};
@@ -160,7 +160,7 @@ pub fn parse_job(value: &Value, limits: &Limits, cpus: u32) -> Result<(String, J
     };
     let job = match action {
         "config" => parse_config(map, limits).map_err(reject)?,
-        "install" | "upgrade" => parse_install(map, cpus).map_err(reject)?,
+        "install" | "upgrade" => parse_install(map, limits, cpus).map_err(reject)?,
         "uninstall" => Job::Uninstall {
             name: name(map).map_err(reject)?,
         },
@@ -217,13 +217,13 @@ fn settings(map: &Map<String, Value>, cpus: u32) -> Result<Settings, String> {
     Ok(Settings(settings))
 }
 
-fn parse_install(map: &Map<String, Value>, cpus: u32) -> Result<Job, String> {
+fn parse_install(map: &Map<String, Value>, limits: &Limits, cpus: u32) -> Result<Job, String> {
     let name = name(map)?;
     let (url, checksum, version) = (url(map)?, checksum(map)?, version(map)?);
     let probation_s = probation(map, PROBATION_DEFAULT_S)?;
     let exec = match map.get("exec") {
         None | Some(Value::Null) => None,
-        Some(Value::String(path)) => Some(exec_path(path)?),
+        Some(Value::String(path)) => Some(exec_path(path, limits.unpack_path_bytes_max)?),
         Some(other) => return Err(format!("exec is {}", crate::wire::kind(other))),
     };
     Ok(Job::Install(Box::new(Install {
@@ -302,9 +302,9 @@ fn probation(map: &Map<String, Value>, default_s: u64) -> Result<u64, String> {
 
 /// A job's `exec`: a relative path of plain names inside the package (the
 /// unpacker checks it again against what the package holds).
-fn exec_path(path: &str) -> Result<String, String> {
+fn exec_path(path: &str, path_bytes_max: usize) -> Result<String, String> {
     let plain = !path.is_empty()
-        && path.len() <= PATH_BYTES_MAX
+        && path.len() <= path_bytes_max
         && !path.starts_with('/')
         && !path.chars().any(char::is_control)
         && path.split('/').all(|name| name != "..");

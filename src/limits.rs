@@ -7,6 +7,10 @@
 
 use crate::reslimit::Choice;
 
+/// Most children one BootAgent supervises, whatever `children_max` says: the
+/// notify sockets (`notify::SOCKETS_MAX`) are sized by it at compile time.
+pub const CHILDREN_MAX: usize = 256;
+
 /// Bounds and defaults. `Limits::default()` is what the agent runs with.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Limits {
@@ -78,8 +82,12 @@ pub struct Limits {
     pub unpack_bytes_max: u64,
     /// Entries (files, directories, links) one package may hold (section 9).
     pub unpack_entries_max: u64,
+    /// Longest path or link target of an entry of a package (and of a job's `exec`
+    /// inside it), in bytes (section 9).
+    pub unpack_path_bytes_max: usize,
     /// Free space kept after a download or an unpacking, so that the metafile and
-    /// the logs can still be written.
+    /// the logs can still be written: 1 MiB by default, well above a metafile holding
+    /// the 1024 remembered job results.
     pub disk_reserve_bytes: u64,
     /// Size at which a child's log file is rotated (section 6).
     pub child_log_bytes_max: u64,
@@ -89,6 +97,28 @@ pub struct Limits {
     /// dropped (a line says how much), so that relaying costs BootAgent less than the
     /// child spends writing. 0: no limit.
     pub child_log_bytes_per_s_max: u64,
+    /// Largest read from one child's pipe in one round; also the log thread's buffer.
+    pub child_log_read_chunk_bytes: usize,
+    /// Buffer asked for each child's pipe (`F_SETPIPE_SZ`; the kernel's default is
+    /// 64 KiB, and an unprivileged BootAgent gets at most `/proc/sys/fs/pipe-max-size`).
+    pub child_log_pipe_bytes: usize,
+    /// Children supervised at most (agents installed under `agents/`); an `install`
+    /// of one more fails with errcode 5. At most `CHILDREN_MAX`.
+    pub children_max: usize,
+    /// Restart policy of a child (section 5), unless its `restart` settings say
+    /// otherwise: after failure n the restart waits 0 (n = 1), then
+    /// `restart_delay_ms`, doubling, capped at `restart_delay_max_ms`.
+    pub restart_delay_ms: u64,
+    pub restart_delay_max_ms: u64,
+    /// A crash sooner than this after the start is a failure; a later one resets
+    /// the count.
+    pub restart_window_ms: u64,
+    /// More consecutive failures than this is `fatal` (no more restarts).
+    pub restart_failures_max: u32,
+    /// Between `SIGTERM` and `SIGKILL` when a child is stopped (its grace period).
+    pub restart_grace_ms: u64,
+    /// Never two starts of the same child closer than this.
+    pub restart_start_gap_min_ms: u64,
     /// How resource limits are enforced: `auto` (cgroup v2, else v1, else /proc),
     /// or one mechanism forced (`-o limit_mechanism=proc`). Except with `proc`, a child
     /// whose mechanism makes no cgroup still gets one without controllers, to track its
@@ -139,13 +169,23 @@ impl Default for Limits {
             loop_channel_max: 64,
             download_bytes_max: 1 << 30,
             download_stall_ms: 60_000,
-            download_speed_min_bytes_per_s: crate::download::SPEED_MIN_BYTES_PER_S_DEFAULT,
-            unpack_bytes_max: crate::unpack::UNPACKED_BYTES_MAX_DEFAULT,
-            unpack_entries_max: crate::unpack::ENTRIES_MAX_DEFAULT,
-            disk_reserve_bytes: crate::unpack::RESERVE_BYTES_DEFAULT,
+            download_speed_min_bytes_per_s: 512,
+            unpack_bytes_max: 1 << 30,
+            unpack_entries_max: 100_000,
+            unpack_path_bytes_max: 4096,
+            disk_reserve_bytes: 1024 * 1024,
             child_log_bytes_max: 1024 * 1024,
             child_log_files_max: 2,
             child_log_bytes_per_s_max: 1024 * 1024,
+            child_log_read_chunk_bytes: 64 * 1024,
+            child_log_pipe_bytes: 1024 * 1024,
+            children_max: CHILDREN_MAX,
+            restart_delay_ms: 10_000,
+            restart_delay_max_ms: 180_000,
+            restart_window_ms: 900_000,
+            restart_failures_max: 3,
+            restart_grace_ms: 10_000,
+            restart_start_gap_min_ms: 1_000,
             limit_mechanism: Choice::Auto,
             control_timeout_ms: 120_000,
             control_client_timeout_ms: 2_000,
@@ -192,6 +232,7 @@ impl Limits {
             ),
             ("unpack_bytes_max", self.unpack_bytes_max),
             ("unpack_entries_max", self.unpack_entries_max),
+            ("unpack_path_bytes_max", self.unpack_path_bytes_max as u64),
             ("disk_reserve_bytes", self.disk_reserve_bytes),
             ("child_log_bytes_max", self.child_log_bytes_max),
             ("child_log_files_max", u64::from(self.child_log_files_max)),
@@ -204,6 +245,18 @@ impl Limits {
                 self.control_request_bytes_max as u64,
             ),
             ("child_log_bytes_per_s_max", self.child_log_bytes_per_s_max),
+            (
+                "child_log_read_chunk_bytes",
+                self.child_log_read_chunk_bytes as u64,
+            ),
+            ("child_log_pipe_bytes", self.child_log_pipe_bytes as u64),
+            ("children_max", self.children_max as u64),
+            ("restart_delay_ms", self.restart_delay_ms),
+            ("restart_delay_max_ms", self.restart_delay_max_ms),
+            ("restart_window_ms", self.restart_window_ms),
+            ("restart_failures_max", u64::from(self.restart_failures_max)),
+            ("restart_grace_ms", self.restart_grace_ms),
+            ("restart_start_gap_min_ms", self.restart_start_gap_min_ms),
         ]
     }
 
@@ -262,6 +315,7 @@ impl Limits {
             }
             "unpack_bytes_max" => self.unpack_bytes_max = range(1024, 1 << 40)?,
             "unpack_entries_max" => self.unpack_entries_max = range(1, 1 << 24)?,
+            "unpack_path_bytes_max" => self.unpack_path_bytes_max = range(256, 65_536)? as usize,
             "disk_reserve_bytes" => self.disk_reserve_bytes = range(0, 1 << 40)?,
             "child_log_bytes_max" => self.child_log_bytes_max = range(1024, 1 << 40)?,
             "child_log_files_max" => self.child_log_files_max = range(1, 100)? as u32,
@@ -273,6 +327,17 @@ impl Limits {
                 self.control_request_bytes_max = range(80, 4096)? as usize
             }
             "child_log_bytes_per_s_max" => self.child_log_bytes_per_s_max = range(0, 1 << 40)?,
+            "child_log_read_chunk_bytes" => {
+                self.child_log_read_chunk_bytes = range(512, 1 << 20)? as usize
+            }
+            "child_log_pipe_bytes" => self.child_log_pipe_bytes = range(4096, 1 << 20)? as usize,
+            "children_max" => self.children_max = small(CHILDREN_MAX as u64)?,
+            "restart_delay_ms" => self.restart_delay_ms = range(0, 86_400_000)?,
+            "restart_delay_max_ms" => self.restart_delay_max_ms = range(0, 86_400_000)?,
+            "restart_window_ms" => self.restart_window_ms = range(0, 86_400_000)?,
+            "restart_failures_max" => self.restart_failures_max = range(0, 1_000)? as u32,
+            "restart_grace_ms" => self.restart_grace_ms = range(0, 86_400_000)?,
+            "restart_start_gap_min_ms" => self.restart_start_gap_min_ms = range(0, 3_600_000)?,
             _ => return Err(format!("unknown limit {name:?} (bootagent -T lists them)")),
         }
         if self.step_min_s > self.step_max_s {
@@ -300,6 +365,12 @@ mod tests {
         assert!(err("step_min_s=90000").contains("outside"));
         assert!(Limits::default().set("limit_mechanism=proc").is_ok());
         assert!(err("limit_mechanism=magic").contains("magic"));
+        assert!(err("children_max=257").contains("outside 1..=256"));
+        assert!(err("restart_failures_max=1001").contains("outside"));
+        let mut limits = Limits::default();
+        assert_eq!(limits.set("restart_grace_ms=2000"), Ok(()));
+        assert_eq!(crate::child::RestartPolicy::new(&limits).grace_ms, 2000);
+        assert_eq!(crate::child::RestartPolicy::default().grace_ms, 10_000);
         let names: Vec<&str> = Limits::default().entries().iter().map(|e| e.0).collect();
         for name in names {
             let mut limits = Limits::default();

@@ -512,3 +512,37 @@ fn a_flood_of_connections_and_a_silent_client_leave_the_agent_reporting_on_time(
     assert!(agent.is_running());
     assert!(agent.stop().success());
 }
+
+#[test]
+fn dash_t_shows_the_restart_numbers_and_children_max_and_dash_o_changes_them() {
+    let scratch = Scratch::new("console-limits");
+    let shown = console(
+        &scratch.data(),
+        &["-S", "127.0.0.1:9", "-o", "restart_grace_ms=2000", "-T"],
+    );
+    let out = text(&shown.stdout);
+    assert!(shown.status.success(), "{out}{}", text(&shown.stderr));
+    for line in [
+        "restart_grace_ms = 2000  (changed)",
+        "restart_window_ms = 900000",
+        "restart_delay_ms = 10000",
+        "restart_delay_max_ms = 180000",
+        "restart_failures_max = 3",
+        "restart_start_gap_min_ms = 1000",
+        "children_max = 256",
+        "unpack_path_bytes_max = 4096",
+        "child_log_pipe_bytes = 1048576",
+    ] {
+        assert!(out.lines().any(|l| l.trim() == line), "{line:?} in:\n{out}");
+    }
+    let refused = console(
+        &scratch.data(),
+        &["-S", "127.0.0.1:9", "-o", "children_max=1000", "-T"],
+    );
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused.stderr).contains("children_max"),
+        "{}",
+        text(&refused.stderr)
+    );
+}

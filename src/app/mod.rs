@@ -323,20 +323,11 @@ pub fn run(options: &Options) -> Result<(), AppError> {
         }
     }
     let download = DownloadLimits {
-        bytes_max: limits.download_bytes_max,
-        stall_ms: limits.download_stall_ms,
-        speed_min_bytes_per_s: limits.download_speed_min_bytes_per_s,
-        connect_timeout_ms: limits.connect_timeout_ms,
-        free_bytes_min: limits.disk_reserve_bytes,
         file_url_roots: file_url_roots(&data_dir, core.meta()),
         tls: trust.clone(),
+        ..DownloadLimits::new(&limits)
     };
-    let unpack = UnpackLimits {
-        bytes_max: limits.unpack_bytes_max,
-        entries_max: limits.unpack_entries_max,
-        reserve_bytes: limits.disk_reserve_bytes,
-        ..UnpackLimits::default()
-    };
+    let unpack = UnpackLimits::new(&limits);
     let jobs =
         JobRunner::start(&data_dir, download, unpack, jobs_tx).map_err(|err| AppError::Io {
             what: "cannot start the job worker".to_string(),
@@ -472,13 +463,7 @@ fn start_supervisor(
             what: format!("cannot create {}", logs_dir.display()),
             err,
         })?;
-    let logs = ChildLogs::start(LogConfig {
-        file_bytes_max: limits.child_log_bytes_max,
-        files_max: limits.child_log_files_max,
-        bytes_per_s_max: limits.child_log_bytes_per_s_max,
-        ..LogConfig::default()
-    })
-    .map_err(|err| AppError::Io {
+    let logs = ChildLogs::start(LogConfig::new(limits)).map_err(|err| AppError::Io {
         what: "cannot start the child log thread".to_string(),
         err,
     })?;
@@ -509,6 +494,7 @@ fn start_supervisor(
         cpus,
         clock.now_ms(),
     );
+    supervisor.set_limits(limits);
     supervisor.set_notifier(notifier);
     // The exec hand-over of a self-upgrade (docs/protocol.md section 10) is the one start
     // that adopts the children instead.

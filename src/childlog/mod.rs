@@ -68,6 +68,7 @@
 
 mod rotate;
 
+use crate::limits::Limits;
 use log::warn;
 use rotate::LogFile;
 use std::collections::HashMap;
@@ -108,7 +109,7 @@ const POLL_ERROR_PAUSE_MS: u64 = 100;
 /// Bytes taken from the wake-up pipe per round; more wake the next round.
 const WAKE_READ_BYTES: usize = 64;
 
-/// Bounds of the child logs. `LogConfig::default()` is docs/protocol.md's.
+/// Bounds of the child logs, from `Limits` (`LogConfig::new`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LogConfig {
     /// Size at which a child's log file is rotated. A file exceeds it by less than
@@ -130,18 +131,24 @@ pub struct LogConfig {
 }
 
 impl Default for LogConfig {
+    /// The bounds of `Limits::default()`.
     fn default() -> Self {
-        LogConfig {
-            file_bytes_max: 1024 * 1024,
-            files_max: 2,
-            read_chunk_bytes: 64 * 1024,
-            bytes_per_s_max: 1024 * 1024,
-            pipe_bytes: 1024 * 1024,
-        }
+        LogConfig::new(&Limits::default())
     }
 }
 
 impl LogConfig {
+    /// The bounds of `limits` (`child_log_*`).
+    pub fn new(limits: &Limits) -> Self {
+        LogConfig {
+            file_bytes_max: limits.child_log_bytes_max,
+            files_max: limits.child_log_files_max,
+            read_chunk_bytes: limits.child_log_read_chunk_bytes,
+            bytes_per_s_max: limits.child_log_bytes_per_s_max,
+            pipe_bytes: limits.child_log_pipe_bytes,
+        }
+    }
+
     /// The same configuration, each bound brought within its floor and ceiling.
     fn sane(self) -> LogConfig {
         LogConfig {

@@ -45,6 +45,7 @@ mod url;
 
 pub use crate::job_fields::parse_checksum;
 use crate::job_fields::ErrCode;
+use crate::limits::Limits;
 use file::open_file;
 use ftp::open_ftp;
 use http::open_http;
@@ -56,18 +57,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use url::shown_url;
 
+/// A mebibyte, for messages.
 const MIB: u64 = 1024 * 1024;
-/// Default largest download (docs/protocol.md section 9: 1 GiB).
-pub const BYTES_MAX_DEFAULT: u64 = 1024 * MIB;
-/// Default time without a byte after which a download is aborted.
-pub const STALL_MS_DEFAULT: u64 = 60_000;
-/// Default least average speed over a window of `stall_ms`; 0 turns the check off.
-pub const SPEED_MIN_BYTES_PER_S_DEFAULT: u64 = 512;
-/// Default TCP connect timeout.
-pub const CONNECT_TIMEOUT_MS_DEFAULT: u64 = 10_000;
-/// Default free space left over after a download, so the metafile can still be
-/// written (the same reserve as unpacking keeps).
-pub const FREE_BYTES_MIN_DEFAULT: u64 = crate::unpack::RESERVE_BYTES_DEFAULT;
 /// Temporary files are named `TEMP_PREFIX<pid>-<n>TEMP_SUFFIX`, so that leftovers of a
 /// crash can be recognised and swept.
 pub const TEMP_PREFIX: &str = ".download-";
@@ -100,17 +91,26 @@ pub struct DownloadLimits {
     pub tls: crate::tls::Loaded,
 }
 
-impl Default for DownloadLimits {
-    fn default() -> Self {
+impl DownloadLimits {
+    /// The bounds of `limits` (`download_*`, `connect_timeout_ms`,
+    /// `disk_reserve_bytes`); no `file://` roots, the default TLS trust.
+    pub fn new(limits: &Limits) -> Self {
         DownloadLimits {
-            bytes_max: BYTES_MAX_DEFAULT,
-            stall_ms: STALL_MS_DEFAULT,
-            speed_min_bytes_per_s: SPEED_MIN_BYTES_PER_S_DEFAULT,
-            connect_timeout_ms: CONNECT_TIMEOUT_MS_DEFAULT,
-            free_bytes_min: FREE_BYTES_MIN_DEFAULT,
+            bytes_max: limits.download_bytes_max,
+            stall_ms: limits.download_stall_ms,
+            speed_min_bytes_per_s: limits.download_speed_min_bytes_per_s,
+            connect_timeout_ms: limits.connect_timeout_ms,
+            free_bytes_min: limits.disk_reserve_bytes,
             file_url_roots: Vec::new(),
             tls: crate::tls::Loaded::default(),
         }
+    }
+}
+
+impl Default for DownloadLimits {
+    /// The bounds of `Limits::default()`.
+    fn default() -> Self {
+        DownloadLimits::new(&Limits::default())
     }
 }
 

@@ -448,7 +448,7 @@ fn errcodes_and_messages() {
     assert_eq!(err.errcode(), ErrCode::InstallFailed);
     let err = DownloadError::Stalled {
         url: "http://h/p.tgz".into(),
-        stall_ms: STALL_MS_DEFAULT,
+        stall_ms: 60_000,
     };
     assert_eq!(
         err.to_string(),
@@ -468,7 +468,7 @@ fn errcodes_and_messages() {
             defaults.connect_timeout_ms,
             defaults.free_bytes_min
         ),
-        (1 << 30, 60_000, 10_000, FREE_BYTES_MIN_DEFAULT)
+        (1 << 30, 60_000, 10_000, 1024 * 1024)
     );
 }
 
@@ -527,7 +527,7 @@ fn pace_fails_only_after_a_whole_window_below_the_floor() {
         url: "http://h/p.tgz".into(),
         bytes: 7,
         elapsed_ms: 61_000,
-        speed_min_bytes_per_s: SPEED_MIN_BYTES_PER_S_DEFAULT,
+        speed_min_bytes_per_s: 512,
     };
     assert_eq!(
         err.to_string(),

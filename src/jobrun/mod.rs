@@ -34,7 +34,7 @@ pub use recover::roll_back_interrupted;
 use crate::download::DownloadLimits;
 use crate::events::{Event, JobResult, Prepared};
 use crate::jobs::{ErrCode, Install, Job, SelfUpgrade};
-use crate::supervisor::{Change, Status, Supervisor, CHILDREN_MAX};
+use crate::supervisor::{Change, Status, Supervisor};
 use crate::unpack::UnpackLimits;
 use crate::wheel::Millis;
 use files::remove_old_versions;
@@ -234,9 +234,13 @@ impl JobRunner {
             Job::Config { .. } => {
                 return Some((ErrCode::Internal, "config jobs run in the core".into()))
             }
-            Job::Install(_) if !known && ctx.supervisor.count() >= CHILDREN_MAX => {
-                let why =
-                    format!("{CHILDREN_MAX} agents are installed: the most BootAgent supervises");
+            Job::Install(_)
+                if !known && ctx.supervisor.count() >= ctx.supervisor.children_max() =>
+            {
+                let why = format!(
+                    "{} agents are installed: the most BootAgent supervises (children_max)",
+                    ctx.supervisor.children_max()
+                );
                 return Some((ErrCode::InstallFailed, why));
             }
             Job::SelfUpgrade(job) => {

@@ -43,7 +43,7 @@
 //!
 //! Bounds (each where it is declared): [`DATAGRAM_BYTES_MAX`] (a longer datagram is
 //! ignored, as systemd does), [`STATUS_BYTES_MAX`], [`ASSIGNMENTS_MAX`],
-//! [`SOCKETS_MAX`] (the supervisor's `CHILDREN_MAX`), [`DATAGRAMS_PER_S_MAX`] per
+//! [`SOCKETS_MAX`] (`limits::CHILDREN_MAX`, the ceiling of `children_max`), [`DATAGRAMS_PER_S_MAX`] per
 //! child (past it the socket is not polled until the second is over: a flooding child
 //! costs BootAgent little and delays no other child), [`DATAGRAMS_PER_S_TOTAL_MAX`] for
 //! all of them (many flooding children at once), [`PENDING_PER_CHILD_MAX`]
@@ -87,7 +87,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 /// Most sockets open at once: one per child.
-pub const SOCKETS_MAX: usize = crate::supervisor::CHILDREN_MAX;
+pub const SOCKETS_MAX: usize = crate::limits::CHILDREN_MAX;
 /// Longest `tag`, in bytes: `bootagent/` + tag + `/` + a 64-byte child name fits the
 /// 107 bytes of an abstract socket name.
 pub const TAG_BYTES_MAX: usize = 32;

@@ -2,7 +2,7 @@
 //! carries of each child, and how the new one adopts it (same pid, same counters,
 //! same deadlines on the continued monotonic scale), never starting it again.
 
-use super::{Supervisor, CHILDREN_MAX};
+use super::Supervisor;
 use crate::child::{Child, Exit, Input, State};
 use crate::reslimit::Cgroup;
 use crate::selfup::CarriedSlot;
@@ -41,7 +41,7 @@ impl Supervisor {
         let mut adopted = 0;
         for slot in carried {
             let name = slot.name;
-            if !super::valid_name(&name) || self.slots.len() >= CHILDREN_MAX {
+            if !super::valid_name(&name) || self.slots.len() >= self.children_max {
                 warn!("hand-over: child {name:?} not adopted");
                 continue;
             }

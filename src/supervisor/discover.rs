@@ -2,7 +2,7 @@
 //! supervision: its version, its directory and its `agent.json`.
 
 use super::settings::{read_settings, valid_name, Settings};
-use super::{Slot, Supervisor, CHILDREN_MAX};
+use super::{Slot, Supervisor};
 use crate::child::{Child, EventKind, Input, State};
 use crate::wheel::Millis;
 use log::{debug, warn};
@@ -45,8 +45,11 @@ impl Supervisor {
             if !agents.join(&name).join("current").join("run").exists() {
                 continue; // not (yet) installed
             }
-            if self.slots.len() >= CHILDREN_MAX {
-                skipped.push(format!("agents/{name}: more than {CHILDREN_MAX} agents"));
+            if self.slots.len() >= self.children_max {
+                skipped.push(format!(
+                    "agents/{name}: more than {} agents (children_max)",
+                    self.children_max
+                ));
                 continue;
             }
             self.add(&name, now);
@@ -77,11 +80,14 @@ impl Supervisor {
             // A plain directory instead of a link: its name is the version.
             Err(_) => ("0".to_string(), current.clone(), None),
         };
-        let settings = match read_settings(&agent_dir.join("agent.json"), self.cpus) {
+        let settings = match read_settings(&agent_dir.join("agent.json"), self.cpus, self.policy) {
             Ok(settings) => settings,
             Err(err) => {
                 broken = Some(err);
-                Settings::default()
+                Settings {
+                    policy: self.policy,
+                    ..Settings::default()
+                }
             }
         };
         let mut child = Child::new(settings.policy);

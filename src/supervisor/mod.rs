@@ -26,6 +26,7 @@ pub use tracking::AtStart;
 
 use crate::child::{Action, Child, Exit, Input, RestartPolicy, State};
 use crate::childlog::ChildLogs;
+use crate::limits::Limits;
 use crate::reslimit::{Cgroup, Mechanism, Throttle, TrackParent};
 use crate::sys::Reaped;
 use crate::wheel::{Millis, TimerId, Wheel};
@@ -36,8 +37,6 @@ use std::path::{Path, PathBuf};
 
 /// The base `PATH` of every child (section 6).
 pub const CHILD_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-/// Most children supervised at once.
-pub const CHILDREN_MAX: usize = 256;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Timer {
@@ -108,6 +107,10 @@ pub struct Supervisor {
     /// The sd_notify sockets, started when the first child that needs one spawns
     /// (see `health.rs`).
     notifier: health::LazyNotifier,
+    /// Most children supervised (`children_max`).
+    children_max: usize,
+    /// The restart policy of a child whose settings say nothing (`restart_*`).
+    policy: RestartPolicy,
     /// Spawning, signalling and reaping: the host's, or a simulation's.
     procs: Box<dyn Processes>,
 }
@@ -157,6 +160,8 @@ impl Supervisor {
             oom_checked_at: None,
             kmsg: None,
             notifier: health::LazyNotifier::default(),
+            children_max: Limits::default().children_max,
+            policy: RestartPolicy::default(),
             procs,
         };
         supervisor.kmsg = oom::open_kmsg(&supervisor.mechanism);
@@ -166,6 +171,17 @@ impl Supervisor {
             );
         }
         supervisor
+    }
+
+    /// The limits in force (`children_max`, `restart_*`), before any child is added.
+    pub fn set_limits(&mut self, limits: &Limits) {
+        self.children_max = limits.children_max;
+        self.policy = RestartPolicy::new(limits);
+    }
+
+    /// Most children supervised (`children_max`).
+    pub fn children_max(&self) -> usize {
+        self.children_max
     }
 
     pub fn mechanism(&self) -> &Mechanism {
@@ -376,9 +392,7 @@ impl Supervisor {
     pub fn grace_ms(&self, name: &str) -> u64 {
         self.slots
             .get(name)
-            .map_or(RestartPolicy::default().grace_ms, |slot| {
-                slot.child.policy.grace_ms
-            })
+            .map_or(self.policy.grace_ms, |slot| slot.child.policy.grace_ms)
     }
 
     /// The children that the restart policy made `fatal` (not those whose

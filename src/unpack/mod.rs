@@ -99,9 +99,8 @@ use shared::{
     bad, create_file, failed, read_full, COPY_BUFFER_BYTES, DIR_MODE, RUN_FILE, RUN_MODE,
 };
 pub use shared::{
-    Program, UnpackError, UnpackLimits, Unpacked, ENTRIES_MAX_DEFAULT, FILE_BYTES_MAX,
-    NAME_BYTES_MAX, PATH_BYTES_MAX_DEFAULT, PAX_HEADER_BYTES_MAX, RESERVE_BYTES_DEFAULT,
-    UNPACKED_BYTES_MAX_DEFAULT, VERSION_FILE_BYTES_MAX,
+    Program, UnpackError, UnpackLimits, Unpacked, FILE_BYTES_MAX, NAME_BYTES_MAX,
+    PAX_HEADER_BYTES_MAX, VERSION_FILE_BYTES_MAX,
 };
 use std::fs::{self, File, Permissions};
 use std::io::{self, Read, Seek, Write};

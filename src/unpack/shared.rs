@@ -4,6 +4,7 @@
 //! The other files of `unpack/` import this one; it imports none of them.
 
 use crate::job_fields::ErrCode;
+use crate::limits::Limits;
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
@@ -11,16 +12,6 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-/// Default bound on the unpacked data, all entries together.
-pub const UNPACKED_BYTES_MAX_DEFAULT: u64 = 1 << 30;
-/// Default bound on the number of entries of an archive.
-pub const ENTRIES_MAX_DEFAULT: u64 = 100_000;
-/// Default free space left over after unpacking (and after a download), so that
-/// the metafile and the logs can still be written: 1 MiB, well above a metafile
-/// holding the 1024 remembered job results.
-pub const RESERVE_BYTES_DEFAULT: u64 = 1024 * 1024;
-/// Default bound on the length of an entry's path or link target.
-pub const PATH_BYTES_MAX_DEFAULT: usize = crate::job_fields::PATH_BYTES_MAX;
 /// Largest single file, whatever `bytes_max` allows.
 pub const FILE_BYTES_MAX: u64 = 1 << 30;
 /// Longest name in a path (Linux `NAME_MAX`).
@@ -60,14 +51,22 @@ pub struct UnpackLimits {
     pub reserve_bytes: u64,
 }
 
-impl Default for UnpackLimits {
-    fn default() -> Self {
+impl UnpackLimits {
+    /// The bounds of `limits` (`unpack_*`, `disk_reserve_bytes`).
+    pub fn new(limits: &Limits) -> Self {
         UnpackLimits {
-            bytes_max: UNPACKED_BYTES_MAX_DEFAULT,
-            entries_max: ENTRIES_MAX_DEFAULT,
-            path_bytes_max: PATH_BYTES_MAX_DEFAULT,
-            reserve_bytes: RESERVE_BYTES_DEFAULT,
+            bytes_max: limits.unpack_bytes_max,
+            entries_max: limits.unpack_entries_max,
+            path_bytes_max: limits.unpack_path_bytes_max,
+            reserve_bytes: limits.disk_reserve_bytes,
         }
+    }
+}
+
+impl Default for UnpackLimits {
+    /// The bounds of `Limits::default()`.
+    fn default() -> Self {
+        UnpackLimits::new(&Limits::default())
     }
 }
 
