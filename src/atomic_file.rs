@@ -7,7 +7,8 @@
 //! `stage` and `Staged::commit` are the two halves, for a caller that must do
 //! something in between (the metafile keeps its previous copy there); `replace`
 //! does both. Every file of the data directory that is replaced goes through here:
-//! `meta.json`, `agents/NAME/agent.json`, `state.json`.
+//! `meta.json`, `agents/NAME/agent.json`, `state.json`, and the self-upgrade's
+//! `bin/state.json` and hand-over file.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};

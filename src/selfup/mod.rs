@@ -46,9 +46,9 @@ pub use start::{hand_over_at_start, settle, OnProbation, Settled};
 
 pub use crate::job_fields::running_version;
 use serde::{Deserialize, Serialize};
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 /// Where received BootAgent binaries are kept: `bin/VERSION/bootagent`.
@@ -254,23 +254,9 @@ impl Store {
     }
 }
 
-/// Temporary file, fsync, rename over `path`, fsync of the directory.
+/// Temporary file, fsync, rename over `path`, fsync of the directory (mode 0600).
 pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let _ = fs::remove_file(&tmp);
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    drop(file);
-    fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        File::open(dir)?.sync_all()?;
-    }
-    Ok(())
+    crate::atomic_file::replace(path, bytes, 0o600)
 }
 
 /// The path of the running binary (`/proc/self/exe`).
