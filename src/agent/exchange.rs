@@ -48,14 +48,7 @@ impl Core {
         };
         // Whatever asked is answered by this request (a scheduled slot still
         // ahead stays: a prompt report does not move the phase).
-        if self.scheduled_at.is_some_and(|at| at <= now) {
-            self.scheduled_at = None;
-        }
-        self.prompt_at = None;
-        self.retry_at = None;
-        self.not_before = None;
-        self.exempt_next = false;
-        self.report_wanted = false;
+        self.schedule.sent(now);
         if let Some((id, _)) = self.exchange_timer.take() {
             self.wheel.cancel(id);
         }
@@ -151,7 +144,7 @@ impl Core {
         };
         let answered = matches!(outcome, Outcome::Answer { .. });
         if answered && flight.phase == Phase::Report {
-            self.last_answered_at = Some(flight.sent_at);
+            self.schedule.last_answered_at = Some(flight.sent_at);
         }
         let step_before = self.meta.step_s;
         let verdict = match (flight.phase, outcome) {
@@ -189,25 +182,25 @@ impl Core {
                     self.recovered(now, &flight.server);
                 }
                 self.servers.succeeded();
-                self.retry_at = None;
+                self.schedule.retry_at = None;
                 match flight.phase {
                     Phase::Register => {
                         // The first report follows at once, exempt from the gap.
-                        self.scheduled_at = Some(now);
-                        self.scheduled_is_slot = false;
-                        self.exempt_next = true;
+                        self.schedule.scheduled_at = Some(now);
+                        self.schedule.scheduled_is_slot = false;
+                        self.schedule.exempt_next = true;
                     }
                     Phase::Report => {
                         // A prompt report leaves the next slot where it is.
                         let keep = self.meta.step_s == step_before
-                            && self.scheduled_is_slot
-                            && self.scheduled_at.is_some_and(|at| at > now);
+                            && self.schedule.scheduled_is_slot
+                            && self.schedule.scheduled_at.is_some_and(|at| at > now);
                         if !keep {
-                            self.scheduled_at = Some(self.next_phase_slot(now, &flight));
-                            self.scheduled_is_slot = true;
+                            self.schedule.scheduled_at = Some(self.next_phase_slot(now, &flight));
+                            self.schedule.scheduled_is_slot = true;
                         }
-                        if self.report_wanted {
-                            self.prompt_at = Some(now);
+                        if self.schedule.report_wanted {
+                            self.schedule.prompt_at = Some(now);
                         }
                     }
                 }
@@ -215,7 +208,7 @@ impl Core {
             Verdict::Reregister => {
                 self.phase = Phase::Register;
                 self.reregistrations += 1;
-                self.scheduled_at = None;
+                self.schedule.scheduled_at = None;
                 let detail = format!(
                     "{} does not accept agent {}: registering again",
                     flight.server, self.meta.agentsn
@@ -230,13 +223,13 @@ impl Core {
                     info!("{detail}");
                     0
                 };
-                self.retry_at = Some(now.saturating_add(delay));
+                self.schedule.retry_at = Some(now.saturating_add(delay));
             }
             Verdict::RetryAfter(status, secs) => self.throttled(now, &flight, status, secs),
             Verdict::Failed(err, trouble) => self.failed(now, &flight, err, trouble),
         }
         // The next server after a connection failure is exempt from the gap.
-        self.exempt_next |= !answered;
+        self.schedule.exempt_next |= !answered;
         self.reschedule();
     }
 

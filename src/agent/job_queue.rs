@@ -56,7 +56,7 @@ impl Core {
                 debug!("job {} was already received: not run again", record.id);
                 if record.state == JobState::Finished {
                     record.delivered = false;
-                    self.report_wanted = true;
+                    self.schedule.report_wanted = true;
                 }
                 continue;
             }
@@ -99,7 +99,7 @@ impl Core {
                         warn!("job {id} rejected: {}", rejected.message);
                         let message = rejected.message.as_str();
                         self.record(id, JobState::Finished, (ErrCode::Invalid, message), false);
-                        self.report_wanted = true;
+                        self.schedule.report_wanted = true;
                     }
                     None => warn!("job without a usable id ignored: {}", rejected.message),
                 },
@@ -111,7 +111,7 @@ impl Core {
                 "{refused} job(s) refused with \"queue full\": {} wait, at most {} per answer",
                 self.limits.jobs_queue_max, max
             );
-            self.report_wanted = true;
+            self.schedule.report_wanted = true;
         }
         if self.results_dropped > dropped_before {
             warn!(
@@ -160,7 +160,7 @@ impl Core {
             .push(id.clone());
         let message = self.configure(svrlist, step_s);
         jobs::finish(&mut self.meta, &id, ErrCode::Success as u32, message);
-        self.report_wanted = true;
+        self.schedule.report_wanted = true;
     }
 
     /// The edge could not write the metafile (`why`): every job whose receipt is

@@ -48,6 +48,7 @@ use crate::rng::Rng;
 use crate::servers::Servers;
 use crate::wheel::{Millis, TimerId, Wheel};
 use crate::wire::{AgentStatus, HostInfo};
+use schedule::Schedule;
 use std::collections::VecDeque;
 
 pub const REGISTER_PATH: &str = "/agent/register";
@@ -144,20 +145,8 @@ pub struct Core {
     in_flight: Option<InFlight>,
     /// The pending exchange timer and its deadline.
     exchange_timer: Option<(TimerId, Millis)>,
-    /// An answer asks for a prompt report (a job result to deliver).
-    report_wanted: bool,
     /// What asks for the next request; the rule in `pacing` decides from these.
-    scheduled_at: Option<Millis>,
-    /// `scheduled_at` is a phase slot (not the first report after a start).
-    scheduled_is_slot: bool,
-    prompt_at: Option<Millis>,
-    retry_at: Option<Millis>,
-    /// A server's `Retry-After`: no exchange before this, prompt reports included.
-    not_before: Option<Millis>,
-    /// When the last status report that got an HTTP answer was sent.
-    last_answered_at: Option<Millis>,
-    /// The next report is exempt from the gap (docs/protocol.md section 3).
-    exempt_next: bool,
+    schedule: Schedule,
     /// Rounds in a row in which every server failed; 0 when healthy.
     failed_rounds: u32,
     /// The log of a failure that repeats.
@@ -212,14 +201,7 @@ impl Core {
             started_at: now,
             in_flight: None,
             exchange_timer: None,
-            report_wanted: false,
-            scheduled_at: None,
-            scheduled_is_slot: false,
-            prompt_at: None,
-            retry_at: None,
-            not_before: None,
-            last_answered_at: None,
-            exempt_next: false,
+            schedule: Schedule::default(),
             failed_rounds: 0,
             outage: outage::OutageLog::default(),
             reregistrations: 0,
@@ -239,7 +221,7 @@ impl Core {
             ),
             _ => 0,
         };
-        core.scheduled_at = Some(now.saturating_add(delay));
+        core.schedule.scheduled_at = Some(now.saturating_add(delay));
         core.reschedule();
         core
     }
@@ -288,7 +270,7 @@ impl Core {
         if self.phase != Phase::Report {
             return; // registering: the first report follows at once
         }
-        self.prompt_at.get_or_insert(now);
+        self.schedule.prompt(now);
         self.reschedule();
     }
 }
