@@ -84,14 +84,14 @@ impl RestartPolicy {
 
     /// Reads a `restart` object over `defaults` (the policy of the limits in force).
     pub fn from_json_over(value: &Value, defaults: RestartPolicy) -> Result<RestartPolicy, String> {
-        Self::read(value, defaults).map_err(|message| crate::wire::one_line(&message))
+        Self::read(value, defaults).map_err(|message| crate::message::one_line(&message))
     }
 
     fn read(value: &Value, defaults: RestartPolicy) -> Result<RestartPolicy, String> {
         let Value::Object(map) = value else {
             return Err(format!(
                 "restart is {}, not an object",
-                crate::wire::kind(value)
+                crate::message::kind(value)
             ));
         };
         let mut policy = defaults;

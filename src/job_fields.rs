@@ -1,5 +1,5 @@
 //! The fields of a job that other modules check too, as pure functions: the
-//! `errcode` values, agent names, `envs`, checksums and versions
+//! `errcode` values, agent names, `envs`, checksums (and hex) and versions
 //! (docs/protocol.md section 7). Jobs, the supervisor (names and `envs` of
 //! `agent.json`), the downloader (checksums) and the unpacker (versions) import
 //! this module; it imports none of them.
@@ -35,14 +35,14 @@ const SHOWN_CHARS_MAX: usize = 256;
 
 /// Reads `envs`: names of letters, digits and `_`; `BOOT_AGENT_*` is reserved.
 pub fn parse_envs(value: &Value) -> Result<BTreeMap<String, String>, String> {
-    read_envs(value).map_err(|message| crate::wire::one_line(&message))
+    read_envs(value).map_err(|message| crate::message::one_line(&message))
 }
 
 fn read_envs(value: &Value) -> Result<BTreeMap<String, String>, String> {
     let Value::Object(map) = value else {
         return Err(format!(
             "envs is {}, not an object",
-            crate::wire::kind(value)
+            crate::message::kind(value)
         ));
     };
     if map.len() > ENVS_MAX {
@@ -108,6 +108,17 @@ pub fn parse_checksum(text: &str) -> Result<[u8; 32], String> {
         }
     }
     Ok(sum)
+}
+
+/// Lowercase hexadecimal.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        out.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        out.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
+    }
+    out
 }
 
 /// The value of one hexadecimal digit, either case.

@@ -23,6 +23,7 @@ pub mod jobrun;
 pub mod jobs;
 pub mod limits;
 pub mod logging;
+pub mod message;
 pub mod meta;
 pub mod notify;
 pub mod proxy;

@@ -5,7 +5,8 @@
 //! An operator changes one with `-o NAME=VALUE` (for example a longer
 //! `exchange_timeout_ms` on a satellite link); `-T` shows the values in force.
 
-use crate::reslimit::Choice;
+use std::fmt;
+use std::str::FromStr;
 
 /// Most children one BootAgent supervises, whatever `children_max` says: the
 /// notify sockets (`notify::SOCKETS_MAX`) are sized by it at compile time.
@@ -344,6 +345,63 @@ impl Limits {
             return Err("step_min_s is above step_max_s".to_string());
         }
         Ok(())
+    }
+}
+
+/// What the operator asked for (`-o limit_mechanism=auto|cgroup2|cgroup1|proc`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Choice {
+    Auto,
+    CgroupV2,
+    CgroupV1,
+    Proc,
+}
+
+impl Choice {
+    const ALL: [Choice; 4] = [
+        Choice::Auto,
+        Choice::CgroupV2,
+        Choice::CgroupV1,
+        Choice::Proc,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Choice::Auto => "auto",
+            Choice::CgroupV2 => "cgroup2",
+            Choice::CgroupV1 => "cgroup1",
+            Choice::Proc => "proc",
+        }
+    }
+}
+
+impl FromStr for Choice {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        (Choice::ALL.into_iter().find(|choice| choice.name() == text)).ok_or_else(|| {
+            format!(
+                "limit_mechanism must be auto, cgroup2, cgroup1 or proc, not {}",
+                quoted(text)
+            )
+        })
+    }
+}
+
+impl fmt::Display for Choice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Characters of a bad value shown in a message.
+const QUOTED_CHARS_MAX: usize = 32;
+
+/// `text` quoted for a message, cut after `QUOTED_CHARS_MAX` characters.
+fn quoted(text: &str) -> String {
+    match text.char_indices().nth(QUOTED_CHARS_MAX) {
+        Some((cut, _)) => format!("{:?}…", &text[..cut]),
+        None => format!("{text:?}"),
     }
 }
 

@@ -22,7 +22,7 @@ pub fn signature(secret: &[u8], timestamp: i64, path: &str, body: &[u8]) -> Stri
     mac.update(path.as_bytes());
     mac.update(b"\n");
     mac.update(body);
-    crate::download::hex(&mac.finalize().into_bytes())
+    crate::job_fields::hex(&mac.finalize().into_bytes())
 }
 
 /// The three headers of a signed request.
@@ -52,7 +52,7 @@ mod tests {
         // RFC 4231 test case 2: key "Jefe", data "what do ya want for nothing?".
         let mut mac = Hmac::<Sha256>::new_from_slice(b"Jefe").expect("any key length");
         mac.update(b"what do ya want for nothing?");
-        let hex = crate::download::hex(&mac.finalize().into_bytes());
+        let hex = crate::job_fields::hex(&mac.finalize().into_bytes());
         assert_eq!(
             hex,
             "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
@@ -60,7 +60,7 @@ mod tests {
         // Ours signs timestamp, path and body joined by newlines.
         let mut mac = Hmac::<Sha256>::new_from_slice(b"s3cret").expect("any key length");
         mac.update(b"1763700000\n/agent/status\n{\"a\":1}");
-        let expected = crate::download::hex(&mac.finalize().into_bytes());
+        let expected = crate::job_fields::hex(&mac.finalize().into_bytes());
         assert_eq!(
             signature(b"s3cret", 1_763_700_000, "/agent/status", b"{\"a\":1}"),
             expected

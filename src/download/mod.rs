@@ -43,8 +43,8 @@ mod http;
 mod sink;
 mod url;
 
-pub use crate::job_fields::parse_checksum;
 use crate::job_fields::ErrCode;
+pub use crate::job_fields::{hex, parse_checksum};
 use crate::limits::Limits;
 use file::open_file;
 use ftp::open_ftp;
@@ -302,17 +302,6 @@ pub fn download(
         Err(err) => log::debug!("download failed: {err}"),
     }
     result
-}
-
-/// Lowercase hexadecimal.
-pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for byte in bytes {
-        out.push(char::from(DIGITS[usize::from(byte >> 4)]));
-        out.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
-    }
-    out
 }
 
 // ---------------------------------------------------------------- the copy

@@ -27,8 +27,13 @@ pub(super) fn work(
             Work::Install(install) => {
                 prepare(data_dir, install, download, unpack, cancel, &mut note)
             }
-            Work::SelfUpgrade(job) => match crate::selfup::prepare(data_dir, job, download, cancel)
-            {
+            Work::SelfUpgrade(job) => match crate::selfup::prepare(
+                data_dir,
+                &data_dir.join(TMP_DIR),
+                job,
+                download,
+                cancel,
+            ) {
                 Ok(crate::selfup::Ready::Switch { version }) => Ok(version),
                 Ok(crate::selfup::Ready::AlreadyRunning { version }) => Err((
                     ErrCode::Success,

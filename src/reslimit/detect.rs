@@ -5,10 +5,10 @@ use std::fmt;
 use std::fs::{self, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
 use super::facts::{cgroup_dir, Facts};
-use super::{quoted, read_text, text, with_path, write_file, ResourceLimits, PROCS_FILE};
+use super::{read_text, text, with_path, write_file, ResourceLimits, PROCS_FILE};
+use crate::limits::Choice;
 use crate::sys;
 
 /// BootAgent's parent cgroup in v2 and in v1.
@@ -64,52 +64,6 @@ impl fmt::Display for Mechanism {
             ),
             Mechanism::Proc => f.write_str("/proc sampling"),
         }
-    }
-}
-
-/// What the operator asked for (`-o limit_mechanism=auto|cgroup2|cgroup1|proc`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Choice {
-    Auto,
-    CgroupV2,
-    CgroupV1,
-    Proc,
-}
-
-impl Choice {
-    const ALL: [Choice; 4] = [
-        Choice::Auto,
-        Choice::CgroupV2,
-        Choice::CgroupV1,
-        Choice::Proc,
-    ];
-
-    fn name(self) -> &'static str {
-        match self {
-            Choice::Auto => "auto",
-            Choice::CgroupV2 => "cgroup2",
-            Choice::CgroupV1 => "cgroup1",
-            Choice::Proc => "proc",
-        }
-    }
-}
-
-impl FromStr for Choice {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, String> {
-        (Choice::ALL.into_iter().find(|choice| choice.name() == text)).ok_or_else(|| {
-            format!(
-                "limit_mechanism must be auto, cgroup2, cgroup1 or proc, not {}",
-                quoted(text)
-            )
-        })
-    }
-}
-
-impl fmt::Display for Choice {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
     }
 }
 

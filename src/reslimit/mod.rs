@@ -97,9 +97,10 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::Path;
 
+pub use crate::limits::Choice;
 pub use crate::wheel::Millis;
 pub use cgroup::{clear_leftover, join_in_child, Cgroup, CgroupParts};
-pub use detect::{describe, detect, release, Choice, Mechanism};
+pub use detect::{describe, detect, release, Mechanism};
 pub use parse::{
     parse_limits, ResourceLimits, CPU_PCT_MIN, CPU_PCT_PER_CPU, MEMORY_BYTES_MAX, MEMORY_BYTES_MIN,
 };

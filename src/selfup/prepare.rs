@@ -23,15 +23,16 @@ pub enum Ready {
     AlreadyRunning { version: String },
 }
 
-/// Downloads, verifies and checks the new binary; `Err` is the job's result.
+/// Downloads (into `tmp`, the staging directory), verifies and checks the new binary;
+/// `Err` is the job's result.
 pub fn prepare(
     data_dir: &Path,
+    tmp: &Path,
     job: &SelfUpgrade,
     limits: &DownloadLimits,
     cancel: &AtomicBool,
 ) -> Result<Ready, (ErrCode, String)> {
-    let tmp = data_dir.join(crate::jobrun::TMP_DIR);
-    let file = download::download(&job.url, &tmp, limits, cancel)
+    let file = download::download(&job.url, tmp, limits, cancel)
         .map_err(|err| (err.errcode(), err.to_string()))?;
     let store = Store::new(data_dir);
     let incoming = store.bin_dir().join(INCOMING_DIR);
