@@ -17,7 +17,7 @@ pub enum Event {
     JobPrepared(Prepared),
     /// A command from the console (`bootagent restart|stop|start NAME`), from the
     /// control socket's thread; answered on its own channel.
-    Control(crate::control::request::Request),
+    Control(crate::console::Request),
     /// An sd_notify message from a child's socket, from the notify thread.
     Notify(crate::notify::Message),
 }

@@ -9,6 +9,7 @@ pub mod child;
 pub mod childlog;
 pub mod cli;
 pub mod clock;
+pub mod console;
 pub mod control;
 pub mod download;
 pub mod event_loop;

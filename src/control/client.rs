@@ -1,8 +1,7 @@
 //! `bootagent restart|stop|start NAME`: one request to the running agent over
 //! `control.sock`, its answer printed, its code the exit code.
 
-use super::request::{Reply, Verb, EXIT_FAILED};
-use super::{REPLY_BYTES_MAX, SOCKET_FILE};
+use crate::console::{Reply, Verb, EXIT_FAILED, REPLY_BYTES_MAX, SOCKET_FILE};
 use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;

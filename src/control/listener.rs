@@ -16,8 +16,7 @@
 //! Peer credentials (`SO_PEERCRED`): root, or the agent's own user; others are
 //! refused even when the socket's mode was changed.
 
-use super::request::{parse_request, Reply, Request, EXIT_FAILED, EXIT_USAGE};
-use super::SOCKET_FILE;
+use crate::console::{parse_request, Reply, Request, EXIT_FAILED, EXIT_USAGE, SOCKET_FILE};
 use crate::events::Event;
 use crate::sys;
 use log::{debug, info, warn};

@@ -4,8 +4,7 @@
 //! server jobs: a person is waiting. They are not journaled (no server asked for
 //! them); each is reported by an event of its kind with `"origin": "local"`.
 
-use super::request::{Reply, Request, Verb, EXIT_DONE, EXIT_FAILED, EXIT_NO_SUCH_CHILD};
-use super::sv_line;
+use crate::console::{sv_line, Reply, Request, Verb, EXIT_DONE, EXIT_FAILED, EXIT_NO_SUCH_CHILD};
 use crate::jobs::{ErrCode, Job, Settings};
 use crate::report_event::{ChildEvent, Origin};
 use std::collections::VecDeque;

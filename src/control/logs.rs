@@ -13,7 +13,7 @@
 //! when it shrank (truncated), it is read again from its start. A file that rotates
 //! twice within one poll loses the middle file's lines to the follower (not to disk).
 
-use super::request::{EXIT_DONE, EXIT_FAILED, EXIT_NO_SUCH_CHILD};
+use crate::console::{EXIT_DONE, EXIT_FAILED, EXIT_NO_SUCH_CHILD};
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;

@@ -1,7 +1,8 @@
-//! What the console asks and answers (docs/protocol.md section 6): the verbs, a
-//! request line read into a typed value, the answer line, and the `Request` the
-//! socket's thread hands to the event loop. A leaf: the loop's `Event` carries a
-//! `Request` without importing the socket's code.
+//! What the console asks and answers (docs/protocol.md section 6): the socket's name,
+//! the verbs, a request line read into a typed value, the answer line (a child as `sv`
+//! shows it), and the `Request` the socket's thread hands to the event loop. Pure, and
+//! a leaf: the loop's `Event` carries a `Request` without importing the socket's code
+//! (`control/`, which imports this).
 
 use crate::child::EventKind;
 use std::fmt;
@@ -113,5 +114,84 @@ pub struct Request {
 impl fmt::Debug for Request {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} {} (uid {})", self.verb.as_str(), self.name, self.uid)
+    }
+}
+
+/// The socket, in the data directory.
+pub const SOCKET_FILE: &str = "control.sock";
+/// Longest answer line a client reads.
+pub const REPLY_BYTES_MAX: usize = 4096;
+
+/// `2m05s`, as the status table writes an uptime.
+pub fn uptime(secs: u64) -> String {
+    match secs {
+        0..=59 => format!("{secs}s"),
+        60..=3599 => format!("{}m{:02}s", secs / 60, secs % 60),
+        3600..=86_399 => format!("{}h{:02}m", secs / 3600, secs % 3600 / 60),
+        _ => format!("{}d{:02}h", secs / 86_400, secs % 86_400 / 3600),
+    }
+}
+
+/// One child as `sv` shows it: `running: NAME: (pid 4242) 5s`, `stoped: NAME`.
+pub fn sv_line(name: &str, status: &str, pid: u32, uptime_s: u64) -> String {
+    if pid == 0 {
+        format!("{status}: {name}")
+    } else {
+        format!("{status}: {name}: (pid {pid}) {}", uptime(uptime_s))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_one_verb_and_one_valid_name() {
+        assert_eq!(
+            parse_request("restart BasicAgent"),
+            Ok((Verb::Restart, "BasicAgent".to_string()))
+        );
+        assert_eq!(
+            parse_request("stop a.b-c_d"),
+            Ok((Verb::Stop, "a.b-c_d".into()))
+        );
+        for bad in [
+            "",
+            "restart",
+            "restart  a",
+            "restart a b",
+            "uninstall a",
+            "install a",
+            "RESTART a",
+            "stop ../etc",
+            "stop .hidden",
+            "stop a\u{0}",
+        ] {
+            assert!(parse_request(bad).is_err(), "{bad:?} was taken");
+        }
+        let err = parse_request("frob\u{1b}[2J a").expect_err("unknown verb");
+        assert!(!err.contains('\u{1b}'), "{err}");
+    }
+
+    #[test]
+    fn replies_round_trip_and_stay_one_line() {
+        let reply = Reply::new(1, "failed: a\nb");
+        assert_eq!(reply.line(), "1 failed: a b\n");
+        assert_eq!(
+            Reply::parse("1 failed: a b"),
+            Some(Reply::new(1, "failed: a b"))
+        );
+        assert_eq!(Reply::parse("0"), Some(Reply::new(0, "")));
+        assert_eq!(Reply::parse("7 what"), None);
+        assert_eq!(Reply::parse("x y"), None);
+    }
+
+    #[test]
+    fn sv_lines() {
+        assert_eq!(
+            sv_line("A", "running", 42, 125),
+            "running: A: (pid 42) 2m05s"
+        );
+        assert_eq!(sv_line("A", "stoped", 0, 0), "stoped: A");
     }
 }
