@@ -66,102 +66,38 @@
 //! the next image attaches them again, and what the children wrote meanwhile waited in
 //! the pipes.
 
+mod config;
 mod rotate;
+mod shared;
 
-use crate::limits::Limits;
+pub use config::LogConfig;
 use log::warn;
-use rotate::LogFile;
+use rotate::{splice_into, LogFile};
+pub use shared::ATTACHED_MAX;
+use shared::{Shared, ATTACH_QUEUE_MAX};
 use std::collections::HashMap;
 use std::ffi::c_int;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// Pipes attached at once, across all children.
-pub const ATTACHED_MAX: usize = 1024;
-/// Capacity of the attach queue. A queued pipe holds one of the `ATTACHED_MAX` slots,
-/// so the queue is never full when `attach` has found a free slot: `attach` never waits.
-const ATTACH_QUEUE_MAX: usize = ATTACHED_MAX;
-/// Smallest `file_bytes_max` taken: a smaller limit would make rotation all renames.
-const FILE_BYTES_MAX_FLOOR: u64 = 1024;
-/// Largest `files_max` taken: each rotation renames every file.
-const FILES_MAX_CEILING: u32 = 100;
-/// Bounds of `read_chunk_bytes`: a few lines at least, bounded memory at most.
-const READ_CHUNK_BYTES_FLOOR: usize = 512;
-const READ_CHUNK_BYTES_CEILING: usize = 1024 * 1024;
 /// Longest pause between two rounds that found output (see `Worker::batch_pause`): the
 /// most a line waits before it reaches its file, when its child writes little.
 const BATCH_PAUSE_MS_MAX: u64 = 5;
 /// The kernel's default pipe buffer (16 pages).
 const PIPE_BYTES_DEFAULT: u64 = 64 * 1024;
-/// Largest pipe buffer asked for: each one is kernel memory.
-const PIPE_BYTES_CEILING: usize = 1024 * 1024;
 /// Longest `shutdown` spends reading what the children wrote before it.
 const SHUTDOWN_DRAIN_MS: u64 = 100;
 /// Pause after a failed `poll(2)`, so that a lasting failure cannot spin the thread.
 const POLL_ERROR_PAUSE_MS: u64 = 100;
 /// Bytes taken from the wake-up pipe per round; more wake the next round.
 const WAKE_READ_BYTES: usize = 64;
-
-/// Bounds of the child logs, from `Limits` (`LogConfig::new`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct LogConfig {
-    /// Size at which a child's log file is rotated. A file exceeds it by less than
-    /// `read_chunk_bytes`, to end on a line. At least `FILE_BYTES_MAX_FLOOR`.
-    pub file_bytes_max: u64,
-    /// Files per child: `NAME.log` plus `NAME.log.1` … `NAME.log.(files_max-1)`.
-    /// 1 to `FILES_MAX_CEILING`.
-    pub files_max: u32,
-    /// Largest read from one pipe in one round; also the thread's buffer.
-    pub read_chunk_bytes: usize,
-    /// Most bytes of a child's output written per second (per log file); the rest is
-    /// dropped without being copied, and a line in the file says how much. 0: no limit.
-    /// A child that writes faster than this gains nothing from a log that keeps
-    /// `files_max × file_bytes_max`, and would cost BootAgent more than itself.
-    pub bytes_per_s_max: u64,
-    /// Buffer asked for each child's pipe (`F_SETPIPE_SZ`; the kernel's default is
-    /// 64 KiB, and an unprivileged BootAgent gets at most `/proc/sys/fs/pipe-max-size`).
-    pub pipe_bytes: usize,
-}
-
-impl Default for LogConfig {
-    /// The bounds of `Limits::default()`.
-    fn default() -> Self {
-        LogConfig::new(&Limits::default())
-    }
-}
-
-impl LogConfig {
-    /// The bounds of `limits` (`child_log_*`).
-    pub fn new(limits: &Limits) -> Self {
-        LogConfig {
-            file_bytes_max: limits.child_log_bytes_max,
-            files_max: limits.child_log_files_max,
-            read_chunk_bytes: limits.child_log_read_chunk_bytes,
-            bytes_per_s_max: limits.child_log_bytes_per_s_max,
-            pipe_bytes: limits.child_log_pipe_bytes,
-        }
-    }
-
-    /// The same configuration, each bound brought within its floor and ceiling.
-    fn sane(self) -> LogConfig {
-        LogConfig {
-            file_bytes_max: self.file_bytes_max.max(FILE_BYTES_MAX_FLOOR),
-            files_max: self.files_max.clamp(1, FILES_MAX_CEILING),
-            read_chunk_bytes: self
-                .read_chunk_bytes
-                .clamp(READ_CHUNK_BYTES_FLOOR, READ_CHUNK_BYTES_CEILING),
-            bytes_per_s_max: self.bytes_per_s_max,
-            pipe_bytes: self.pipe_bytes.min(PIPE_BYTES_CEILING),
-        }
-    }
-}
 
 /// Handle to the log thread; cheap to clone. The thread ends at `shutdown`, or when
 /// the last handle is dropped.
@@ -187,56 +123,6 @@ type HandedOver = Vec<(PathBuf, File)>;
 struct Attachment {
     path: PathBuf,
     read_end: File,
-}
-
-/// What the handles and the thread both see.
-struct Shared {
-    attached_max: usize,
-    /// Pipes attached or queued.
-    attached: AtomicUsize,
-    stopping: AtomicBool,
-    /// Stopping to hand the pipes over to the next image (an exec), not to close them.
-    handing_over: AtomicBool,
-    read_bytes: AtomicU64,
-    dropped_bytes: AtomicU64,
-    /// Bytes dropped for being over `bytes_per_s_max`.
-    shed_bytes: AtomicU64,
-    /// Write failure streaks, each warned about once.
-    failure_streaks: AtomicU64,
-    /// The log thread's kernel thread id and its rounds, for the idle test.
-    #[cfg(test)]
-    tid: std::sync::atomic::AtomicI32,
-    #[cfg(test)]
-    rounds: AtomicU64,
-}
-
-impl Shared {
-    fn new(attached_max: usize) -> Shared {
-        Shared {
-            attached_max: attached_max.min(ATTACH_QUEUE_MAX),
-            attached: AtomicUsize::new(0),
-            stopping: AtomicBool::new(false),
-            handing_over: AtomicBool::new(false),
-            read_bytes: AtomicU64::new(0),
-            dropped_bytes: AtomicU64::new(0),
-            shed_bytes: AtomicU64::new(0),
-            failure_streaks: AtomicU64::new(0),
-            #[cfg(test)]
-            tid: std::sync::atomic::AtomicI32::new(0),
-            #[cfg(test)]
-            rounds: AtomicU64::new(0),
-        }
-    }
-
-    /// Gives back an attached slot.
-    fn release(&self) {
-        // Never an error: the closure always gives a value.
-        let _ = self
-            .attached
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
-                Some(n.saturating_sub(1))
-            });
-    }
 }
 
 impl ChildLogs {
@@ -642,35 +528,6 @@ fn discard(pipe: &File, null: Option<&File>, buf: &mut [u8]) -> io::Result<usize
         }
     }
     (&*pipe).read(buf)
-}
-
-/// `splice(2)` of up to `len` bytes from the non-blocking `pipe` into `file` at
-/// `offset`: the bytes moved (0 at end of file), or the error (`WouldBlock` when the
-/// pipe is empty).
-fn splice_into(pipe: &File, file: &File, offset: Option<u64>, len: usize) -> io::Result<usize> {
-    let mut off_out = match offset {
-        Some(offset) => {
-            libc::loff_t::try_from(offset).map_err(|_| io::Error::other("file too large"))?
-        }
-        None => 0,
-    };
-    let off_out_ptr: *mut libc::loff_t = match offset {
-        Some(_) => &mut off_out,
-        None => std::ptr::null_mut(),
-    };
-    // SAFETY: both descriptors are open while borrowed; `off_out_ptr` is null or points
-    // to `off_out`, a valid loff_t the call may update; no other memory is touched.
-    let moved = unsafe {
-        libc::splice(
-            pipe.as_raw_fd(),
-            std::ptr::null_mut(),
-            file.as_raw_fd(),
-            off_out_ptr,
-            len,
-            libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
-        )
-    };
-    usize::try_from(moved).map_err(|_| io::Error::last_os_error())
 }
 
 /// The buffer of the pipe `fd` (`F_GETPIPE_SZ`); the kernel's default if unknown.

@@ -3,10 +3,12 @@
 //! chunk has one, and the failure streaks: one warning when writes start failing, one
 //! line when they succeed again.
 
-use super::{LogConfig, Shared};
+use super::config::LogConfig;
+use super::shared::Shared;
 use log::{info, warn};
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -207,7 +209,7 @@ impl LogFile {
         let len = usize::try_from((room - chunk).min(allowed_bytes - chunk))
             .unwrap_or(usize::MAX)
             .min(SPLICE_BYTES_MAX);
-        match super::splice_into(pipe, out, Some(end), len) {
+        match splice_into(pipe, out, Some(end), len) {
             Ok(moved) => {
                 self.size_bytes = self.size_bytes.saturating_add(moved as u64);
                 self.file = Some(file);
@@ -383,4 +385,38 @@ fn numbered(path: &Path, n: u32) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(format!(".{n}"));
     PathBuf::from(name)
+}
+
+/// `splice(2)` of up to `len` bytes from the non-blocking `pipe` into `file` at
+/// `offset`: the bytes moved (0 at end of file), or the error (`WouldBlock` when the
+/// pipe is empty).
+pub(super) fn splice_into(
+    pipe: &File,
+    file: &File,
+    offset: Option<u64>,
+    len: usize,
+) -> io::Result<usize> {
+    let mut off_out = match offset {
+        Some(offset) => {
+            libc::loff_t::try_from(offset).map_err(|_| io::Error::other("file too large"))?
+        }
+        None => 0,
+    };
+    let off_out_ptr: *mut libc::loff_t = match offset {
+        Some(_) => &mut off_out,
+        None => std::ptr::null_mut(),
+    };
+    // SAFETY: both descriptors are open while borrowed; `off_out_ptr` is null or points
+    // to `off_out`, a valid loff_t the call may update; no other memory is touched.
+    let moved = unsafe {
+        libc::splice(
+            pipe.as_raw_fd(),
+            std::ptr::null_mut(),
+            file.as_raw_fd(),
+            off_out_ptr,
+            len,
+            libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
+        )
+    };
+    usize::try_from(moved).map_err(|_| io::Error::last_os_error())
 }

@@ -7,6 +7,7 @@ use super::*;
 use std::fs;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::AtomicBool;
 use std::sync::{RwLock, RwLockReadGuard};
 
 /// Longest any condition of these tests is waited for.
