@@ -18,7 +18,6 @@ const REWORKED: &[&str] = &[
     "src/agent/",
     "src/jobrun/",
     "src/reslimit/",
-    "src/notify/",
     "src/download/",
     "src/selfup/",
     "src/app/",

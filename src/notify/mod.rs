@@ -66,12 +66,14 @@
 //!   meanwhile is lost or refused.
 
 mod facts;
+mod message;
 mod parse;
 mod queue;
 mod sock;
 mod worker;
 
 pub use facts::{ProcessFacts, ANCESTORS_MAX, CGROUP_BYTES_MAX};
+pub use message::{Deliver, Message, RETRY_MS};
 pub use parse::{parse, Notice, ASSIGNMENTS_MAX, DATAGRAM_BYTES_MAX, STATUS_BYTES_MAX};
 pub use queue::{DATAGRAMS_PER_S_MAX, DATAGRAMS_PER_S_TOTAL_MAX, PENDING_PER_CHILD_MAX};
 pub use sock::FDS_PER_DATAGRAM_MAX;
@@ -93,31 +95,10 @@ pub const SOCKETS_MAX: usize = crate::limits::CHILDREN_MAX;
 pub const TAG_BYTES_MAX: usize = 32;
 /// Longest child name, in bytes (docs/protocol.md section 7).
 const CHILD_NAME_BYTES_MAX: usize = 64;
-/// How soon a message the loop refused (its channel full) is offered again.
-pub const RETRY_MS: u64 = 50;
 /// Longest `close` waits for the thread to let go of the socket.
 const CLOSE_WAIT_MS: u64 = 1000;
 /// Prefix of every socket name.
 const NAME_PREFIX: &str = "bootagent";
-
-/// What the notifier hands the loop: the notices of one datagram (or of several from
-/// the same sender, coalesced while the loop's channel was full), with who sent them.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Message {
-    /// The child whose socket received it.
-    pub child: String,
-    /// The sending process: the loop takes the message only if it is the child's.
-    pub sender: ProcessFacts,
-    /// In the order sent; never empty, never only [`Notice::Barrier`].
-    pub notices: Vec<Notice>,
-    /// The facts of the process the last `MAINPID=` named (read at receipt), when one
-    /// was named: accept it only if that process is the child's too.
-    pub main_pid: Option<ProcessFacts>,
-}
-
-/// The loop's side of delivery: true when the message was taken (or the loop is gone),
-/// false when it must be kept and offered again.
-pub type Deliver = Box<dyn FnMut(Message) -> bool + Send>;
 
 /// The notify sockets of every child and the thread that reads them. Dropping it stops
 /// the thread and closes every socket.

@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use super::Message;
+use super::message::Message;
 
 /// Most datagrams read from one child's socket per second. Past that its socket is not
 /// polled until the second is over: the rest wait in the kernel's queue (and a sender

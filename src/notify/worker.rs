@@ -10,9 +10,13 @@ use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::queue::{Allowance, Backlog, DATAGRAMS_PER_S_MAX, DATAGRAMS_PER_S_TOTAL_MAX};
+use super::facts::ProcessFacts;
+use super::message::{Deliver, Message, RETRY_MS};
+use super::parse::{parse, Notice, DATAGRAM_BYTES_MAX};
+use super::queue::{
+    Allowance, Backlog, DATAGRAMS_PER_S_MAX, DATAGRAMS_PER_S_TOTAL_MAX, PENDING_PER_CHILD_MAX,
+};
 use super::sock::{self, FDS_PER_DATAGRAM_MAX};
-use super::{parse, Deliver, Message, Notice, ProcessFacts, DATAGRAM_BYTES_MAX, RETRY_MS};
 
 /// Most datagrams read from one socket in one round, so that every ready socket gets
 /// its turn before any gets more.
@@ -249,7 +253,7 @@ impl Worker {
         if self.backlog.push(message) && self.backlog.dropped() == 1 {
             warn!(
                 "notify: {child}: the loop is busy; dropping older messages (at most {} kept per child)",
-                super::PENDING_PER_CHILD_MAX
+                PENDING_PER_CHILD_MAX
             );
         }
     }
