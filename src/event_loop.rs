@@ -1,8 +1,15 @@
-//! The event loop: one thread that owns the core, the supervisor, their timers
-//! and the metafile. Everything else arrives as an `Event` over one bounded
-//! channel, and the loop sleeps in `recv_timeout` until the earliest deadline of
-//! the two timer wheels. There is no polling tick: an idle agent wakes only for
-//! its next exchange, a child's exit (`SIGCHLD`) or a child's timer.
+//! The event loop: one thread that owns the core, the supervisor, the job runner,
+//! the metafile and the one timer wheel that drives them all (`Timers`, keyed by
+//! `TimerKey`). Everything else arrives as an `Event` over one bounded channel,
+//! and the loop sleeps in `Clock::wait` until the wheel's earliest deadline. There
+//! is no polling tick: an idle agent wakes only for its next exchange, a child's
+//! exit (`SIGCHLD`) or a timer.
+//!
+//! A turn: the child timers and the metafile retry that came due fire; the
+//! supervisor's changes go to the core and the job runner; the job runner looks at
+//! its job if its child changed or its `TimerKey::Job` came; the self-upgrade
+//! acts; the metafile is written; then the core's exchange goes out if its
+//! `TimerKey::Exchange` came, so a report carries what the turn changed.
 //!
 //! Shutdown (`SIGTERM`, `SIGINT`): every child is stopped (`SIGTERM` to its group,
 //! `SIGKILL` after its grace period), and the loop returns once none is left. A
@@ -20,6 +27,7 @@ use crate::logging::LogHandle;
 use crate::meta::MetaStore;
 use crate::selfup::{CarriedSlot, ExecPlan, OnProbation};
 use crate::supervisor::Supervisor;
+use crate::timers::{TimerKey, Timers};
 use log::{error, info, warn};
 use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
@@ -32,6 +40,14 @@ enum JobInput {
     Look,
     /// Nothing for the job in progress; a queued job may start.
     Nothing,
+}
+
+/// The loop's own keys that came due in a turn, each taken at its place in it.
+#[derive(Default)]
+struct Due {
+    job: bool,
+    probation: bool,
+    exchange: bool,
 }
 
 /// Why the loop stopped.
@@ -66,6 +82,9 @@ pub struct EventLoop<'a, C: Clock> {
     /// Where the local status view (`bootagent status`) is kept current.
     pub state_file: PathBuf,
     pub clock: &'a C,
+    /// The one timer wheel: every deadline of the core, the supervisor, the job
+    /// runner, the metafile retry and the self-upgrade's probation.
+    pub timers: Timers,
     pub events: Receiver<Event>,
     pub http: SyncSender<Exchange>,
     pub log: LogHandle,
@@ -93,15 +112,12 @@ impl<C: Clock> EventLoop<'_, C> {
         loop {
             let now = self.clock.now_ms();
             let wall_s = self.clock.wall_s();
-            self.supervisor.on_time(now, wall_s);
+            self.core.set_wall_clock(self.clock.wall_ms());
+            let due = self.fire_timers(now, wall_s, &mut effects);
             job_wake |= self.hand_over_changes(now, &mut effects);
-            if self.save_retry_at.is_some_and(|at| now >= at) {
-                effects.push(Effect::SaveMeta);
-            }
             // On probation after a self-upgrade, the next job waits for the verdict.
             if stopping.is_none() && self.self_probation.is_none() {
-                let due = self.jobs.next_deadline().is_some_and(|at| now >= at);
-                let look = if job_wake || due {
+                let look = if job_wake || due.job {
                     JobInput::Look
                 } else {
                     JobInput::Nothing
@@ -110,15 +126,19 @@ impl<C: Clock> EventLoop<'_, C> {
             }
             job_wake = false;
             if stopping.is_none() {
-                if let Some(exit) = self.self_upgrade(now, wall_s, &mut effects) {
+                if let Some(exit) = self.self_upgrade(now, wall_s, due.probation, &mut effects) {
                     return exit;
                 }
             }
             job_wake |= self.sync_children(now, &mut effects);
             // Write-ahead: what changed is on disk before a report can tell it.
             self.carry_out(&mut effects);
-            self.core.on_time(now, self.clock.wall_ms(), &mut effects);
-            self.carry_out(&mut effects);
+            // A prompt report asked for in this turn may be due already.
+            self.sync_timers();
+            if due.exchange | self.timers.take_due(&TimerKey::Exchange, now) {
+                self.core.on_time(now, self.clock.wall_ms(), &mut effects);
+                self.carry_out(&mut effects);
+            }
             if !started_well && self.core.reports_answered() > 0 {
                 started_well = true;
                 crate::selfup::started_well(&self.data_dir);
@@ -132,18 +152,13 @@ impl<C: Clock> EventLoop<'_, C> {
                 }
             }
 
-            let deadline = [
-                self.core.next_deadline(),
-                self.supervisor.next_deadline(),
-                self.jobs.next_deadline(),
-                // What the runner did changed its child again: it looks at once.
-                (job_wake && stopping.is_none() && self.self_probation.is_none()).then_some(now),
-                self.save_retry_at,
-                self.self_probation.as_ref().map(|p| p.upgrade.until_ms),
-            ]
-            .into_iter()
-            .flatten()
-            .min();
+            self.sync_timers();
+            // What the runner did changed its child again: it looks at once.
+            let deadline = if job_wake && stopping.is_none() && self.self_probation.is_none() {
+                Some(now)
+            } else {
+                self.timers.next_deadline()
+            };
             let event = self.clock.wait(&self.events, deadline);
             let now = self.clock.now_ms();
             let wall_s = self.clock.wall_s();
@@ -217,9 +232,50 @@ impl<C: Clock> EventLoop<'_, C> {
         }
     }
 
+    /// Fires what came due at `now`: the child timers at once, the metafile retry
+    /// as a write; the job's deadline, the probation and the exchange are
+    /// returned, for their place in the turn.
+    fn fire_timers(&mut self, now: u64, wall_s: i64, effects: &mut Vec<Effect>) -> Due {
+        let mut due = Due::default();
+        self.sync_timers();
+        loop {
+            // A child timer that fired may set another, due already.
+            self.timers.apply(self.supervisor.timer_requests());
+            let Some(key) = self.timers.poll(now) else {
+                return due;
+            };
+            match key {
+                TimerKey::Child(name, timer) => self.supervisor.on_timer(&name, timer, now, wall_s),
+                TimerKey::SaveRetry => effects.push(Effect::SaveMeta),
+                TimerKey::Job => due.job = true,
+                TimerKey::SelfProbation => due.probation = true,
+                TimerKey::Exchange => due.exchange = true,
+            }
+        }
+    }
+
+    /// Brings the wheel up to date: the timers the supervisor asked for, and the
+    /// one deadline each of the core, the job runner, the metafile retry and the
+    /// probation.
+    fn sync_timers(&mut self) {
+        self.timers.apply(self.supervisor.timer_requests());
+        self.timers
+            .sync(TimerKey::Exchange, self.core.next_deadline());
+        self.timers.sync(TimerKey::Job, self.jobs.next_deadline());
+        self.timers.sync(TimerKey::SaveRetry, self.save_retry_at);
+        let probation = self.self_probation.as_ref().map(|p| p.upgrade.until_ms);
+        self.timers.sync(TimerKey::SelfProbation, probation);
+    }
+
     /// A self-upgrade: switch to a prepared binary (exec), and judge the probation of
     /// this image (confirm, or exec the previous binary). `Some` ends the loop.
-    fn self_upgrade(&mut self, now: u64, wall_s: i64, effects: &mut Vec<Effect>) -> Option<Exit> {
+    fn self_upgrade(
+        &mut self,
+        now: u64,
+        wall_s: i64,
+        probation_due: bool,
+        effects: &mut Vec<Effect>,
+    ) -> Option<Exit> {
         if let Some(switch) = self.jobs.take_switch() {
             let plan = crate::selfup::switching(
                 &self.data_dir,
@@ -249,7 +305,7 @@ impl<C: Clock> EventLoop<'_, C> {
         }
         let probation = self.self_probation.as_mut()?;
         probation.reported |= self.core.reports_answered() > 0;
-        if now < probation.upgrade.until_ms {
+        if !probation_due {
             return None;
         }
         let SelfProbation { upgrade, reported } = self.self_probation.take()?;

@@ -39,6 +39,7 @@ mod simulation_tests;
 pub mod status;
 pub mod supervisor;
 mod sys;
+pub mod timers;
 pub mod tls;
 pub mod unpack;
 pub mod wheel;

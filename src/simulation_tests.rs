@@ -37,6 +37,7 @@ use crate::rng::Rng;
 use crate::servers::Servers;
 use crate::supervisor::{Processes, Supervisor};
 use crate::sys::{Reaped, SpawnSpec};
+use crate::timers::Timers;
 use crate::unpack::UnpackLimits;
 use crate::wheel::Millis;
 use crate::wire::HostInfo;
@@ -712,7 +713,6 @@ fn simulate(seed: u64, days: u64) -> String {
         (Mechanism::Proc, None),
         None,
         2,
-        0,
         Box::new(sim.clone()),
     );
     let skipped = supervisor.discover(&BTreeSet::new(), 0, sim.wall_s());
@@ -734,6 +734,7 @@ fn simulate(seed: u64, days: u64) -> String {
         store: &store,
         state_file: dir.join(crate::status::STATE_FILE),
         clock: &sim,
+        timers: Timers::new(0),
         events: events_rx,
         http: http_tx,
         log: crate::logging::LogHandle::none(),

@@ -49,9 +49,7 @@ impl Core {
         // Whatever asked is answered by this request (a scheduled slot still
         // ahead stays: a prompt report does not move the phase).
         self.schedule.sent(now);
-        if let Some((id, _)) = self.exchange_timer.take() {
-            self.wheel.cancel(id);
-        }
+        self.exchange_at = None;
         self.in_flight = Some(InFlight {
             phase: self.phase,
             server: server.clone(),

@@ -1,7 +1,7 @@
 //! The agent's core: registration, status reports, server choice, backoff and the
 //! `config` job (docs/protocol.md sections 2–5 and 7). Pure: it never reads a clock,
-//! opens a socket or touches a file. The event loop feeds it the time, timer
-//! expiries and exchange outcomes, and carries out the `Effect`s it returns.
+//! opens a socket or touches a file. The event loop feeds it the time, the firing
+//! of its one timer and exchange outcomes, and carries out the `Effect`s it returns.
 //!
 //! ```text
 //!            start (not registered)            start (registered)
@@ -15,18 +15,20 @@
 //!   next server, backoff after a round                 ▼ backoff after a round
 //! ```
 //!
-//! One exchange is in flight at most. Every wait is a timer in the wheel; there is
-//! no polling tick, so an idle agent sleeps until its next report. Whatever asks for
+//! One exchange is in flight at most. The core keeps when the next one is due as
+//! data (`next_deadline`); the loop arms its wheel's `TimerKey::Exchange` there and
+//! calls `on_time` when it fires. There is no polling tick, so an idle agent sleeps
+//! until its next report. Whatever asks for
 //! a request (the schedule, a prompt report, a retry, a `Retry-After`) is recorded,
 //! and one pure rule (`pacing::next_request_at`) decides when it goes out.
 //!
 //! # Files
 //!
-//! This file: the types the event loop sees (`Core`, `Effect`, `Outcome`, `Facts`,
-//! `Timer`) and the core's life (start, timers, prompt reports). `exchange.rs` sends
+//! This file: the types the event loop sees (`Core`, `Effect`, `Outcome`, `Facts`)
+//! and the core's life (start, the exchange's deadline, prompt reports). `exchange.rs` sends
 //! registrations and reports and judges their answers; `schedule.rs` records what
 //! asks for the next exchange (failover, backoff, `Retry-After`, the phase) and sets
-//! the timer; `pacing.rs` is the rule and the waits, as pure functions; `outage.rs`
+//! its deadline; `pacing.rs` is the rule and the waits, as pure functions; `outage.rs`
 //! is the log of a failure that repeats; `job_queue.rs` holds the
 //! jobs of the answers (the `config` job, the queue for the edge, the journal);
 //! `children.rs` is what the core keeps of the children (their descriptions, their
@@ -46,7 +48,7 @@ use crate::limits::Limits;
 use crate::meta::Meta;
 use crate::rng::Rng;
 use crate::servers::Servers;
-use crate::wheel::{Millis, TimerId, Wheel};
+use crate::wheel::Millis;
 use crate::wire::{AgentStatus, HostInfo};
 use schedule::Schedule;
 use std::collections::VecDeque;
@@ -96,13 +98,6 @@ enum Phase {
     Report,
 }
 
-/// Timers the core sets.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Timer {
-    /// Time for the next exchange (register or report).
-    Exchange,
-}
-
 struct InFlight {
     phase: Phase,
     server: ServerAddr,
@@ -139,12 +134,12 @@ pub struct Core {
     meta: Meta,
     servers: Servers,
     rng: Rng,
-    wheel: Wheel<Timer>,
     phase: Phase,
     started_at: Millis,
     in_flight: Option<InFlight>,
-    /// The pending exchange timer and its deadline.
-    exchange_timer: Option<(TimerId, Millis)>,
+    /// When the next exchange is due (`None` while one is in flight): the
+    /// deadline of the loop's `TimerKey::Exchange`.
+    exchange_at: Option<Millis>,
     /// What asks for the next request; the rule in `pacing` decides from these.
     schedule: Schedule,
     /// Rounds in a row in which every server failed; 0 when healthy.
@@ -196,11 +191,10 @@ impl Core {
             meta,
             servers,
             rng,
-            wheel: Wheel::new(now),
             phase,
             started_at: now,
             in_flight: None,
-            exchange_timer: None,
+            exchange_at: None,
             schedule: Schedule::default(),
             failed_rounds: 0,
             outage: outage::OutageLog::default(),
@@ -239,27 +233,25 @@ impl Core {
         &self.servers
     }
 
-    /// When the event loop must call `on_time` next, if ever.
+    /// When the next exchange is due: the event loop arms its `TimerKey::Exchange`
+    /// there and calls `on_time` when it fires.
     pub fn next_deadline(&self) -> Option<Millis> {
-        self.wheel.next_deadline()
+        self.exchange_at
     }
 
-    /// Fires every timer due at `now`. `wall_ms` (Unix milliseconds) stamps the
-    /// reports and places the next one at the agent's phase.
-    pub fn on_time(&mut self, now: Millis, wall_ms: i64, effects: &mut Vec<Effect>) {
+    /// The wall clock (Unix milliseconds), given on every turn of the loop: it
+    /// stamps the `dropped` events.
+    pub fn set_wall_clock(&mut self, wall_ms: i64) {
         self.wall_s = wall_ms.div_euclid(1000);
-        while let Some((id, timer)) = self.wheel.poll(now) {
-            match timer {
-                Timer::Exchange => {
-                    if self
-                        .exchange_timer
-                        .is_some_and(|(pending, _)| pending == id)
-                    {
-                        self.exchange_timer = None;
-                    }
-                    self.start_exchange(now, wall_ms, effects);
-                }
-            }
+    }
+
+    /// Starts the exchange if it is due at `now`. `wall_ms` (Unix milliseconds)
+    /// stamps the reports and places the next one at the agent's phase.
+    pub fn on_time(&mut self, now: Millis, wall_ms: i64, effects: &mut Vec<Effect>) {
+        self.set_wall_clock(wall_ms);
+        if self.exchange_at.is_some_and(|at| at <= now) {
+            self.exchange_at = None;
+            self.start_exchange(now, wall_ms, effects);
         }
     }
 

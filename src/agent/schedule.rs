@@ -4,7 +4,7 @@
 //! of a failure that repeats is `outage`.
 
 use super::outage::{Line, Trouble};
-use super::{pacing, Core, InFlight, Phase, Timer};
+use super::{pacing, Core, InFlight, Phase};
 use crate::addr::ServerAddr;
 use crate::wheel::Millis;
 use log::{debug, info, warn};
@@ -86,23 +86,7 @@ impl Core {
         if self.in_flight.is_some() {
             return;
         }
-        match pacing::next_request_at(&self.asks(), self.limits.report_gap_min_ms) {
-            Some(at)
-                if self
-                    .exchange_timer
-                    .is_some_and(|(_, pending)| pending == at) => {}
-            Some(at) => {
-                if let Some((id, _)) = self.exchange_timer.take() {
-                    self.wheel.cancel(id);
-                }
-                self.exchange_timer = Some((self.wheel.insert(at, Timer::Exchange), at));
-            }
-            None => {
-                if let Some((id, _)) = self.exchange_timer.take() {
-                    self.wheel.cancel(id);
-                }
-            }
-        }
+        self.exchange_at = pacing::next_request_at(&self.asks(), self.limits.report_gap_min_ms);
     }
 
     /// An exchange failed: the next server at once, or backoff after a round.

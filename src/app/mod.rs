@@ -28,6 +28,7 @@ use crate::meta::{Loaded, Meta, MetaError, MetaStore};
 use crate::notify::{self, Notifier};
 use crate::rng::Rng;
 use crate::supervisor::{AtStart, NotifierFactory, Supervisor};
+use crate::timers::Timers;
 use crate::unpack::UnpackLimits;
 use crate::{hostinfo, http, logging, reslimit, selfup, status, sys, tls};
 use log::{error, info, warn};
@@ -340,6 +341,7 @@ pub fn run(options: &Options) -> Result<(), AppError> {
         store: &resolved.store,
         state_file: data_dir.join(status::STATE_FILE),
         clock: &clock,
+        timers: Timers::new(clock.now_ms()),
         events: event_rx,
         http: http_tx,
         log,
@@ -486,14 +488,7 @@ fn start_supervisor(
         );
     }
     let cpus = hostinfo::host_info().cpus;
-    let mut supervisor = Supervisor::new(
-        data_dir,
-        mechanism,
-        track,
-        Some(logs.clone()),
-        cpus,
-        clock.now_ms(),
-    );
+    let mut supervisor = Supervisor::new(data_dir, mechanism, track, Some(logs.clone()), cpus);
     supervisor.set_limits(limits);
     supervisor.set_notifier(notifier);
     // The exec hand-over of a self-upgrade (docs/protocol.md section 10) is the one start

@@ -1,13 +1,15 @@
 //! The edge of health checks (docs/protocol.md section 6, "Health"): per run of a
 //! child, its readiness, `STATUS=` text and watchdog from sd_notify, and its
-//! heartbeat file, each driven by a timer of the supervisor's wheel. A child with
+//! heartbeat file, each driven by a timer of the loop's wheel (`ChildTimer::Ready`,
+//! `Watchdog`, `Heartbeat`). A child with
 //! no check configured has no timer: an idle agent does not wake for it.
 
-use super::{Slot, Supervisor, Timer};
+use super::{child_key, Slot, Supervisor};
 use crate::child::{Input, State};
 use crate::health::{HeartbeatWatch, Read, Verdict, HEARTBEAT_READ_BYTES_MAX};
 use crate::notify::{Message, Notice, Notifier, ProcessFacts};
-use crate::wheel::{Millis, TimerId};
+use crate::timers::{ChildTimer, TimerRequests};
+use crate::wheel::Millis;
 use log::{info, warn};
 use std::fs::File;
 use std::io::{self, Read as _};
@@ -31,26 +33,26 @@ pub(super) struct HealthRun {
     /// A message from a process not of the child was logged in this run.
     foreign_logged: bool,
     heartbeat: Option<HeartbeatWatch>,
-    ready_timer: Option<TimerId>,
-    watchdog_timer: Option<TimerId>,
-    heartbeat_timer: Option<TimerId>,
 }
 
-impl HealthRun {
-    /// Forgets the run the checks were about, and gives back their timers to cancel.
-    pub(super) fn cancel_checks(&mut self) -> impl Iterator<Item = TimerId> {
-        self.run_pid = None;
-        self.timers()
-    }
+/// The timers of the health checks.
+const CHECK_TIMERS: [ChildTimer; 3] = [
+    ChildTimer::Ready,
+    ChildTimer::Watchdog,
+    ChildTimer::Heartbeat,
+];
 
-    fn timers(&mut self) -> impl Iterator<Item = TimerId> {
-        [
-            self.ready_timer.take(),
-            self.watchdog_timer.take(),
-            self.heartbeat_timer.take(),
-        ]
-        .into_iter()
-        .flatten()
+impl HealthRun {
+    /// Forgets the run the checks were about, and cancels their timers.
+    pub(super) fn cancel_checks(&mut self, name: &str, timers: &mut TimerRequests) {
+        self.run_pid = None;
+        cancel_check_timers(name, timers);
+    }
+}
+
+fn cancel_check_timers(name: &str, timers: &mut TimerRequests) {
+    for timer in CHECK_TIMERS {
+        timers.cancel(child_key(name, timer));
     }
 }
 
@@ -72,9 +74,7 @@ impl Supervisor {
                 slot.health.ready = false;
                 slot.health.main_pid = None;
                 slot.health.heartbeat = None;
-                for id in slot.health.timers() {
-                    self.wheel.cancel(id);
-                }
+                cancel_check_timers(name, &mut self.timers);
             }
             _ => {}
         }
@@ -89,25 +89,23 @@ impl Supervisor {
         };
         let spec = slot.settings.health.clone();
         let run = &mut slot.health;
-        for id in run.timers() {
-            self.wheel.cancel(id);
-        }
+        cancel_check_timers(name, &mut self.timers);
         *run = HealthRun {
             run_pid: Some(pid),
             ..HealthRun::default()
         };
         if spec.notify {
             let at = now.saturating_add(spec.ready_timeout_ms);
-            run.ready_timer = Some(self.wheel.insert(at, (name.to_string(), Timer::Ready)));
+            self.timers.set(child_key(name, ChildTimer::Ready), at);
         } else if let Some(watchdog_ms) = spec.watchdog_ms {
             let at = now.saturating_add(watchdog_ms);
-            run.watchdog_timer = Some(self.wheel.insert(at, (name.to_string(), Timer::Watchdog)));
+            self.timers.set(child_key(name, ChildTimer::Watchdog), at);
         }
         if let Some(heartbeat) = &spec.heartbeat {
             let watch = HeartbeatWatch::new(now, heartbeat.timeout_ms);
             let at = watch.first_check();
             run.heartbeat = Some(watch);
-            run.heartbeat_timer = Some(self.wheel.insert(at, (name.to_string(), Timer::Heartbeat)));
+            self.timers.set(child_key(name, ChildTimer::Heartbeat), at);
         }
         if spec.is_set() {
             self.changed = true;
@@ -115,24 +113,25 @@ impl Supervisor {
     }
 
     /// A health timer of `name` came due.
-    pub(super) fn on_health_timer(&mut self, name: &str, timer: Timer, now: Millis, wall_s: i64) {
+    pub(super) fn on_health_timer(
+        &mut self,
+        name: &str,
+        timer: ChildTimer,
+        now: Millis,
+        wall_s: i64,
+    ) {
         let Some(slot) = self.slots.get_mut(name) else {
             return;
         };
         let spec = &slot.settings.health;
         let reason = match timer {
-            Timer::Ready => {
-                slot.health.ready_timer = None;
-                (!slot.health.ready)
-                    .then(|| format!("not ready within {} s", spec.ready_timeout_ms / 1000))
-            }
-            Timer::Watchdog => {
-                slot.health.watchdog_timer = None;
+            ChildTimer::Ready => (!slot.health.ready)
+                .then(|| format!("not ready within {} s", spec.ready_timeout_ms / 1000)),
+            ChildTimer::Watchdog => {
                 let watchdog_s = spec.watchdog_ms.unwrap_or_default() / 1000;
                 Some(format!("no WATCHDOG=1 for {watchdog_s} s"))
             }
-            Timer::Heartbeat => {
-                slot.health.heartbeat_timer = None;
+            ChildTimer::Heartbeat => {
                 let (Some(heartbeat), Some(watch)) = (&spec.heartbeat, &mut slot.health.heartbeat)
                 else {
                     return;
@@ -140,14 +139,13 @@ impl Supervisor {
                 let read = read_heartbeat(&slot.dir.join(&heartbeat.file));
                 match watch.observe(read, now) {
                     Verdict::CheckAt(at) => {
-                        let id = self.wheel.insert(at, (name.to_string(), Timer::Heartbeat));
-                        slot.health.heartbeat_timer = Some(id);
+                        self.timers.set(child_key(name, ChildTimer::Heartbeat), at);
                         None
                     }
                     Verdict::Stale(reason) => Some(reason),
                 }
             }
-            Timer::State | Timer::Sample | Timer::Resume => None,
+            ChildTimer::State | ChildTimer::Sample | ChildTimer::Resume => None,
         };
         if let Some(reason) = reason {
             self.unhealthy(name, reason, now, wall_s);
@@ -174,12 +172,8 @@ impl Supervisor {
         if slot.health.run_pid.is_none() {
             return;
         }
-        if let Some(id) = slot.health.watchdog_timer.take() {
-            self.wheel.cancel(id);
-        }
         let at = now.saturating_add(watchdog_ms);
-        slot.health.watchdog_timer =
-            Some(self.wheel.insert(at, (name.to_string(), Timer::Watchdog)));
+        self.timers.set(child_key(name, ChildTimer::Watchdog), at);
     }
 
     /// `READY=1`: ready, the ready timeout ends, and the watchdog starts.
@@ -192,9 +186,7 @@ impl Supervisor {
         }
         slot.health.ready = true;
         self.changed = true;
-        if let Some(id) = slot.health.ready_timer.take() {
-            self.wheel.cancel(id);
-        }
+        self.timers.cancel(child_key(name, ChildTimer::Ready));
         self.note_change(name);
         self.feed_watchdog(name, now);
     }

@@ -2,8 +2,9 @@
 //! it, and after it exits, the cgroup's OOM kills that name the limit it hit.
 
 use super::oom::memory_limit;
-use super::{Supervisor, Timer};
+use super::{child_key, Supervisor};
 use crate::reslimit::{self, Verdict};
+use crate::timers::ChildTimer;
 use crate::wheel::Millis;
 use log::{debug, info};
 
@@ -37,17 +38,12 @@ impl Supervisor {
             }
             Verdict::Stop { resume_at } => {
                 let _ = self.procs.signal_group(pid, libc::SIGSTOP);
-                if let Some(id) = slot.resume_timer.take() {
-                    self.wheel.cancel(id);
-                }
-                slot.resume_timer = Some(
-                    self.wheel
-                        .insert(resume_at, (name.to_string(), Timer::Resume)),
-                );
+                self.timers
+                    .set(child_key(name, ChildTimer::Resume), resume_at);
             }
         }
         let next = now.saturating_add(interval);
-        slot.sample_timer = Some(self.wheel.insert(next, (name.to_string(), Timer::Sample)));
+        self.timers.set(child_key(name, ChildTimer::Sample), next);
     }
 
     /// Cleans up after the leader of a group exited; names the limit it was killed for.
@@ -64,11 +60,8 @@ impl Supervisor {
                 let _ = self.procs.signal_process(stray, libc::SIGKILL);
             }
         }
-        for id in [slot.sample_timer.take(), slot.resume_timer.take()]
-            .into_iter()
-            .flatten()
-        {
-            self.wheel.cancel(id);
+        for timer in [ChildTimer::Sample, ChildTimer::Resume] {
+            self.timers.cancel(child_key(name, timer));
         }
         slot.throttle = None;
         slot.started_wall = None;

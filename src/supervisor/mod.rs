@@ -3,9 +3,10 @@
 //! their process groups, reaps them by pid on `SIGCHLD`, enforces resource limits
 //! (cgroups, or sampling `/proc`), and turns every incident into an event.
 //!
-//! It owns its own timer wheel (restart delays, grace periods, `/proc` samples);
-//! the event loop sleeps until the earlier of its deadline and the core's.
-//! Nothing here polls: with no limits enforced through `/proc`, a supervisor
+//! Its timers (restart delays, grace periods, `/proc` samples, health checks) are
+//! keys of the event loop's one wheel, `TimerKey::Child(name, ChildTimer)`: it asks
+//! for them through its `TimerRequests`, and the loop calls `on_timer` when one
+//! fires. Nothing here polls: with no limits enforced through `/proc`, a supervisor
 //! whose children run wakes only for `SIGCHLD`.
 
 mod adopt;
@@ -29,7 +30,8 @@ use crate::childlog::ChildLogs;
 use crate::limits::Limits;
 use crate::reslimit::{Cgroup, Mechanism, Throttle, TrackParent};
 use crate::sys::Reaped;
-use crate::wheel::{Millis, TimerId, Wheel};
+use crate::timers::{ChildTimer, TimerKey, TimerRequests};
+use crate::wheel::Millis;
 use log::warn;
 pub(crate) use procs::Processes;
 use std::collections::{BTreeMap, BTreeSet};
@@ -37,22 +39,6 @@ use std::path::{Path, PathBuf};
 
 /// The base `PATH` of every child (section 6).
 pub const CHILD_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Timer {
-    /// The deadline of the child's state (restart delay, grace period).
-    State,
-    /// Time for a `/proc` sample.
-    Sample,
-    /// End of a `/proc` CPU throttle pause: `SIGCONT`.
-    Resume,
-    /// The ready timeout of a child with `notify` (see `health.rs`).
-    Ready,
-    /// The watchdog of a child with `watchdog_s`.
-    Watchdog,
-    /// Time to read a child's heartbeat file.
-    Heartbeat,
-}
 
 struct Slot {
     child: Child,
@@ -62,9 +48,9 @@ struct Slot {
     settings: Settings,
     /// Why the child cannot run (a bad `agent.json`); it stays `fatal` until fixed.
     broken: Option<String>,
-    state_timer: Option<(TimerId, Millis)>,
-    sample_timer: Option<TimerId>,
-    resume_timer: Option<TimerId>,
+    /// The deadline its `ChildTimer::State` is armed for: the state's, once the
+    /// loop applied the requests.
+    state_at: Option<Millis>,
     cgroup: Option<Cgroup>,
     /// OOM kills in the child's cgroup already accounted for (at its start, or
     /// reported as a worker's).
@@ -84,7 +70,8 @@ pub struct Supervisor {
     /// BootAgents on one host never take each other's cgroups for leftovers.
     cgroup_tag: String,
     slots: BTreeMap<String, Slot>,
-    wheel: Wheel<(String, Timer)>,
+    /// The timers asked for since the loop last applied them to its wheel.
+    timers: TimerRequests,
     mechanism: Mechanism,
     /// Where tracking cgroups go when `mechanism` makes none (see `tracking.rs`).
     track: Option<TrackParent>,
@@ -123,14 +110,12 @@ impl Supervisor {
         track: Option<TrackParent>,
         logs: Option<ChildLogs>,
         cpus: u32,
-        now: Millis,
     ) -> Self {
         Self::with_processes(
             data_dir,
             (mechanism, track),
             logs,
             cpus,
-            now,
             Box::new(procs::Os),
         )
     }
@@ -141,14 +126,13 @@ impl Supervisor {
         (mechanism, track): (Mechanism, Option<TrackParent>),
         logs: Option<ChildLogs>,
         cpus: u32,
-        now: Millis,
         procs: Box<dyn Processes>,
     ) -> Self {
         let mut supervisor = Supervisor {
             data_dir: data_dir.to_path_buf(),
             cgroup_tag: path_tag(data_dir),
             slots: BTreeMap::new(),
-            wheel: Wheel::new(now),
+            timers: TimerRequests::default(),
             mechanism,
             track,
             subreaper: false,
@@ -261,60 +245,51 @@ impl Supervisor {
                 }
             }
             // A group paused by the CPU throttle must run to handle SIGTERM.
-            if let Some(id) = slot.resume_timer.take() {
-                self.wheel.cancel(id);
-            }
+            self.timers.cancel(child_key(name, ChildTimer::Resume));
             let _ = self.procs.signal_group(pid, libc::SIGCONT);
         }
     }
 
-    /// Keeps the wheel's timer of a child at its state's deadline.
+    /// Keeps the child's `ChildTimer::State` at its state's deadline.
     fn arm_state_timer(&mut self, name: &str) {
         let Some(slot) = self.slots.get_mut(name) else {
             return;
         };
         let wanted = slot.child.deadline();
-        if slot.state_timer.map(|(_, at)| at) == wanted {
+        if slot.state_at == wanted {
             return;
         }
-        if let Some((id, _)) = slot.state_timer.take() {
-            self.wheel.cancel(id);
-        }
-        if let Some(at) = wanted {
-            slot.state_timer = Some((self.wheel.insert(at, (name.to_string(), Timer::State)), at));
+        slot.state_at = wanted;
+        let key = child_key(name, ChildTimer::State);
+        match wanted {
+            Some(at) => self.timers.set(key, at),
+            None => self.timers.cancel(key),
         }
     }
 
-    pub fn next_deadline(&self) -> Option<Millis> {
-        self.wheel.next_deadline()
+    /// The timers asked for since the last call, for the loop's wheel.
+    pub fn timer_requests(&mut self) -> &mut TimerRequests {
+        &mut self.timers
     }
 
-    /// Fires the timers due at `now`.
-    pub fn on_time(&mut self, now: Millis, wall_s: i64) {
-        while let Some((id, (name, timer))) = self.wheel.poll(now) {
-            let Some(slot) = self.slots.get_mut(&name) else {
-                continue;
-            };
-            match timer {
-                Timer::State => {
-                    if slot.state_timer.is_some_and(|(pending, _)| pending == id) {
-                        slot.state_timer = None;
-                        self.input(&name, Input::Deadline, now, wall_s);
-                    }
+    /// A timer of the child `name` fired at `now`.
+    pub fn on_timer(&mut self, name: &str, timer: ChildTimer, now: Millis, wall_s: i64) {
+        let Some(slot) = self.slots.get_mut(name) else {
+            return;
+        };
+        match timer {
+            ChildTimer::State => {
+                slot.state_at = None;
+                self.input(name, Input::Deadline, now, wall_s);
+            }
+            ChildTimer::Sample => self.sample(name, now),
+            ChildTimer::Resume => {
+                if let Some(pid) = slot.child.pid() {
+                    let _ = self.procs.signal_group(pid, libc::SIGCONT);
                 }
-                Timer::Sample => {
-                    slot.sample_timer = None;
-                    self.sample(&name, now);
-                }
-                Timer::Resume => {
-                    slot.resume_timer = None;
-                    if let Some(pid) = slot.child.pid() {
-                        let _ = self.procs.signal_group(pid, libc::SIGCONT);
-                    }
-                }
-                Timer::Ready | Timer::Watchdog | Timer::Heartbeat => {
-                    self.on_health_timer(&name, timer, now, wall_s)
-                }
+            }
+            ChildTimer::Ready | ChildTimer::Watchdog | ChildTimer::Heartbeat => {
+                self.on_health_timer(name, timer, now, wall_s)
             }
         }
     }
@@ -442,21 +417,16 @@ impl Supervisor {
             let policy = slot.child.policy;
             slot.child = old.child;
             slot.child.policy = policy;
-            if let Some((id, _)) = old.state_timer {
-                self.wheel.cancel(id);
-            }
+            // The timers are the child's by name: they stay armed.
+            slot.state_at = old.state_at;
             slot.cgroup = old.cgroup;
             slot.oom_kills_seen = old.oom_kills_seen;
             slot.throttle = old.throttle;
-            slot.sample_timer = old.sample_timer;
-            slot.resume_timer = old.resume_timer;
             slot.started_wall = old.started_wall;
             slot.health = old.health;
             if slot.settings.health != old.settings.health {
                 // Other checks: they start over for the process that runs.
-                for id in slot.health.cancel_checks() {
-                    self.wheel.cancel(id);
-                }
+                slot.health.cancel_checks(name, &mut self.timers);
             }
         }
         self.arm_state_timer(name);
@@ -465,18 +435,9 @@ impl Supervisor {
 
     /// Forgets an agent that is down (uninstalled).
     pub fn remove(&mut self, name: &str) {
-        if let Some(mut slot) = self.slots.remove(name) {
-            let health_timers: Vec<_> = slot.health.cancel_checks().collect();
-            for id in [
-                slot.state_timer.map(|(id, _)| id),
-                slot.sample_timer,
-                slot.resume_timer,
-            ]
-            .into_iter()
-            .flatten()
-            .chain(health_timers)
-            {
-                self.wheel.cancel(id);
+        if let Some(slot) = self.slots.remove(name) {
+            for timer in ChildTimer::ALL {
+                self.timers.cancel(child_key(name, timer));
             }
             if let Some(cgroup) = slot.cgroup {
                 cgroup.remove();
@@ -505,6 +466,11 @@ impl Supervisor {
             .find(|(_, slot)| slot.child.pid() == Some(pid))
             .map(|(name, _)| name.clone())
     }
+}
+
+/// The key of a timer of the child `name` in the loop's wheel.
+fn child_key(name: &str, timer: ChildTimer) -> TimerKey {
+    TimerKey::Child(name.to_string(), timer)
 }
 
 /// `BOOT_AGENT_DIR=<data>/agents/NAME/`: the mark of every process of the child `name`.

@@ -124,7 +124,7 @@ mod tests {
         let mechanism = Mechanism::CgroupV2 {
             dir: dir.join("no-cgroups"),
         };
-        let mut supervisor = Supervisor::new(&dir, mechanism, None, None, 1, 0);
+        let mut supervisor = Supervisor::new(&dir, mechanism, None, None, 1);
         assert_eq!(supervisor.grace_ms("a"), 10_000, "Limits::default()");
         let mut limits = Limits::default();
         limits.set("restart_grace_ms=2000").expect("valid");

@@ -2,11 +2,12 @@
 //! pipe, and the `/proc` sampling of what no cgroup enforces.
 
 use super::procs::Processes;
-use super::{Slot, Supervisor, Timer, CHILD_PATH};
+use super::{child_key, Slot, Supervisor, CHILD_PATH};
 use crate::child::Input;
 use crate::childlog::ChildLogs;
 use crate::reslimit::{Cgroup, Mechanism, Throttle, TrackParent};
 use crate::sys::SpawnSpec;
+use crate::timers::ChildTimer;
 use crate::wheel::Millis;
 use log::warn;
 use std::fs;
@@ -85,10 +86,7 @@ impl Supervisor {
             let throttle = Throttle::new(sampled, now);
             let at = now.saturating_add(throttle.interval_ms());
             slot.throttle = Some(throttle);
-            if let Some(id) = slot.sample_timer.take() {
-                self.wheel.cancel(id);
-            }
-            slot.sample_timer = Some(self.wheel.insert(at, (name.to_string(), Timer::Sample)));
+            self.timers.set(child_key(name, ChildTimer::Sample), at);
         }
     }
 }
