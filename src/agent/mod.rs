@@ -160,7 +160,8 @@ pub struct Core {
     /// The server list and step before the `config` jobs not yet on disk, and
     /// their ids: what `save_failed` restores and refuses.
     config_undo: Option<ConfigUndo>,
-    /// The wall clock at the last `on_time`, for the time of a `dropped` event.
+    /// The wall clock of the loop's turn (`set_wall_clock`), for the time of a
+    /// `dropped` event.
     wall_s: i64,
     /// Status reports answered 200 since this image started (a self-upgrade's
     /// probation waits for one).

@@ -217,7 +217,8 @@ impl JobRunner {
         self.cancel.store(true, Ordering::SeqCst);
     }
 
-    /// When the loop must call `look` even if its child does not change.
+    /// When the loop must call `look` even if its child does not change: the loop
+    /// arms its `TimerKey::Job` there.
     pub fn next_deadline(&self) -> Option<Millis> {
         match &self.current.as_ref()?.phase {
             Phase::Starting { until, .. } | Phase::Stopping { until, .. } => Some(*until),
