@@ -27,7 +27,7 @@ use crate::logging::LogHandle;
 use crate::meta::MetaStore;
 use crate::selfup::{CarriedSlot, ExecPlan, OnProbation};
 use crate::supervisor::Supervisor;
-use crate::timers::{TimerKey, Timers};
+use crate::timers::{ChildTimer, TimerKey, Timers};
 use log::{error, info, warn};
 use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
@@ -265,6 +265,14 @@ impl<C: Clock> EventLoop<'_, C> {
         self.timers.sync(TimerKey::SaveRetry, self.save_retry_at);
         let probation = self.self_probation.as_ref().map(|p| p.upgrade.until_ms);
         self.timers.sync(TimerKey::SelfProbation, probation);
+        // Bounded: a few keys of the loop's own, and each child's few. More would
+        // mean a child's timers outlived it.
+        debug_assert!(
+            self.timers.len() <= 4 + ChildTimer::ALL.len() * self.supervisor.count(),
+            "{} timers armed for {} children",
+            self.timers.len(),
+            self.supervisor.count()
+        );
     }
 
     /// A self-upgrade: switch to a prepared binary (exec), and judge the probation of
