@@ -2,7 +2,6 @@
 //! the wall clock is read only for the `timestamp` field of reports, because hosts
 //! boot at 1970 and jump when NTP syncs.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -84,43 +83,5 @@ impl Clock for RealClock {
             Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
             Err(before) => -i64::try_from(before.duration().as_millis()).unwrap_or(i64::MAX),
         }
-    }
-}
-
-/// A clock that moves only when told to, for tests.
-#[derive(Default)]
-pub struct ManualClock {
-    now_ms: AtomicU64,
-    wall_ms: AtomicI64,
-}
-
-impl ManualClock {
-    pub fn new(wall_s: i64) -> Self {
-        ManualClock {
-            now_ms: AtomicU64::new(0),
-            wall_ms: AtomicI64::new(wall_s.saturating_mul(1000)),
-        }
-    }
-
-    /// Both clocks move on by `ms`.
-    pub fn advance_ms(&self, ms: u64) {
-        self.now_ms.fetch_add(ms, Ordering::SeqCst);
-        let ms = i64::try_from(ms).unwrap_or(i64::MAX);
-        self.wall_ms.fetch_add(ms, Ordering::SeqCst);
-    }
-
-    /// The wall clock alone jumps by `ms` (NTP, an operator), forward or back.
-    pub fn jump_wall_ms(&self, ms: i64) {
-        self.wall_ms.fetch_add(ms, Ordering::SeqCst);
-    }
-}
-
-impl Clock for ManualClock {
-    fn now_ms(&self) -> Millis {
-        self.now_ms.load(Ordering::SeqCst)
-    }
-
-    fn wall_ms(&self) -> i64 {
-        self.wall_ms.load(Ordering::SeqCst)
     }
 }
