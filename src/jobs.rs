@@ -1,13 +1,12 @@
 //! Jobs from status answers (docs/protocol.md section 7): validation into a closed
-//! `Job` type, error codes, and the job journal's bookkeeping. Pure: executing a
-//! job that touches the host belongs to the edge.
+//! `Job` type and error codes (their journal is `journal`). Pure: executing a job
+//! that touches the host belongs to the edge.
 
 use crate::addr::{self, ServerAddr};
 use crate::child::RestartPolicy;
 pub use crate::job_fields::ErrCode;
 use crate::job_fields::{parse_checksum, parse_envs, valid_name, valid_version};
 use crate::limits::Limits;
-use crate::meta::{JobRecord, JobState, Meta};
 use serde_json::{Map, Value};
 
 /// Longest job id accepted.
@@ -350,160 +349,6 @@ fn parse_config(map: &serde_json::Map<String, Value>, limits: &Limits) -> Result
         return Err("config job sets neither svrlist nor step".to_string());
     }
     Ok(Job::Config { svrlist, step_s })
-}
-
-/// The journal entry of a job already received (and not refused), if any.
-pub fn find_record<'m>(meta: &'m mut Meta, id: &str) -> Option<&'m mut JobRecord> {
-    meta.jobs
-        .iter_mut()
-        .find(|record| record.id == id && !record.refused)
-}
-
-/// Results in the journal not yet delivered, jobs still to run included.
-pub fn undelivered(meta: &Meta) -> usize {
-    meta.jobs.iter().filter(|r| !r.delivered).count()
-}
-
-/// Enters a job in the journal in `state` (a finished one with its result).
-/// A refusal of the same id that is still there gives way: the last result for
-/// an id counts. Returns false, entering nothing, when `pending_max` results are
-/// waiting for delivery already: the caller counts the result as dropped.
-pub fn record(
-    meta: &mut Meta,
-    id: String,
-    state: JobState,
-    (errcode, message): (u32, String),
-    refused: bool,
-    pending_max: usize,
-) -> bool {
-    meta.jobs.retain(|r| !(r.refused && r.id == id));
-    if undelivered(meta) >= pending_max.max(1) {
-        return false;
-    }
-    meta.jobs.push(JobRecord {
-        id,
-        errcode,
-        message: crate::wire::one_line(&message),
-        delivered: false,
-        state,
-        refused,
-        unsaved: true,
-        action: None,
-    });
-    true
-}
-
-/// Forgets delivered ids beyond the last `remembered`, oldest delivered first.
-/// An id whose result is undelivered is never forgotten; refusals, which are
-/// not remembered as executed, do not count.
-pub fn forget_delivered(meta: &mut Meta, remembered: usize) {
-    let executed = meta.jobs.iter().filter(|r| !r.refused).count();
-    let mut excess = executed.saturating_sub(remembered.max(1));
-    meta.jobs.retain(|r| {
-        let forget = excess > 0 && r.delivered;
-        excess -= usize::from(forget);
-        !forget
-    });
-}
-
-/// A server acknowledged a report carrying these results (id, errcode,
-/// message): they are delivered; refusals are forgotten, and the others move
-/// behind the ones delivered earlier, so the journal stays in order of delivery
-/// for `forget_delivered`. Returns whether anything changed.
-pub fn acknowledge(meta: &mut Meta, carried: &[(String, u32, String)], remembered: usize) -> bool {
-    let mut newly = Vec::new();
-    let mut rest = Vec::with_capacity(meta.jobs.len());
-    let mut changed = false;
-    for record in meta.jobs.drain(..) {
-        let carried_now = !record.delivered
-            && record.state == JobState::Finished
-            && carried.iter().any(|(id, code, msg)| {
-                *id == record.id && *code == record.errcode && *msg == record.message
-            });
-        if !carried_now {
-            rest.push(record);
-            continue;
-        }
-        changed = true;
-        if !record.refused {
-            newly.push(JobRecord {
-                delivered: true,
-                ..record
-            });
-        }
-    }
-    let (mut delivered, undelivered): (Vec<_>, Vec<_>) =
-        rest.into_iter().partition(|r| r.delivered);
-    delivered.extend(newly);
-    delivered.extend(undelivered);
-    meta.jobs = delivered;
-    forget_delivered(meta, remembered);
-    changed
-}
-
-/// Marks a journal entry finished with its result, to be delivered.
-pub fn finish(meta: &mut Meta, id: &str, errcode: u32, message: String) {
-    if let Some(record) = find_record(meta, id) {
-        record.state = JobState::Finished;
-        record.errcode = errcode;
-        record.message = crate::wire::one_line(&message);
-        record.delivered = false;
-        record.unsaved = true;
-    }
-}
-
-/// Marks a journal entry refused: finished, not executed, not remembered.
-pub fn refuse(meta: &mut Meta, id: &str, errcode: u32, message: String) {
-    if let Some(record) = find_record(meta, id) {
-        record.state = JobState::Finished;
-        record.errcode = errcode;
-        record.message = crate::wire::one_line(&message);
-        record.delivered = false;
-        record.refused = true;
-    }
-}
-
-/// After a restart: every job that was queued or running when BootAgent stopped
-/// is finished with errcode 9, saying so. Returns how many.
-pub fn fail_interrupted(meta: &mut Meta) -> usize {
-    fail_interrupted_except(meta, None)
-}
-
-/// `fail_interrupted`, except the job `keep` (a self-upgrade on probation in this
-/// image, which settles it itself).
-pub fn fail_interrupted_except(meta: &mut Meta, keep: Option<&str>) -> usize {
-    let mut count = 0;
-    for record in meta.jobs.iter_mut() {
-        if keep == Some(record.id.as_str()) {
-            continue;
-        }
-        if record.state != JobState::Finished
-            && record.action.as_deref() == Some(SELF_UPGRADE_ACTION)
-        {
-            // Never switched (a switched one is settled by `selfup::settle`): the
-            // previous version runs, so the upgrade is rolled back (section 7).
-            record.state = JobState::Finished;
-            record.errcode = ErrCode::StartFailed as u32;
-            record.message = format!(
-                "interrupted before the switch: BootAgent stopped; still bootagent {}",
-                crate::job_fields::running_version()
-            );
-            record.delivered = false;
-            count += 1;
-            continue;
-        }
-        let message = match record.state {
-            JobState::Finished => continue,
-            JobState::Received => "interrupted: BootAgent stopped before the job started",
-            JobState::Running => "interrupted: BootAgent stopped while the job was running",
-        };
-        record.state = JobState::Finished;
-        record.errcode = ErrCode::Internal as u32;
-        record.message = message.to_string();
-        record.delivered = false;
-        count += 1;
-    }
-    count
 }
 
 #[cfg(test)]

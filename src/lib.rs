@@ -22,6 +22,7 @@ pub mod http;
 pub mod job_fields;
 pub mod jobrun;
 pub mod jobs;
+pub mod journal;
 pub mod limits;
 pub mod logging;
 pub mod message;

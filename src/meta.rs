@@ -14,6 +14,8 @@
 
 use crate::atomic_file;
 use crate::event_queue::EventQueue;
+use crate::journal::Journal;
+pub use crate::journal::{JobRecord, JobState};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::fmt;
@@ -71,10 +73,10 @@ pub struct Meta {
     /// while nothing in it changed since the last report answered 200.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub report_lazy: bool,
-    /// Executed jobs, oldest first: the idempotency journal and the results still
-    /// to deliver (section 7).
-    #[serde(default)]
-    pub jobs: Vec<JobRecord>,
+    /// The job journal (section 7): the jobs received, the idempotency record and
+    /// the results still to deliver: `jobs` of the file.
+    #[serde(flatten)]
+    pub journal: Journal,
     /// Child events not yet acknowledged by a server, and what was dropped past
     /// the bound (section 3): `events`, `event_seq` and `dropped` of the file.
     #[serde(flatten)]
@@ -113,49 +115,6 @@ pub struct ChildUpgrade {
     pub old_settings: Option<String>,
 }
 
-/// One executed job and its result.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct JobRecord {
-    pub id: String,
-    pub errcode: u32,
-    pub message: String,
-    /// True once a report carrying this result got an HTTP 200 answer.
-    #[serde(default)]
-    pub delivered: bool,
-    /// Where the job is; only a finished job has a result to deliver.
-    #[serde(default)]
-    pub state: JobState,
-    /// Not executed: refused before it ran (the metafile could not be written,
-    /// the queue was full). Such an id is not remembered: sent again, it runs.
-    #[serde(default, skip_serializing_if = "is_false")]
-    pub refused: bool,
-    /// Changed since the metafile was last written. A result is reported only
-    /// once it is on disk (a refusal aside), so that what a server was told
-    /// survives a crash.
-    #[serde(skip)]
-    pub unsaved: bool,
-    /// `self_upgrade` for a self-upgrade: interrupted, it ends rolled back (errcode 6),
-    /// never in between (section 7).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub action: Option<String>,
-}
-
-fn is_false(b: &bool) -> bool {
-    !*b
-}
-
-/// The journal's states of a job (section 7, exactly once).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum JobState {
-    /// Accepted and queued, not started.
-    Received,
-    /// Being carried out.
-    Running,
-    #[default]
-    Finished,
-}
-
 impl Meta {
     /// The state of a first start: a new identity, nothing else.
     pub fn new(agentsn: String, servers_cli: String, step_s: u64) -> Self {
@@ -174,7 +133,7 @@ impl Meta {
             servers_server: String::new(),
             step_s,
             report_lazy: false,
-            jobs: Vec::new(),
+            journal: Journal::default(),
             events: EventQueue::default(),
             stopped: BTreeSet::new(),
             child_upgrade: None,
@@ -376,145 +335,5 @@ fn remove_if_exists(path: &Path) -> io::Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::os::unix::fs::PermissionsExt;
-
-    fn scratch(name: &str) -> PathBuf {
-        let dir =
-            std::env::temp_dir().join(format!("bootagent-meta-{name}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        dir
-    }
-
-    fn sample() -> Meta {
-        Meta::new(
-            "bfdcc18c-b6b9-4725-9c47-37fd93dba5b6".into(),
-            String::new(),
-            600,
-        )
-    }
-
-    #[test]
-    fn fatal_holds_within_a_boot_and_is_forgotten_after_a_reboot() {
-        let mut meta = sample();
-        assert!(meta.fatal_this_boot("boot-a").is_empty());
-        meta.fatal.insert("crasher".into());
-        assert_eq!(meta.fatal_this_boot("boot-a").len(), 1);
-        assert!(meta.fatal_this_boot("boot-b").is_empty());
-        assert_eq!(meta.boot_id, "boot-b");
-        meta.fatal.insert("crasher".into());
-        assert!(
-            meta.fatal_this_boot("").is_empty(),
-            "an unknown boot is a new one"
-        );
-        // A metafile of an older BootAgent has neither field.
-        let old = r#"{"schema":1,"agentsn":"x","step_s":600}"#;
-        let parsed: Meta = serde_json::from_str(old).expect("old metafile");
-        assert!(parsed.fatal.is_empty() && parsed.boot_id.is_empty());
-    }
-
-    #[test]
-    fn events_of_an_older_metafile_are_read_typed_and_written_back_the_same() {
-        use crate::child::{EventKind, Exit};
-        use crate::report_event::Origin;
-        // The events as an earlier BootAgent kept them: JSON objects in report form.
-        let old = r#"{"schema":1,"agentsn":"x","step_s":600,"event_seq":3,"events":[
-            {"seq":1,"event":{"code":3,"event":"exited","message":"exited with code 3","name":"svc","time":100}},
-            {"seq":2,"event":{"count":4,"event":"killed","message":"worker killed (4 times)","name":"svc","signal":9,"time":101}},
-            {"seq":3,"event":{"event":"stopped","message":"stop from the console (uid 0): svc stopped","name":"svc","origin":"local","time":102}}]}"#;
-        let meta: Meta = serde_json::from_str(old).expect("older metafile");
-        let events: Vec<_> = meta.events.events.iter().map(|e| &e.event).collect();
-        assert_eq!(events[0].kind, EventKind::Exited);
-        assert_eq!(events[0].exit, Some(Exit::Code(3)));
-        assert_eq!(events[1].exit, Some(Exit::Signal(9)));
-        assert_eq!(events[1].count, Some(4));
-        assert_eq!(events[2].origin, Origin::Local);
-        let again: serde_json::Value =
-            serde_json::from_str(&serde_json::to_string(&meta).expect("ser")).expect("json");
-        let before: serde_json::Value = serde_json::from_str(old).expect("json");
-        assert_eq!(again["events"], before["events"]);
-    }
-
-    #[test]
-    fn first_start_then_round_trip_with_modes() {
-        let dir = scratch("roundtrip");
-        let store = MetaStore::new(&dir.join("data"), 1 << 20);
-        assert!(matches!(store.load(), Ok(Loaded::FirstStart)));
-        store.create_dir().expect("create dir");
-        let mut meta = sample();
-        store.save(&meta).expect("save");
-        meta.tags = "svc=ecs".into();
-        store.save(&meta).expect("save again");
-        match store.load() {
-            Ok(Loaded::Found {
-                meta: got,
-                recovered: None,
-            }) => assert_eq!(*got, meta),
-            other => panic!("unexpected {other:?}"),
-        }
-        let mode = |p: &Path| fs::metadata(p).expect("stat").permissions().mode() & 0o777;
-        assert_eq!(mode(&dir.join("data")), 0o700);
-        assert_eq!(mode(&store.path()), 0o600);
-        fs::remove_dir_all(&dir).ok();
-    }
-
-    #[test]
-    fn damaged_metafile_falls_back_to_previous_copy() {
-        let dir = scratch("fallback");
-        let store = MetaStore::new(&dir, 1 << 20);
-        store.create_dir().expect("create dir");
-        let meta = sample();
-        store.save(&meta).expect("save");
-        store
-            .save(&meta)
-            .expect("save twice, so a previous copy exists");
-        fs::write(store.path(), b"{\"schema\":1,\"agen").expect("truncate");
-        match store.load() {
-            Ok(Loaded::Found {
-                meta: got,
-                recovered: Some(_),
-            }) => assert_eq!(*got, meta),
-            other => panic!("unexpected {other:?}"),
-        }
-        fs::remove_dir_all(&dir).ok();
-    }
-
-    #[test]
-    fn damaged_metafile_without_copy_is_never_a_first_start() {
-        let dir = scratch("corrupt");
-        let store = MetaStore::new(&dir, 1 << 20);
-        store.create_dir().expect("create dir");
-        for junk in [
-            &b""[..],
-            b"garbage",
-            b"{\"schema\":1}",
-            b"{\"schema\":99,\"agentsn\":\"x\",\"step_s\":1}",
-        ] {
-            fs::write(store.path(), junk).expect("write junk");
-            let err = store.load().expect_err("damaged metafile must not load");
-            assert!(err.to_string().contains("refusing to start"), "{err}");
-        }
-        fs::write(store.path(), vec![b' '; 2 << 20]).expect("write big");
-        assert!(store.load().is_err());
-        fs::remove_dir_all(&dir).ok();
-    }
-
-    #[test]
-    fn missing_metafile_with_previous_copy_recovers() {
-        let dir = scratch("missing");
-        let store = MetaStore::new(&dir, 1 << 20);
-        store.create_dir().expect("create dir");
-        store.save(&sample()).expect("save");
-        store.save(&sample()).expect("save");
-        fs::remove_file(store.path()).expect("remove");
-        assert!(matches!(
-            store.load(),
-            Ok(Loaded::Found {
-                recovered: Some(_),
-                ..
-            })
-        ));
-        fs::remove_dir_all(&dir).ok();
-    }
-}
+#[path = "meta_tests.rs"]
+mod tests;

@@ -14,6 +14,7 @@ mod tar;
 use bootagent::child::RestartPolicy;
 use bootagent::jobs::ErrCode;
 use bootagent::jobs::{self, Job};
+use bootagent::journal::Bounds;
 use bootagent::limits::Limits;
 use bootagent::meta::{JobState, Loaded, Meta, MetaStore};
 use bootagent::reslimit;
@@ -608,13 +609,12 @@ fn a_journal_of_rejected_jobs_still_loads() {
     let needed = (limits.meta_bytes_max as usize / message.len().max(1)) + 2;
     let count = limits.job_ids_remembered.min(needed);
     for index in 0..count {
-        jobs::record(
-            &mut meta,
+        meta.journal.enter(
             format!("j{index}"),
             JobState::Finished,
-            (jobs::ErrCode::Invalid as u32, message.clone()),
+            (jobs::ErrCode::Invalid as u32, &message),
             false,
-            limits.pending_results_max,
+            Bounds::new(&limits),
         );
         if index + 2 >= count {
             store.save(&meta).expect("save"); // the last two saves: meta.json and .prev

@@ -4,8 +4,6 @@
 use super::outage::Trouble;
 use super::{pacing, Core, Effect, InFlight, Outcome, Phase, REGISTER_PATH, STATUS_PATH};
 use crate::event_queue::Carried;
-use crate::jobs;
-use crate::meta::JobState;
 use crate::wheel::Millis;
 use crate::wire::{self, AgentStatus, JobResult, RegisterRequest, StatusRequest};
 use log::{debug, info, warn};
@@ -100,15 +98,7 @@ impl Core {
         wall_s: i64,
         agents: Option<Vec<AgentStatus>>,
     ) -> (Vec<u8>, Vec<(String, u32, String)>) {
-        let pending: Vec<JobResult<'_>> = self
-            .meta
-            .jobs
-            .iter()
-            .filter(|record| {
-                !record.delivered
-                    && record.state == JobState::Finished
-                    && (!record.unsaved || record.refused)
-            })
+        let pending: Vec<JobResult<'_>> = (self.meta.journal.to_deliver())
             .map(|record| JobResult {
                 id: &record.id,
                 errcode: record.errcode,
@@ -294,11 +284,8 @@ impl Core {
             self.meta.registered = true;
             changed = true;
         }
-        changed |= jobs::acknowledge(
-            &mut self.meta,
-            &flight.carried_jobs,
-            self.limits.job_ids_remembered,
-        );
+        changed |=
+            (self.meta.journal).acknowledge(&flight.carried_jobs, self.limits.job_ids_remembered);
         // Drops counted while the report was on its way stay, for the next one.
         changed |= self.meta.events.acknowledge(flight.carried_events);
         if let Some(agents) = &flight.carried_agents {

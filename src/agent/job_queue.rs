@@ -1,5 +1,6 @@
 //! The jobs of the server's answers: validation, the `config` job run at once, the
-//! queue of the others for the edge, and their results in the bounded journal.
+//! others queued for the edge, and their results, all in the journal
+//! (`crate::journal`, whose rules these follow).
 //!
 //! Write-ahead (docs/protocol.md section 7): a job is entered in the journal as
 //! received, and runs only once that receipt is on disk: the edge tells the core
@@ -13,7 +14,8 @@
 use super::{Core, Effect};
 use crate::addr::ServerAddr;
 use crate::jobs::{self, ErrCode, Job};
-use crate::meta::{ChildUpgrade, JobState};
+use crate::journal::{Bounds, JobState};
+use crate::meta::ChildUpgrade;
 use crate::wheel::Millis;
 use log::{debug, info, warn};
 
@@ -38,26 +40,29 @@ fn describe(job: &Job) -> String {
 }
 
 impl Core {
+    fn bounds(&self) -> Bounds {
+        Bounds::new(&self.limits)
+    }
+
     /// Validates the jobs of one answer, in order of arrival, and enters them in
     /// the journal as received: a `config` job runs once its receipt is on disk
     /// (`saved`); the others join the queue for the edge (`take_job`). A repeated
     /// id is not run again; its result, once there is one, is reported again.
     pub(super) fn run_jobs(&mut self, jobs: Vec<serde_json::Value>) {
         let max = self.limits.jobs_per_answer_max;
+        let bounds = self.bounds();
         let mut refused = 0usize;
-        let dropped_before = self.results_dropped;
+        let dropped_before = self.meta.journal.dropped();
         for (index, value) in jobs.into_iter().enumerate() {
             // A repeated id first: it is never run twice, nor answered twice.
             let id = jobs::job_id(&value);
-            if let Some(record) = id
-                .as_deref()
-                .and_then(|id| jobs::find_record(&mut self.meta, id))
+            if let Some(again) = (id.as_deref()).and_then(|id| self.meta.journal.received_again(id))
             {
-                debug!("job {} was already received: not run again", record.id);
-                if record.state == JobState::Finished {
-                    record.delivered = false;
-                    self.schedule.report_wanted = true;
-                }
+                debug!(
+                    "job {} was already received: not run again",
+                    id.unwrap_or_default()
+                );
+                self.schedule.report_wanted |= again;
                 continue;
             }
             if index >= max {
@@ -74,20 +79,12 @@ impl Core {
                         self.run_config(id, svrlist, step_s);
                     }
                 }
-                Ok((id, job)) if self.queue.len() < self.limits.jobs_queue_max => {
-                    if self.record(
-                        id.clone(),
-                        JobState::Received,
-                        (ErrCode::Success, ""),
-                        false,
-                    ) {
-                        info!("job {id} queued: {}", describe(&job));
-                        if matches!(job, Job::SelfUpgrade(_)) {
-                            if let Some(record) = jobs::find_record(&mut self.meta, &id) {
-                                record.action = Some(jobs::SELF_UPGRADE_ACTION.to_string());
-                            }
-                        }
-                        self.queue.push_back((id, job));
+                Ok((id, job)) if !self.meta.journal.queue_full(bounds) => {
+                    let line = describe(&job);
+                    if self.meta.journal.enqueue(id.clone(), job, bounds) {
+                        info!("job {id} queued: {line}");
+                    } else {
+                        self.drop_results(1);
                     }
                 }
                 Ok((id, _)) => {
@@ -113,53 +110,40 @@ impl Core {
             );
             self.schedule.report_wanted = true;
         }
-        if self.results_dropped > dropped_before {
+        let dropped = self.meta.journal.dropped() - dropped_before;
+        if dropped > 0 {
             warn!(
-                "{} job result(s) dropped: {} results at most wait for delivery",
-                self.results_dropped - dropped_before,
+                "{dropped} job result(s) dropped: {} results at most wait for delivery",
                 self.limits.pending_results_max
             );
         }
     }
 
     pub fn queued_jobs(&self) -> usize {
-        self.queue.len()
+        self.meta.journal.queued()
     }
 
     /// The next queued job for the edge to carry out, marked running, once its
     /// receipt is on disk. The edge writes the metafile again before starting it
     /// (write-ahead): if that fails, `save_failed` refuses it.
     pub fn take_job(&mut self, effects: &mut Vec<Effect>) -> Option<(String, Job)> {
-        let (id, _) = self.queue.front()?;
-        let record = jobs::find_record(&mut self.meta, id)?;
-        if record.unsaved {
-            return None; // its receipt is not on disk yet
-        }
-        record.state = JobState::Running;
-        record.unsaved = true;
+        let taken = self.meta.journal.take()?;
         effects.push(Effect::SaveMeta);
-        self.queue.pop_front()
+        Some(taken)
     }
 
     /// The edge wrote the metafile: everything in it is on disk.
     pub fn saved(&mut self) {
-        for record in self.meta.jobs.iter_mut() {
-            record.unsaved = false;
-        }
-        self.config_undo = None;
+        self.meta.journal.saved();
     }
 
     /// Runs a `config` job at once, so that the next report is scheduled with
     /// it; `save_failed` undoes it if its receipt cannot be written. Nothing of it
     /// leaves the core before the metafile is written.
     fn run_config(&mut self, id: String, svrlist: Option<Vec<ServerAddr>>, step_s: Option<u64>) {
-        let before = (self.meta.servers_server.clone(), self.meta.step_s);
-        self.config_undo
-            .get_or_insert_with(|| (before, Vec::new()))
-            .1
-            .push(id.clone());
+        (self.meta.journal).config_run(&id, &self.meta.servers_server, self.meta.step_s);
         let message = self.configure(svrlist, step_s);
-        jobs::finish(&mut self.meta, &id, ErrCode::Success as u32, message);
+        (self.meta.journal).finish(&id, ErrCode::Success as u32, &message);
         self.schedule.report_wanted = true;
     }
 
@@ -167,43 +151,22 @@ impl Core {
     /// not on disk is refused with errcode 5, not remembered, and reported.
     pub fn save_failed(&mut self, now: Millis, why: &str) {
         let message = format!("not run: cannot write the metafile: {why}");
-        let mut refused = Vec::new();
-        for record in self.meta.jobs.iter() {
-            let not_begun = matches!(record.state, JobState::Received | JobState::Running);
-            if record.unsaved && not_begun && !record.refused {
-                refused.push(record.id.clone());
-            }
-        }
-        if let Some(((servers, step_s), ids)) = self.config_undo.take() {
+        let refused = self.meta.journal.refuse_unsaved(&message);
+        if let Some((servers, step_s)) = refused.config {
             info!("config job(s) undone: their receipt could not be written");
             self.meta.step_s = step_s;
             // Persisted lists were written by us, from validated lists.
             self.servers
                 .set_server_given(crate::addr::parse_list(&servers).unwrap_or_default());
             self.meta.servers_server = servers;
-            refused.extend(ids);
         }
-        if refused.is_empty() {
+        if refused.ids.is_empty() {
             return;
         }
-        self.queue.retain(|(id, _)| !refused.contains(id));
-        for id in &refused {
-            jobs::refuse(
-                &mut self.meta,
-                id,
-                ErrCode::InstallFailed as u32,
-                message.clone(),
-            );
-            if self
-                .meta
-                .child_upgrade
-                .as_ref()
-                .is_some_and(|u| u.id == *id)
-            {
-                self.meta.child_upgrade = None; // it never started
-            }
+        if (self.meta.child_upgrade.as_ref()).is_some_and(|u| refused.ids.contains(&u.id)) {
+            self.meta.child_upgrade = None; // it never started
         }
-        warn!("{} job(s) refused: {message}", refused.len());
+        warn!("{} job(s) refused: {message}", refused.ids.len());
         self.request_report(now);
     }
 
@@ -224,7 +187,7 @@ impl Core {
         effects: &mut Vec<Effect>,
     ) {
         info!("job {id}: errcode {}: {message}", code as u32);
-        jobs::finish(&mut self.meta, id, code as u32, message);
+        self.meta.journal.finish(id, code as u32, &message);
         // The result and the end of the upgrade go to disk in one write.
         if self.meta.child_upgrade.as_ref().is_some_and(|u| u.id == id) {
             self.meta.child_upgrade = None;
@@ -255,27 +218,20 @@ impl Core {
     }
 
     /// Enters a job in the journal; past `pending_results_max` results to
-    /// deliver, it is not entered (a job not run) and counted as dropped.
+    /// deliver, it is not entered (a job not run) and counted as dropped, in a
+    /// `dropped` event of the reports.
     fn record(
         &mut self,
         id: String,
         state: JobState,
-        result: (ErrCode, &str),
+        (code, message): (ErrCode, &str),
         refused: bool,
     ) -> bool {
-        let entered = jobs::record(
-            &mut self.meta,
-            id,
-            state,
-            (result.0 as u32, result.1.to_string()),
-            refused,
-            self.limits.pending_results_max,
-        );
-        if entered {
-            jobs::forget_delivered(&mut self.meta, self.limits.job_ids_remembered);
+        let bounds = self.bounds();
+        let result = (code as u32, message);
+        if (self.meta.journal).enter(id, state, result, refused, bounds) {
             return true;
         }
-        self.results_dropped = self.results_dropped.saturating_add(1);
         self.drop_results(1);
         false
     }

@@ -4,7 +4,7 @@
 
 use super::*;
 use crate::child::{EventKind, Exit};
-use crate::jobs::ErrCode;
+use crate::jobs::{ErrCode, Job};
 use crate::report_event::{ChildEvent, Origin};
 
 #[test]
@@ -82,7 +82,7 @@ fn a_flood_of_jobs_gets_a_result_for_each_or_one_dropped_event_counting_the_rest
     let limits = Limits::default();
     assert_eq!(sim.core.queued_jobs(), limits.jobs_queue_max);
     assert_eq!(
-        crate::jobs::undelivered(sim.core.meta()),
+        sim.core.meta().journal.undelivered(),
         limits.pending_results_max,
         "results kept are bounded by pending_results_max"
     );
@@ -118,7 +118,7 @@ fn a_flood_of_jobs_gets_a_result_for_each_or_one_dropped_event_counting_the_rest
     sim.answer(ok(
         json!({"jobs": [{"id": "j9999", "action": "stop", "name": "svc"}]}),
     ));
-    assert!(sim.core.queue.iter().any(|(id, _)| id == "j9999"));
+    assert!(sim.core.meta().journal.is_queued("j9999"));
 }
 
 #[test]
@@ -196,7 +196,8 @@ fn a_repeated_id_past_the_per_answer_limit_keeps_its_one_result() {
     let dup: Vec<_> = sim
         .core
         .meta()
-        .jobs
+        .journal
+        .records
         .iter()
         .filter(|r| r.id == "dup")
         .collect();

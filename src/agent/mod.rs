@@ -29,8 +29,9 @@
 //! registrations and reports and judges their answers; `schedule.rs` records what
 //! asks for the next exchange (failover, backoff, `Retry-After`, the phase) and sets
 //! its deadline; `pacing.rs` is the rule and the waits, as pure functions; `outage.rs`
-//! is the log of a failure that repeats; `job_queue.rs` holds the
-//! jobs of the answers (the `config` job, the queue for the edge, the journal);
+//! is the log of a failure that repeats; `job_queue.rs` takes the jobs of the
+//! answers (the `config` job run at once, the others for the edge) into the
+//! journal (`crate::journal`, in the metafile);
 //! `children.rs` is what the core keeps of the children (their descriptions, their
 //! events until acknowledged, their desired states).
 
@@ -43,7 +44,6 @@ mod schedule;
 
 use crate::addr::ServerAddr;
 use crate::event_queue::Carried;
-use crate::jobs::Job;
 use crate::limits::Limits;
 use crate::meta::Meta;
 use crate::rng::Rng;
@@ -51,7 +51,6 @@ use crate::servers::Servers;
 use crate::wheel::Millis;
 use crate::wire::{AgentStatus, HostInfo};
 use schedule::Schedule;
-use std::collections::VecDeque;
 
 pub const REGISTER_PATH: &str = "/agent/register";
 pub const STATUS_PATH: &str = "/agent/status";
@@ -125,9 +124,6 @@ pub enum Start {
     AfterExec,
 }
 
-/// The server list and step before `config` jobs not yet on disk, and their ids.
-type ConfigUndo = ((String, u64), Vec<String>);
-
 pub struct Core {
     limits: Limits,
     facts: Facts,
@@ -148,18 +144,11 @@ pub struct Core {
     outage: outage::OutageLog,
     /// Registrations in a row without an answered report in between.
     reregistrations: u32,
-    /// Undelivered results the bounded journal had to drop, for the log.
-    results_dropped: u64,
     /// The children as the supervisor last described them.
     agents: Vec<AgentStatus>,
     /// The children as the last report answered 200 described them, uptimes left
     /// out (`None` until one was): in lazy mode, `agents` is sent only when they differ.
     agents_acked: Option<Vec<AgentStatus>>,
-    /// Jobs waiting for the edge, in order of arrival (bounded by `jobs_queue_max`).
-    queue: VecDeque<(String, Job)>,
-    /// The server list and step before the `config` jobs not yet on disk, and
-    /// their ids: what `save_failed` restores and refuses.
-    config_undo: Option<ConfigUndo>,
     /// The wall clock of the loop's turn (`set_wall_clock`), for the time of a
     /// `dropped` event.
     wall_s: i64,
@@ -200,11 +189,8 @@ impl Core {
             failed_rounds: 0,
             outage: outage::OutageLog::default(),
             reregistrations: 0,
-            results_dropped: 0,
             agents: Vec::new(),
             agents_acked: None,
-            queue: VecDeque::new(),
-            config_undo: None,
             wall_s: 0,
             reports_answered: 0,
         };

@@ -8,7 +8,7 @@ use crate::limits::Limits;
 use crate::meta::{Loaded, Meta, MetaStore};
 use crate::rng;
 use crate::servers::Servers;
-use crate::{jobrun, jobs, tls};
+use crate::{jobrun, tls};
 use log::{info, warn};
 use std::path::{Path, PathBuf};
 
@@ -104,11 +104,11 @@ pub(super) fn first_or_later_start(
             if let Some(upgrade) = meta.child_upgrade.take() {
                 let (code, message) = jobrun::roll_back_interrupted(&options.data_dir, &upgrade);
                 warn!("job {}: {message}", upgrade.id);
-                jobs::finish(&mut meta, &upgrade.id, code as u32, message);
+                meta.journal.finish(&upgrade.id, code as u32, &message);
                 resolved.store.save(&meta)?;
             }
             let (settled, keep) = settle(&mut meta);
-            let interrupted = jobs::fail_interrupted_except(&mut meta, keep.as_deref());
+            let interrupted = meta.journal.fail_interrupted(keep.as_deref());
             if settled && interrupted == 0 {
                 resolved.store.save(&meta)?;
             }
@@ -119,9 +119,7 @@ pub(super) fn first_or_later_start(
                 resolved.store.save(&meta)?;
             }
             // What is in memory is what is on disk now: every result may be reported.
-            for record in meta.jobs.iter_mut() {
-                record.unsaved = false;
-            }
+            meta.journal.saved();
             Ok(meta)
         }
         Loaded::FirstStart => {

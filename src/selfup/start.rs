@@ -175,7 +175,7 @@ pub fn settle(
         settled.state = state;
         return settled;
     };
-    let record = meta.jobs.iter().find(|r| r.id == pending.job);
+    let record = meta.journal.records.iter().find(|r| r.id == pending.job);
     let decided = record
         .filter(|r| r.state == JobState::Finished)
         .map(|r| (r.errcode, r.message.clone()));
@@ -203,11 +203,10 @@ pub fn settle(
         }
         (None, Phase::Confirming) if running == pending.version => {
             // Confirmed, then stopped before the result was written: it is 0.
-            crate::jobs::finish(
-                meta,
+            meta.journal.finish(
                 &pending.job,
                 ErrCode::Success as u32,
-                format!(
+                &format!(
                     "bootagent {} running (was {})",
                     pending.version, pending.from_version
                 ),
@@ -278,11 +277,10 @@ fn fail_pending(
     let running = running_version();
     let changed = record_exists(meta, &pending.job);
     if changed {
-        crate::jobs::finish(
-            meta,
+        meta.journal.finish(
             &pending.job,
             ErrCode::StartFailed as u32,
-            format!("rolled back to bootagent {running}: {reason}"),
+            &format!("rolled back to bootagent {running}: {reason}"),
         );
     }
     state.failed = Some(Failed {
@@ -299,7 +297,7 @@ fn fail_pending(
 }
 
 fn record_exists(meta: &Meta, id: &str) -> bool {
-    meta.jobs.iter().any(|r| r.id == id)
+    meta.journal.records.iter().any(|r| r.id == id)
 }
 
 /// `decide`, for the unit tests.

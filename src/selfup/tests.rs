@@ -60,7 +60,7 @@ fn version_is_the_second_word_of_the_first_line() {
 
 fn meta_with(id: &str, state: JobState, errcode: u32) -> Meta {
     let mut meta = Meta::new("sn".into(), String::new(), 60);
-    meta.jobs.push(JobRecord {
+    meta.journal.records.push(JobRecord {
         id: id.into(),
         errcode,
         message: "m".into(),
@@ -94,8 +94,8 @@ fn an_upgrade_interrupted_before_the_switch_ends_rolled_back() {
     let mut meta = meta_with("j", JobState::Running, 0);
     let settled = settle(pending(Phase::Preparing, ""), &mut meta, None, 10);
     assert!(settled.changed_meta);
-    assert_eq!(meta.jobs[0].state, JobState::Finished);
-    assert_eq!(meta.jobs[0].errcode, 6);
+    assert_eq!(meta.journal.records[0].state, JobState::Finished);
+    assert_eq!(meta.journal.records[0].errcode, 6);
     assert!(settled.state.pending.is_none());
     assert!(settled.state.failed.is_some());
     assert!(settled.probation.is_none());
@@ -118,7 +118,7 @@ fn a_result_in_the_journal_decides_and_is_not_given_twice() {
     let settled = settle(pending(Phase::Switched, "9.9.9"), &mut meta, None, 10);
     assert!(!settled.changed_meta);
     assert_eq!(settled.state.confirmed, None);
-    assert_eq!(meta.jobs[0].errcode, 6);
+    assert_eq!(meta.journal.records[0].errcode, 6);
 }
 
 #[test]
@@ -130,11 +130,11 @@ fn a_switched_upgrade_without_the_exec_marker_failed() {
         p.failure = Some("crashed".into());
     }
     let settled = settle(state, &mut meta, None, 10);
-    assert_eq!(meta.jobs[0].errcode, 6);
+    assert_eq!(meta.journal.records[0].errcode, 6);
     assert!(
-        meta.jobs[0].message.contains("crashed"),
+        meta.journal.records[0].message.contains("crashed"),
         "{}",
-        meta.jobs[0].message
+        meta.journal.records[0].message
     );
     assert!(settled.probation.is_none());
 }
@@ -198,8 +198,8 @@ fn a_confirmation_cut_before_its_result_ends_confirmed() {
     state.confirmed = Some(running_version().to_string());
     let settled = settle(state, &mut meta, None, 10);
     assert!(settled.changed_meta);
-    assert_eq!(meta.jobs[0].errcode, 0);
-    assert_eq!(meta.jobs[0].state, JobState::Finished);
+    assert_eq!(meta.journal.records[0].errcode, 0);
+    assert_eq!(meta.journal.records[0].state, JobState::Finished);
     assert_eq!(settled.state.confirmed.as_deref(), Some(running_version()));
     assert!(settled.state.pending.is_none());
 
