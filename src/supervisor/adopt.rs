@@ -2,7 +2,8 @@
 //! carries of each child, and how the new one adopts it (same pid, same counters,
 //! same deadlines on the continued monotonic scale), never starting it again.
 
-use super::Supervisor;
+use super::settings::valid_name;
+use super::state::Supervisor;
 use crate::child::{Child, Exit, Input, State};
 use crate::reslimit::Cgroup;
 use crate::selfup::CarriedSlot;
@@ -41,7 +42,7 @@ impl Supervisor {
         let mut adopted = 0;
         for slot in carried {
             let name = slot.name;
-            if !super::valid_name(&name) || self.slots.len() >= self.children_max {
+            if !valid_name(&name) || self.slots.len() >= self.children_max {
                 warn!("hand-over: child {name:?} not adopted");
                 continue;
             }

@@ -2,7 +2,7 @@
 //! supervision: its version, its directory and its `agent.json`.
 
 use super::settings::{read_settings, valid_name, Settings};
-use super::{Slot, Supervisor};
+use super::state::{Slot, Supervisor};
 use crate::child::{Child, EventKind, Input, State};
 use crate::wheel::Millis;
 use log::{debug, warn};

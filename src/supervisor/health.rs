@@ -2,12 +2,14 @@
 //! child, its readiness, `STATUS=` text and watchdog from sd_notify, and its
 //! heartbeat file, each driven by a timer of the loop's wheel (`ChildTimer::Ready`,
 //! `Watchdog`, `Heartbeat`). A child with
-//! no check configured has no timer: an idle agent does not wake for it.
+//! no check configured has no timer: an idle agent does not wake for it. What the
+//! checks keep (`HealthRun`, the lazily started notifier) is in `health_state.rs`.
 
-use super::{child_key, Slot, Supervisor};
+use super::health_state::{HealthRun, NotifierFactory};
+use super::state::{child_key, Slot, Supervisor};
 use crate::child::{Input, State};
 use crate::health::{HeartbeatWatch, Read, Verdict, HEARTBEAT_READ_BYTES_MAX};
-use crate::notify::{Message, Notice, Notifier, ProcessFacts};
+use crate::notify::{Message, Notice, ProcessFacts};
 use crate::timers::{ChildTimer, TimerRequests};
 use crate::wheel::Millis;
 use log::{info, warn};
@@ -15,25 +17,6 @@ use std::fs::File;
 use std::io::{self, Read as _};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
-
-/// What the health checks know of a child's current run.
-#[derive(Debug, Default)]
-pub(super) struct HealthRun {
-    /// The process of the run the checks are about (`None` while the child does
-    /// not run).
-    run_pid: Option<i32>,
-    /// `READY=1` came (meaningful with `notify` only).
-    pub(super) ready: bool,
-    /// The last `STATUS=` text.
-    pub(super) status_text: Option<String>,
-    /// A check failed; stays until the next start.
-    pub(super) unhealthy: bool,
-    /// A `MAINPID=` that was accepted: a process of the child.
-    pub(super) main_pid: Option<i32>,
-    /// A message from a process not of the child was logged in this run.
-    foreign_logged: bool,
-    heartbeat: Option<HeartbeatWatch>,
-}
 
 /// The timers of the health checks.
 const CHECK_TIMERS: [ChildTimer; 3] = [
@@ -195,51 +178,6 @@ impl Supervisor {
     pub fn ready(&self, name: &str) -> Option<bool> {
         let slot = self.slots.get(name)?;
         slot.settings.health.notify.then_some(slot.health.ready)
-    }
-}
-
-/// Starts the sd_notify thread (`Notifier::start` with the loop's channel).
-pub type NotifierFactory = Box<dyn Fn() -> io::Result<Notifier> + Send>;
-
-/// The notifier, started when a child first needs a socket: an agent whose children
-/// speak no sd_notify has no thread for it.
-#[derive(Default)]
-pub(super) struct LazyNotifier {
-    factory: Option<NotifierFactory>,
-    notifier: Option<Notifier>,
-    /// Why it could not start, logged once; children then run without a socket.
-    failed: bool,
-}
-
-impl LazyNotifier {
-    /// The `NOTIFY_SOCKET` of `name`, starting the thread if need be.
-    pub(super) fn open(&mut self, name: &str) -> Option<String> {
-        if self.notifier.is_none() && !self.failed {
-            let started = match &self.factory {
-                Some(factory) => factory(),
-                None => Err(io::Error::other("no notifier in this process")),
-            };
-            match started {
-                Ok(notifier) => self.notifier = Some(notifier),
-                Err(err) => {
-                    warn!("sd_notify unavailable ({err}): children with notify never become ready");
-                    self.failed = true;
-                }
-            }
-        }
-        match self.notifier.as_ref()?.open(name) {
-            Ok(socket) => Some(socket),
-            Err(err) => {
-                warn!("{name}: no NOTIFY_SOCKET: {err}");
-                None
-            }
-        }
-    }
-
-    pub(super) fn close(&self, name: &str) {
-        if let Some(notifier) = &self.notifier {
-            notifier.close(name);
-        }
     }
 }
 

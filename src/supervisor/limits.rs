@@ -2,7 +2,7 @@
 //! it, and after it exits, the cgroup's OOM kills that name the limit it hit.
 
 use super::oom::memory_limit;
-use super::{child_key, Supervisor};
+use super::state::{child_key, child_marker, Supervisor};
 use crate::reslimit::{self, Verdict};
 use crate::timers::ChildTimer;
 use crate::wheel::Millis;
@@ -55,7 +55,7 @@ impl Supervisor {
         if slot.cgroup.is_none() && self.subreaper {
             for stray in self
                 .procs
-                .marked_processes(&[&super::child_marker(&self.data_dir, name)])
+                .marked_processes(&[&child_marker(&self.data_dir, name)])
             {
                 let _ = self.procs.signal_process(stray, libc::SIGKILL);
             }

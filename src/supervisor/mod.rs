@@ -8,99 +8,47 @@
 //! for them through its `TimerRequests`, and the loop calls `on_timer` when one
 //! fires. Nothing here polls: with no limits enforced through `/proc`, a supervisor
 //! whose children run wakes only for `SIGCHLD`.
+//!
+//! This file holds the entry points (construction, inputs to a child, its timers,
+//! reaping, start, stop, reload, removal) and the re-exports. What the supervisor
+//! holds is in `state.rs` (`Supervisor`, each child's `Slot`); the types it tells
+//! in `status.rs`; what the health checks keep in `health_state.rs`. The other
+//! files each add an `impl Supervisor` for one concern; they import `state.rs` and
+//! those leaf files, never this one, so the imports of `supervisor/` form no circle.
 
 mod adopt;
 mod discover;
 mod health;
+mod health_state;
 mod limits;
 mod oom;
 mod procs;
 mod report;
 mod settings;
 mod spawn;
+mod state;
+mod status;
 mod tracking;
 
-pub use health::NotifierFactory;
-pub use report::{Change, ChildView, Status};
+pub use health_state::NotifierFactory;
 pub use settings::{parse_envs, valid_name, Settings};
+pub use state::Supervisor;
+pub use status::{Change, ChildView, Status};
 pub use tracking::AtStart;
 
-use crate::child::{Action, Child, Exit, Input, RestartPolicy, State};
+use crate::child::{Action, Exit, Input, RestartPolicy, State};
 use crate::childlog::ChildLogs;
 use crate::limits::Limits;
-use crate::reslimit::{Cgroup, Mechanism, Throttle, TrackParent};
+use crate::reslimit::{Mechanism, TrackParent};
 use crate::sys::Reaped;
-use crate::timers::{ChildTimer, TimerKey, TimerRequests};
+use crate::timers::{ChildTimer, TimerRequests};
 use crate::wheel::Millis;
+use health_state::LazyNotifier;
 use log::warn;
 pub(crate) use procs::Processes;
+use state::{child_key, child_marker, path_tag};
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
-
-/// The base `PATH` of every child (section 6).
-pub const CHILD_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
-struct Slot {
-    child: Child,
-    version: String,
-    /// The version directory, absolute: cwd and `BOOT_AGENT_DIR`.
-    dir: PathBuf,
-    settings: Settings,
-    /// Why the child cannot run (a bad `agent.json`); it stays `fatal` until fixed.
-    broken: Option<String>,
-    /// The deadline its `ChildTimer::State` is armed for: the state's, once the
-    /// loop applied the requests.
-    state_at: Option<Millis>,
-    cgroup: Option<Cgroup>,
-    /// OOM kills in the child's cgroup already accounted for (at its start, or
-    /// reported as a worker's).
-    oom_kills_seen: u64,
-    throttle: Option<Throttle>,
-    /// Limit the `/proc` sampler killed the child for.
-    killed_for: Option<String>,
-    /// Wall-clock start of the current process, for the local status view.
-    started_wall: Option<i64>,
-    /// The health checks of the current run.
-    health: health::HealthRun,
-}
-
-pub struct Supervisor {
-    data_dir: PathBuf,
-    /// Names this data directory's cgroups (`agent-NAME-TAG`), so that two
-    /// BootAgents on one host never take each other's cgroups for leftovers.
-    cgroup_tag: String,
-    slots: BTreeMap<String, Slot>,
-    /// The timers asked for since the loop last applied them to its wheel.
-    timers: TimerRequests,
-    mechanism: Mechanism,
-    /// Where tracking cgroups go when `mechanism` makes none (see `tracking.rs`).
-    track: Option<TrackParent>,
-    /// Some child runs without a cgroup: BootAgent is a child subreaper and finds that
-    /// child's escaped processes by their environment (see `tracking.rs`).
-    subreaper: bool,
-    logs: Option<ChildLogs>,
-    cpus: u32,
-    /// What changed in the children since the loop last took it.
-    changes: Vec<Change>,
-    /// Something a report or the status view shows has changed.
-    changed: bool,
-    /// Something changed that waits for the next report without asking for a prompt
-    /// one (a `STATUS=` text); the status view shows it at once.
-    view_changed: bool,
-    /// When the OOM-kill counts were last read (see `oom.rs`).
-    oom_checked_at: Option<Millis>,
-    /// The kernel's log, to name a worker the OOM killer took (see `oom.rs`).
-    kmsg: Option<std::fs::File>,
-    /// The sd_notify sockets, started when the first child that needs one spawns
-    /// (see `health.rs`).
-    notifier: health::LazyNotifier,
-    /// Most children supervised (`children_max`).
-    children_max: usize,
-    /// The restart policy of a child whose settings say nothing (`restart_*`).
-    policy: RestartPolicy,
-    /// Spawning, signalling and reaping: the host's, or a simulation's.
-    procs: Box<dyn Processes>,
-}
+use std::path::Path;
 
 impl Supervisor {
     /// `data_dir` must be absolute.
@@ -143,7 +91,7 @@ impl Supervisor {
             view_changed: false,
             oom_checked_at: None,
             kmsg: None,
-            notifier: health::LazyNotifier::default(),
+            notifier: LazyNotifier::default(),
             children_max: Limits::default().children_max,
             policy: RestartPolicy::default(),
             procs,
@@ -170,14 +118,6 @@ impl Supervisor {
 
     pub fn mechanism(&self) -> &Mechanism {
         &self.mechanism
-    }
-
-    /// `BOOT_AGENT_DIR=<data>/agents/`: the mark of every process BootAgent started.
-    pub fn marker(data_dir: &Path) -> Vec<u8> {
-        let mut marker = b"BOOT_AGENT_DIR=".to_vec();
-        marker.extend_from_slice(data_dir.join("agents").as_os_str().as_encoded_bytes());
-        marker.push(b'/');
-        marker
     }
 
     /// Feeds one input to a child and carries out what it decides.
@@ -466,29 +406,4 @@ impl Supervisor {
             .find(|(_, slot)| slot.child.pid() == Some(pid))
             .map(|(name, _)| name.clone())
     }
-}
-
-/// The key of a timer of the child `name` in the loop's wheel.
-fn child_key(name: &str, timer: ChildTimer) -> TimerKey {
-    TimerKey::Child(name.to_string(), timer)
-}
-
-/// `BOOT_AGENT_DIR=<data>/agents/NAME/`: the mark of every process of the child `name`.
-fn child_marker(data_dir: &Path, name: &str) -> Vec<u8> {
-    let mut marker = Supervisor::marker(data_dir);
-    marker.extend_from_slice(name.as_bytes());
-    marker.push(b'/');
-    marker
-}
-
-/// Eight hex digits of FNV-1a over a path: short, stable, distinct enough.
-fn path_tag(path: &Path) -> String {
-    let hash = path
-        .as_os_str()
-        .as_encoded_bytes()
-        .iter()
-        .fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-        });
-    format!("{:08x}", hash as u32)
 }

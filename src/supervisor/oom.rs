@@ -12,7 +12,7 @@
 //! only after a rise): its `oom-kill:` record gives the victim's `task_memcg`, `pid` and
 //! `task`. Without `/dev/kmsg` (not root, a container) the event says "a worker process".
 
-use super::Supervisor;
+use super::state::Supervisor;
 use crate::reslimit::{Mechanism, ResourceLimits};
 use crate::wheel::Millis;
 use std::collections::BTreeMap;

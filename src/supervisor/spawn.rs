@@ -2,7 +2,7 @@
 //! pipe, and the `/proc` sampling of what no cgroup enforces.
 
 use super::procs::Processes;
-use super::{child_key, Slot, Supervisor, CHILD_PATH};
+use super::state::{child_key, Slot, Supervisor, CHILD_PATH};
 use crate::child::Input;
 use crate::childlog::ChildLogs;
 use crate::reslimit::{Cgroup, Mechanism, Throttle, TrackParent};

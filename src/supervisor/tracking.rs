@@ -32,7 +32,7 @@
 //! adopts them instead: it passes `handover = true`, ends nothing, and each adopted child
 //! keeps its cgroup (`adopt.rs`).
 
-use super::{path_tag, Supervisor};
+use super::state::{agents_marker, path_tag, Supervisor};
 use crate::reslimit::{self, Mechanism};
 use crate::wheel::Millis;
 use log::{debug, info, warn};
@@ -110,7 +110,7 @@ impl Supervisor {
         ended
             + self
                 .procs
-                .kill_marked_processes(&Supervisor::marker(&self.data_dir))
+                .kill_marked_processes(&agents_marker(&self.data_dir))
     }
 
     /// As a subreaper: reaps orphans reparented to BootAgent, each by its pid; a
@@ -152,7 +152,7 @@ impl Supervisor {
         let mut strays = self.procs.children_of(std::process::id());
         strays.extend(
             self.procs
-                .marked_processes(&[&Supervisor::marker(&self.data_dir)]),
+                .marked_processes(&[&agents_marker(&self.data_dir)]),
         );
         strays.sort_unstable();
         strays.dedup();
