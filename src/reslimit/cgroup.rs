@@ -7,9 +7,10 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::detect::{make_dir_with, make_v2_parent};
-use super::{context, quoted, read_text, with_path, write_file};
-use super::{Mechanism, ResourceLimits, TrackParent, CPU_PCT_PER_CPU, PROCS_FILE};
+use super::detect::{make_dir_with, make_v2_parent, Mechanism};
+use super::parse::{ResourceLimits, CPU_PCT_PER_CPU};
+use super::shared::{context, quoted, read_text, with_path, write_file, PROCS_FILE};
+use super::track::TrackParent;
 use crate::sys;
 
 /// What a process writes into `cgroup.procs` to move itself.

@@ -7,7 +7,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use super::facts::{cgroup_dir, Facts};
-use super::{read_text, text, with_path, write_file, ResourceLimits, PROCS_FILE};
+use super::parse::ResourceLimits;
+use super::shared::{read_text, text, with_path, write_file, PROCS_FILE};
 use crate::limits::Choice;
 use crate::sys;
 

@@ -5,7 +5,7 @@ use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 
-use super::text;
+use super::shared::text;
 
 /// What `/proc/self` says about mounts and BootAgent's own cgroups.
 pub(super) struct Facts {

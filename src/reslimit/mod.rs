@@ -81,21 +81,19 @@
 //! `parse.rs` reads the `limits` object; `detect.rs` chooses the mechanism and makes
 //! BootAgent's parent cgroups, from what `facts.rs` reads of `/proc/self/mountinfo` and
 //! `/proc/self/cgroup`; `cgroup.rs` is the cgroup of one child; `track.rs` the tracking
-//! cgroups and leftovers; `proc.rs` is the `/proc` fallback. The raw system calls (`write`, `kill`, `access`, `sysconf`) are in `sys.rs`.
+//! cgroups and leftovers; `proc.rs` is the `/proc` fallback; `shared.rs` is what they share
+//! (bounded reads of cgroupfs and procfs files, one-write files, error context). The raw
+//! system calls (`write`, `kill`, `access`, `sysconf`) are in `sys.rs`.
 
 mod cgroup;
 mod detect;
 mod facts;
 mod parse;
 mod proc;
+mod shared;
 #[cfg(test)]
 mod testing;
 mod track;
-
-use std::fmt;
-use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
-use std::path::Path;
 
 pub use crate::limits::Choice;
 pub use crate::wheel::Millis;
@@ -106,48 +104,3 @@ pub use parse::{
 };
 pub use proc::{group_usage, GroupUsage, Throttle, Verdict};
 pub use track::{detect_tracking, leftover_cgroups, parent_dirs, TrackParent};
-
-/// Longest piece of a bad value quoted in an error message.
-const QUOTED_CHARS_MAX: usize = 32;
-/// The file of a cgroup that lists (and takes) its processes.
-const PROCS_FILE: &str = "cgroup.procs";
-/// Largest cgroupfs or procfs text file read (`mountinfo` of a busy host, `cgroup.procs`).
-const TEXT_BYTES_MAX: u64 = 1024 * 1024;
-
-/// A value from the wire, quoted and escaped onto one line, and cut short.
-fn quoted(text: &str) -> String {
-    match text.char_indices().nth(QUOTED_CHARS_MAX) {
-        Some((cut, _)) => format!("{:?}…", &text[..cut]),
-        None => format!("{text:?}"),
-    }
-}
-
-fn read_text(path: &Path) -> io::Result<String> {
-    let mut text = String::new();
-    File::open(path)
-        .and_then(|file| file.take(TEXT_BYTES_MAX).read_to_string(&mut text))
-        .map_err(|e| with_path(e, path))?;
-    Ok(text)
-}
-
-/// [`read_text`], with the error as a reason.
-fn text(path: &Path) -> Result<String, String> {
-    read_text(path).map_err(|e| e.to_string())
-}
-
-/// `e` with what failed in front: `what: e`.
-fn context(e: io::Error, what: fmt::Arguments<'_>) -> io::Error {
-    io::Error::new(e.kind(), format!("{what}: {e}"))
-}
-
-fn with_path(e: io::Error, path: &Path) -> io::Error {
-    context(e, format_args!("{}", path.display()))
-}
-
-/// One `write(2)` of `value` into `dir/file`, as cgroupfs wants it.
-fn write_file(dir: &Path, file: &str, value: &str) -> io::Result<()> {
-    let path = dir.join(file);
-    (OpenOptions::new().write(true).open(&path))
-        .and_then(|mut file| file.write_all(value.as_bytes()))
-        .map_err(|e| context(e, format_args!("writing {value:?} to {}", path.display())))
-}

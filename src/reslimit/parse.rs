@@ -4,7 +4,7 @@ use std::fmt;
 
 use serde_json::Value;
 
-use super::quoted;
+use super::shared::quoted;
 
 pub(super) const KIB: u64 = 1024;
 pub(super) const MIB: u64 = 1024 * KIB;

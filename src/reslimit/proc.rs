@@ -7,8 +7,10 @@ use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use super::{with_path, Millis, ResourceLimits, CPU_PCT_PER_CPU};
+use super::parse::{ResourceLimits, CPU_PCT_PER_CPU};
+use super::shared::with_path;
 use crate::sys;
+use crate::wheel::Millis;
 
 /// Sampling interval of the `/proc` fallback while it enforces a CPU limit.
 const CPU_SAMPLE_INTERVAL_MS: u64 = 100;

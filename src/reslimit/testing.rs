@@ -6,7 +6,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{join_in_child, read_text, Cgroup};
+use super::cgroup::{join_in_child, Cgroup};
+use super::shared::read_text;
 use crate::sys;
 
 /// A precondition of the test is missing (`why`): fails the test loudly under CI

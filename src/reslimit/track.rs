@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use super::detect::{make_dir_with, Mechanism, V1_PARENT_NAME, V2_PARENT_NAME, V2_SUPERVISOR_NAME};
 use super::facts::{cgroup_dir, Facts};
-use super::PROCS_FILE;
+use super::shared::PROCS_FILE;
 use crate::sys;
 
 /// Where children's tracking cgroups go when the limit mechanism makes none.
