@@ -10,8 +10,8 @@
 //! refusal as an existing file, so that the server learns nothing of the host's
 //! files. The file opened is the resolved path, with `O_NOFOLLOW`.
 
+use super::shared::{clip, io_problem, Ctx, DownloadError, Source};
 use super::url::{percent_decode, split_url};
-use super::{clip, io_problem, Ctx, DownloadError, Source};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;

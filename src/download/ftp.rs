@@ -3,8 +3,8 @@
 //! with bounded line lengths and line counts; socket reads that wake every `POLL_MS` to
 //! look at the cancel flag.
 
+use super::shared::{clip, io_problem, Ctx, DownloadError, Source};
 use super::url::{host_port, percent_decode, split_url};
-use super::{clip, io_problem, Ctx, DownloadError, Source};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -4,8 +4,8 @@
 //! `crate::http::Routes` (plain `http://` through an HTTP proxy in absolute form), so
 //! redirects are followed here, each one routed again.
 
+use super::shared::{io_problem, Ctx, DownloadError, Source};
 use super::url::{host_port, split_url};
-use super::{io_problem, Ctx, DownloadError, Source};
 use crate::http::Routes;
 use crate::proxy::ProxyEnv;
 use std::io::{self, Read};

@@ -2,7 +2,7 @@
 //! 0600 in the target directory, hashed as it is written, fsync'd when finished and
 //! removed otherwise; and the free-space check, before and during the copy.
 
-use super::{io_problem, DownloadError, Downloaded, MIB, TEMP_PREFIX, TEMP_SUFFIX};
+use super::shared::{io_problem, DownloadError, Downloaded, MIB, TEMP_PREFIX, TEMP_SUFFIX};
 use sha2::{Digest, Sha256};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};

@@ -10,8 +10,10 @@ mod ftp_tests;
 #[path = "http_tests.rs"]
 mod http_tests;
 
+use super::shared::{MIB, SHOWN_CHARS_MAX};
 use super::url::{host_port, percent_decode, split_url};
 use super::*;
+use crate::job_fields::ErrCode;
 use ftp_tests::ftp_server;
 use http_tests::standard_server;
 use sha2::{Digest, Sha256};
@@ -19,7 +21,9 @@ use std::fs;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread;
 use std::time::Instant;

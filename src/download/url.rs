@@ -1,7 +1,7 @@
 //! URLs: the parts of one that the sources use, percent-decoding, and the URL as it
 //! may be shown in a message (password masked).
 
-use super::clip;
+use super::shared::clip;
 use crate::job_fields::hex_value;
 
 /// The parts of `scheme://[userinfo@]host[:port][/path][#fragment]` used here.
