@@ -16,7 +16,6 @@ use std::path::{Path, PathBuf};
 const REWORKED: &[&str] = &[
     "src/agent/",
     "src/jobrun/",
-    "src/selfup/",
     "src/app/",
 ];
 

@@ -18,6 +18,7 @@
 //!   execs the previous binary (`BOOT_EXEC_ROLLBACK=hang`); a new image that hangs
 //!   before that dies of the default action, and init's restart settles it as failed.
 
+use super::state::write_atomically;
 use crate::child::Carried;
 use crate::sys::{self, ExecImage};
 use serde::{Deserialize, Serialize};
@@ -36,6 +37,9 @@ pub const ROLLBACK_ENV: &str = "BOOT_EXEC_ROLLBACK";
 pub const HANDOVER_FILE: &str = "handover.json";
 /// Largest `handover.json` read (256 children with their state fit many times).
 const HANDOVER_BYTES_MAX: u64 = 4 * 1024 * 1024;
+/// The alarm armed before the exec fires this long after the probation should have
+/// ended: a new image that neither confirmed nor rolled back by then is hung.
+pub const HANG_MARGIN_S: u64 = 15;
 
 static AFTER_EXEC: AtomicBool = AtomicBool::new(false);
 
@@ -182,7 +186,7 @@ pub fn exec(data_dir: &Path, handover: &Handover, plan: &ExecPlan) -> io::Error 
         Ok(bytes) => bytes,
         Err(err) => return io::Error::other(err),
     };
-    if let Err(err) = super::write_atomically(&data_dir.join(HANDOVER_FILE), &bytes) {
+    if let Err(err) = write_atomically(&data_dir.join(HANDOVER_FILE), &bytes) {
         return err;
     }
     let keep: Vec<RawFd> = handover.logs.iter().map(|(_, fd)| *fd).collect();
@@ -197,7 +201,7 @@ pub fn exec(data_dir: &Path, handover: &Handover, plan: &ExecPlan) -> io::Error 
     sys::default_sigalrm();
     match plan.direction {
         Direction::Forward => {
-            let secs = plan.probation_s.saturating_add(super::HANG_MARGIN_S);
+            let secs = plan.probation_s.saturating_add(HANG_MARGIN_S);
             sys::alarm(u32::try_from(secs).unwrap_or(u32::MAX));
         }
         Direction::Rollback => sys::alarm(0),

@@ -3,9 +3,8 @@
 //! Each step is written before the step it guards is taken.
 
 use super::handover::{Direction, ExecPlan};
-use super::{
-    current_exe, is_upgraded_binary, running_version, Failed, Identity, Pending, Phase, Store,
-};
+use super::state::{current_exe, is_upgraded_binary, Failed, Identity, Pending, Phase, Store};
+use crate::job_fields::running_version;
 use crate::jobs::SelfUpgrade;
 use std::path::Path;
 

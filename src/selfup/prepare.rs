@@ -2,8 +2,10 @@
 //! installs use (every scheme, bounds, SHA256), check the file, and keep it as
 //! `bin/VERSION/bootagent` (0755 in a 0700 directory). Nothing that runs changes here.
 
-use super::{check_binary, running_version, Store, BINARY_NAME};
+use super::check::check_binary;
+use super::state::{current_exe, Identity, Store, BINARY_NAME};
 use crate::download::{self, DownloadLimits};
+use crate::job_fields::running_version;
 use crate::jobs::{ErrCode, SelfUpgrade};
 use std::fs;
 use std::io;
@@ -75,8 +77,8 @@ pub fn prepare(
             }
         }
         if version == running_version() {
-            let same = super::current_exe()
-                .and_then(|exe| super::Identity::of(&exe).ok())
+            let same = current_exe()
+                .and_then(|exe| Identity::of(&exe).ok())
                 .is_some_and(|id| id.sha256 == download::hex(&file.sha256));
             let _ = fs::remove_dir_all(&incoming);
             if same {

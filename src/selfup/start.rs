@@ -2,14 +2,19 @@
 //! over to the confirmed one (or does not: it changed, or that one keeps failing);
 //! then, with the metafile loaded, a self-upgrade left pending is settled.
 
-use super::handover::{Direction, Handover};
-use super::{
-    current_exe, exec_marker, is_upgraded_binary, running_version, Failed, Identity, Phase, State,
-    Store, START_FAILURES_MAX, START_FAILURE_WINDOW_S,
+use super::handover::{exec_marker, Direction, Handover};
+use super::state::{
+    current_exe, is_upgraded_binary, Failed, Identity, Pending, Phase, State, Store,
 };
+use crate::job_fields::running_version;
 use crate::jobs::ErrCode;
 use crate::meta::{JobState, Meta};
 use std::path::{Path, PathBuf};
+
+/// A confirmed version that fails to start this many times within
+/// `START_FAILURE_WINDOW_S` is abandoned for the installed binary.
+pub const START_FAILURES_MAX: usize = 3;
+pub const START_FAILURE_WINDOW_S: i64 = 600;
 
 fn wall_now() -> i64 {
     use crate::clock::Clock;
@@ -270,7 +275,7 @@ pub fn settle(
 fn fail_pending(
     state: &mut State,
     meta: &mut Meta,
-    pending: &super::Pending,
+    pending: &Pending,
     reason: String,
     now_wall: i64,
 ) -> bool {
