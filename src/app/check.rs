@@ -1,8 +1,9 @@
 //! `-T` (what BootAgent would run with; reads, never writes) and `-V`.
 
+use super::baked;
 use super::config::{file_url_roots, resolve, tls_files};
 use super::datadir::{check_data_dir, check_data_dir_mode};
-use super::{baked, AppError};
+use super::error::AppError;
 use crate::cli::Options;
 use crate::limits::Limits;
 use crate::meta::{Loaded, Meta};

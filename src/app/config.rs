@@ -1,7 +1,8 @@
 //! What the metafile and the options resolve to: the server list before anything is
 //! written, the identity of a first or later start, and the TLS files in force.
 
-use super::{compiled_in_servers, AppError};
+use super::baked::{self, compiled_in_servers};
+use super::error::AppError;
 use crate::addr;
 use crate::cli::Options;
 use crate::limits::Limits;
@@ -62,7 +63,7 @@ pub(super) fn tls_files(meta: &Meta) -> tls::TlsFiles {
 pub(super) fn file_url_roots(data_dir: &Path, meta: &Meta) -> Vec<PathBuf> {
     let data_dir = std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
     let mut roots = vec![data_dir.join(FILES_DIR)];
-    let baked = super::baked::BAKED_FILE_URL_ROOTS
+    let baked = baked::BAKED_FILE_URL_ROOTS
         .split(':')
         .filter(|root| !root.is_empty());
     for root in baked.chain(meta.file_url_roots.iter().map(String::as_str)) {

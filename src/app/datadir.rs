@@ -1,7 +1,7 @@
 //! The data directory: the checks that it is usable and safe, and the lock that keeps
 //! two agents off it.
 
-use super::AppError;
+use super::error::AppError;
 use crate::sys;
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;

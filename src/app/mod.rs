@@ -5,15 +5,17 @@
 //! # Files
 //!
 //! This file: `run` and the assembly (signals, log, lock, TLS, the threads, the
-//! supervisor, the loop), `status`, and why the agent cannot run. `check.rs` is `-T`
-//! and `-V`; `config.rs` is what the metafile and the options resolve to (servers,
-//! identity, TLS files); `datadir.rs` is the data directory's checks and lock.
+//! supervisor, the loop), and `status`. `check.rs` is `-T` and `-V`; `config.rs` is
+//! what the metafile and the options resolve to (servers, identity, TLS files);
+//! `datadir.rs` is the data directory's checks and lock; `error.rs` is why the agent
+//! cannot run (`AppError`); `baked.rs` is what `build.rs` baked in.
 
+mod baked;
 mod check;
 mod config;
 mod datadir;
+mod error;
 
-use crate::addr::{self, ServerAddr};
 use crate::agent::{Core, Facts, Start};
 use crate::childlog::{ChildLogs, LogConfig};
 use crate::cli::Options;
@@ -24,7 +26,7 @@ use crate::event_loop::{EventLoop, ExecOut, Exit, SelfProbation};
 use crate::events::Event;
 use crate::jobrun::JobRunner;
 use crate::limits::Limits;
-use crate::meta::{Loaded, Meta, MetaError, MetaStore};
+use crate::meta::{Loaded, Meta, MetaStore};
 use crate::notify::{self, Notifier};
 use crate::rng::Rng;
 use crate::supervisor::{AtStart, NotifierFactory, Supervisor};
@@ -33,7 +35,6 @@ use crate::unpack::UnpackLimits;
 use crate::{hostinfo, http, logging, reslimit, selfup, status, sys, tls};
 use log::{error, info, warn};
 use std::collections::BTreeSet;
-use std::fmt;
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::os::unix::fs::DirBuilderExt;
@@ -44,55 +45,7 @@ use std::thread;
 pub use check::{test_config, version_text};
 use config::{file_url_roots, first_or_later_start, resolve, tls_files, FILES_DIR};
 use datadir::{check_data_dir_mode, lock_data_dir, LOCK_FILE};
-
-mod baked {
-    include!(concat!(env!("OUT_DIR"), "/baked.rs"));
-}
-
-/// Why the agent cannot run.
-#[derive(Debug)]
-pub enum AppError {
-    Meta(MetaError),
-    NoServers,
-    Io { what: String, err: io::Error },
-    Locked(PathBuf),
-    Unsafe(String),
-    Tls(String),
-}
-
-impl fmt::Display for AppError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            AppError::Meta(err) => err.fmt(f),
-            AppError::NoServers => f.write_str(
-                "no server address: none compiled in (BOOT_SERVER_ADDR), none given with -S \
-                 on the first start, none from a server",
-            ),
-            AppError::Io { what, err } => write!(f, "{what}: {err}"),
-            AppError::Unsafe(why) => f.write_str(why),
-            AppError::Tls(why) => write!(f, "TLS: {why}"),
-            AppError::Locked(dir) => write!(
-                f,
-                "another bootagent is running with data directory {}",
-                dir.display()
-            ),
-        }
-    }
-}
-
-impl std::error::Error for AppError {}
-
-impl From<MetaError> for AppError {
-    fn from(err: MetaError) -> Self {
-        AppError::Meta(err)
-    }
-}
-
-/// The compiled-in server list.
-pub fn compiled_in_servers() -> Vec<ServerAddr> {
-    // Validated by build.rs with the same parser; an error here cannot happen.
-    addr::parse_list(baked::BAKED_SERVERS).unwrap_or_default()
-}
+pub use error::AppError;
 
 /// Runs the agent until `SIGTERM` or `SIGINT` (then `Ok`: the children are stopped and
 /// the metafile saved), or until an exec hand-over replaces this image with another
