@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 /// Folders being reworked, whose circles (wholly inside one of them) are tolerated for now.
 /// This list must shrink to empty.
-const REWORKED: &[&str] = &["src/agent/", "src/jobrun/"];
+const REWORKED: &[&str] = &["src/jobrun/"];
 
 #[derive(Debug, PartialEq)]
 enum Tok {

@@ -27,8 +27,8 @@
 //! This file: the types the event loop sees (`Core`, `Effect`, `Outcome`, `Facts`)
 //! and the core's life (start, the exchange's deadline, prompt reports). `exchange.rs` sends
 //! registrations and reports and judges their answers; `schedule.rs` records what
-//! asks for the next exchange (failover, backoff, `Retry-After`, the phase) and sets
-//! its deadline; `pacing.rs` is the rule and the waits, as pure functions; `outage.rs`
+//! asks for the next exchange (failover, backoff, `Retry-After`, the phase), and
+//! `timing.rs` moves it after each outcome and sets the exchange's deadline; `pacing.rs` is the rule and the waits, as pure functions; `outage.rs`
 //! is the log of a failure that repeats; `job_queue.rs` takes the jobs of the
 //! answers (the `config` job run at once, the others for the edge) into the
 //! journal (`crate::journal`, in the metafile);
@@ -41,6 +41,7 @@ mod job_queue;
 mod outage;
 pub mod pacing;
 mod schedule;
+mod timing;
 
 use crate::addr::ServerAddr;
 use crate::event_queue::Carried;
