@@ -15,16 +15,9 @@ use std::path::{Path, PathBuf};
 /// This list must shrink to empty.
 const REWORKED: &[&str] = &["src/jobrun/"];
 
-#[derive(Debug, PartialEq)]
-enum Tok {
-    Ident(String),
-    Str(String),
-    PathSep,
-    Punct(char),
-}
-
-/// The tokens of Rust source, without comments, character literals and lifetimes.
-fn tokens(src: &str) -> Vec<Tok> {
+/// The tokens of Rust source: words, `::`, string literals (as `"` and their text), and
+/// other characters one by one; no comments, character literals or lifetimes.
+fn tokens(src: &str) -> Vec<String> {
     let c: Vec<char> = src.chars().collect();
     let at = |i: usize| c.get(i).copied().unwrap_or(' ');
     let find = |from: usize, what: &str| {
@@ -33,10 +26,7 @@ fn tokens(src: &str) -> Vec<Tok> {
             .find(|&j| c[j..].starts_with(&what))
             .unwrap_or(c.len())
     };
-    let word = |i: usize| {
-        c.get(i)
-            .is_some_and(|&ch| ch.is_alphanumeric() || ch == '_')
-    };
+    let word = |i: usize| at(i).is_alphanumeric() || at(i) == '_';
     let (mut i, mut out) = (0, Vec::new());
     while i < c.len() {
         let start = i;
@@ -49,14 +39,15 @@ fn tokens(src: &str) -> Vec<Tok> {
                 while i < c.len() && c[i] != '"' {
                     i += if c[i] == '\\' { 2 } else { 1 };
                 }
-                out.push(Tok::Str(c[start + 1..i.min(c.len())].iter().collect()));
+                out.push(c[start..i.min(c.len())].iter().collect());
                 i += 1;
             }
             // A character literal ('x', '\n', '\u{1F600}'); else a lifetime or a label.
             ('\'', '\\') => i = find(i + 2, "'") + 1,
             ('\'', _) if at(i + 1) == '\'' => i += 2,
+            ('\'', _) => {}
             (':', ':') => {
-                out.push(Tok::PathSep);
+                out.push("::".to_string());
                 i += 1;
             }
             _ if word(start) => {
@@ -67,33 +58,34 @@ fn tokens(src: &str) -> Vec<Tok> {
                 let raw = ["r", "br"].contains(&&*c[start..i].iter().collect::<String>());
                 if raw && at(i + hashes) == '"' {
                     let end = find(i + hashes + 1, &format!("\"{}", "#".repeat(hashes)));
-                    out.push(Tok::Str(c[i + hashes + 1..end].iter().collect()));
+                    out.push(c[i + hashes..end].iter().collect());
                     i = end + 1 + hashes;
                 } else {
-                    out.push(Tok::Ident(c[start..i].iter().collect()));
+                    out.push(c[start..i].iter().collect());
                 }
             }
-            (ch, _) => out.push(Tok::Punct(ch)),
+            _ => out.push(c[start].to_string()),
         }
     }
     out
 }
 
-fn ident(t: Option<&Tok>) -> Option<&str> {
-    match t {
-        Some(Tok::Ident(s)) => Some(s),
-        _ => None,
-    }
+/// `t[i]`, if it is a word.
+fn word(t: &[String], i: usize) -> Option<&str> {
+    let w = t
+        .get(i)
+        .filter(|w| w.starts_with(|c: char| c.is_alphanumeric() || c == '_'));
+    w.map(String::as_str)
 }
 
 /// The index just past the group `t[open]` opens (`{`, `(` or `[`), nested ones included.
-fn close(t: &[Tok], open: usize) -> usize {
+fn close(t: &[String], open: usize) -> usize {
     let mut depth = 0;
     for (i, tok) in t.iter().enumerate().skip(open) {
-        match tok {
-            Tok::Punct('{' | '(' | '[') => depth += 1,
-            Tok::Punct('}' | ')' | ']') if depth == 1 => return i + 1,
-            Tok::Punct('}' | ')' | ']') => depth -= 1,
+        match tok.as_str() {
+            "{" | "(" | "[" => depth += 1,
+            "}" | ")" | "]" if depth == 1 => return i + 1,
+            "}" | ")" | "]" => depth -= 1,
             _ => {}
         }
     }
@@ -101,12 +93,12 @@ fn close(t: &[Tok], open: usize) -> usize {
 }
 
 /// The index just past the item starting at `i`: its `;` or its first `{…}` group.
-fn item_end(t: &[Tok], mut i: usize) -> usize {
+fn item_end(t: &[String], mut i: usize) -> usize {
     while i < t.len() {
-        match t[i] {
-            Tok::Punct(';') => return i + 1,
-            Tok::Punct('{') => return close(t, i),
-            Tok::Punct('(' | '[') => i = close(t, i),
+        match t[i].as_str() {
+            ";" => return i + 1,
+            "{" => return close(t, i),
+            "(" | "[" => i = close(t, i),
             _ => i += 1,
         }
     }
@@ -118,29 +110,29 @@ type Binding = (Vec<String>, Option<String>);
 
 /// The paths of the `use` tree at `t[*i]` (`a::{b, c::{self, d as e}, f::*}`) after
 /// `path`, each with the name it binds (`None` for a glob).
-fn use_tree(t: &[Tok], i: &mut usize, mut path: Vec<String>, out: &mut Vec<Binding>) {
+fn use_tree(t: &[String], i: &mut usize, mut path: Vec<String>, out: &mut Vec<Binding>) {
     while *i < t.len() {
         *i += 1;
-        match &t[*i - 1] {
-            Tok::Punct('{') => {
-                while *i < t.len() && t[*i] != Tok::Punct('}') {
+        match t[*i - 1].as_str() {
+            "{" => {
+                while *i < t.len() && t[*i] != "}" {
                     let before = *i;
                     use_tree(t, i, path.clone(), out);
-                    *i += usize::from(t.get(*i) == Some(&Tok::Punct(',')) || *i == before);
+                    *i += usize::from(t[*i] == "," || *i == before);
                 }
                 *i += 1;
                 return;
             }
-            Tok::Punct('*') => return out.push((path, None)),
-            Tok::Ident(seg) if seg == "self" && !path.is_empty() => {}
-            Tok::Ident(seg) => path.push(seg.clone()),
+            "*" => return out.push((path, None)),
+            "self" if !path.is_empty() => {}
+            seg if word(t, *i - 1).is_some() => path.push(seg.to_string()),
             _ => {}
         }
-        match (t.get(*i), ident(t.get(*i)), ident(t.get(*i + 1))) {
-            (Some(Tok::PathSep), ..) => *i += 1,
-            (_, Some("as"), alias) => {
+        match t.get(*i).map(String::as_str) {
+            Some("::") => *i += 1,
+            Some("as") => {
                 *i += 2;
-                return out.push((path, alias.map(str::to_string)));
+                return out.push((path, word(t, *i - 1).map(str::to_string)));
             }
             _ => return out.push((path.clone(), path.last().cloned())),
         }
@@ -166,37 +158,32 @@ impl Crate {
         self.scan(file, &tokens(&src), module);
     }
 
-    fn scan(&mut self, file: &Path, t: &[Tok], module: Vec<String>) {
-        let (mut i, mut test, mut path_attr) = (0, false, None);
-        let mut found = Vec::new();
+    fn scan(&mut self, file: &Path, t: &[String], module: Vec<String>) {
+        let (mut i, mut test, mut path_attr, mut found) = (0, false, None, Vec::new());
         while i < t.len() {
-            match (&t[i], ident(t.get(i + 1))) {
-                (Tok::Punct('#'), _) => {
-                    let open = i + 1 + usize::from(t.get(i + 1) == Some(&Tok::Punct('!')));
+            match (t[i].as_str(), word(t, i + 1)) {
+                ("#", _) => {
+                    let open = i + 1 + usize::from(t.get(i + 1).is_some_and(|s| s == "!"));
                     let attr = &t[open..close(t, open)];
-                    let words: Vec<_> = attr.iter().filter_map(|x| ident(Some(x))).collect();
-                    test |= words == ["cfg", "test"];
-                    if let (Some("path"), Some(Tok::Str(p))) = (ident(attr.get(1)), attr.get(3)) {
-                        path_attr = Some(p.clone());
+                    test |= attr.concat() == "[cfg(test)]";
+                    if attr.len() > 3 && attr[1] == "path" && attr[3].starts_with('"') {
+                        path_attr = Some(attr[3][1..].to_string());
                     }
                     i = close(t, open);
                     continue;
                 }
                 _ if test => i = item_end(t, i),
-                (Tok::Ident(w), Some(name)) if w == "mod" => {
+                ("mod", Some(name)) => {
                     let child = [module.clone(), vec![name.to_string()]].concat();
                     let end = item_end(t, i);
-                    if t[end - 1] == Tok::Punct('}') {
+                    if t[end - 1] == "}" {
                         self.modules.insert(child.clone(), file.to_path_buf());
                         self.scan(file, &t[i + 3..end - 1], child);
                     } else {
                         let here = file.parent().unwrap();
                         let top = file.ends_with("mod.rs") || file.ends_with("lib.rs");
-                        let dir = if top {
-                            here.to_path_buf()
-                        } else {
-                            file.with_extension("")
-                        };
+                        let dir = file.with_extension("");
+                        let dir = if top { here } else { dir.as_path() };
                         let flat = dir.join(format!("{name}.rs"));
                         let target = match path_attr.take() {
                             Some(path) => here.join(path),
@@ -207,20 +194,20 @@ impl Crate {
                     }
                     i = end;
                 }
-                (Tok::Ident(w), _) if w == "use" => {
+                ("use", _) => {
                     i += 1;
                     use_tree(t, &mut i, Vec::new(), &mut found);
                     i = item_end(t, i);
                 }
-                (Tok::Ident(first), _) if t.get(i + 1) == Some(&Tok::PathSep) => {
-                    let (start, mut path) = (i, vec![first.clone()]);
-                    while let (Some(Tok::PathSep), Some(seg)) = (t.get(i + 1), ident(t.get(i + 2)))
+                // A path, unless the tail of one that starts elsewhere (`ureq::http::X`).
+                (first, _) if t.get(i + 1).is_some_and(|s| s == "::") => {
+                    let (start, mut path) = (i, vec![first.to_string()]);
+                    while let (Some("::"), Some(seg)) = (t.get(i + 1).map(|s| &**s), word(t, i + 2))
                     {
                         path.push(seg.to_string());
                         i += 2;
                     }
-                    // Not the tail of a path that starts elsewhere (`ureq::http::Response`).
-                    if start == 0 || t[start - 1] != Tok::PathSep {
+                    if word(t, start).is_some() && (start == 0 || t[start - 1] != "::") {
                         found.push((path, None));
                     }
                     i += 1;
@@ -295,15 +282,12 @@ fn refused(graph: &Graph, allowed: impl Fn(&[PathBuf]) -> bool) -> BTreeSet<Stri
         }
         seen
     }
-    let reached: BTreeMap<_, _> = graph
-        .keys()
-        .map(|node| (node, reach(graph, node)))
-        .collect();
+    let reached: BTreeMap<_, _> = graph.keys().map(|n| (n, reach(graph, n))).collect();
     let mut refused = BTreeSet::new();
     for (node, seen) in &reached {
         let both_ways = reached
             .iter()
-            .filter(|(other, back)| seen.contains(*other) && back.contains(node));
+            .filter(|(n, back)| seen.contains(*n) && back.contains(node));
         let circle: Vec<PathBuf> = both_ways.map(|(p, _)| p.to_path_buf()).collect();
         if circle.len() < 2 || circle[0] != **node {
             continue; // no circle, or printed from its first file
@@ -344,11 +328,11 @@ fn no_import_circles() {
     let refused_modules = refused(&modules, |_| false);
     assert!(
         refused_files.is_empty(),
-        "import circles between files: {refused_files:#?}"
+        "circles between files: {refused_files:#?}"
     );
     assert!(
         refused_modules.is_empty(),
-        "import circles between modules: {refused_modules:#?}"
+        "circles between modules: {refused_modules:#?}"
     );
 }
 
@@ -359,13 +343,13 @@ fn imports_are_read_as_written() {
     use_tree(&t, &mut i, Vec::new(), &mut paths);
     let path = |s: &str| s.split("::").map(str::to_string).collect::<Vec<_>>();
     let binds = |s: &str| Some(s.to_string());
-    let expected = [
+    let read = [
         ("super::a", binds("a")),
         ("super::b", binds("b")),
         ("super::b::C", binds("D")),
     ];
-    let expected: Vec<_> = expected.into_iter().map(|(p, b)| (path(p), b)).collect();
-    assert_eq!(paths, [expected, vec![(path("super::e"), None)]].concat());
-    assert_eq!(t.last(), Some(&Tok::Str("crate::".to_string())));
-    assert!(!t.contains(&Tok::Ident("x".to_string())));
+    let read: Vec<_> = read.into_iter().map(|(p, b)| (path(p), b)).collect();
+    assert_eq!(paths, [read, vec![(path("super::e"), None)]].concat());
+    assert_eq!(t.last().map(String::as_str), Some("\"crate::"));
+    assert!(!t.contains(&"x".to_string()));
 }
