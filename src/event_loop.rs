@@ -445,7 +445,7 @@ impl<C: Clock> EventLoop<'_, C> {
     fn hand_over_changes(&mut self, now: u64, effects: &mut Vec<Effect>) -> bool {
         let mut wake = false;
         for change in self.supervisor.take_changes() {
-            wake |= self.jobs.waits_on(&change);
+            wake |= self.jobs.on_change(&change);
             if let Some(event) = change.event {
                 self.core.push_event(now, event, effects);
             }

@@ -34,7 +34,7 @@ pub use recover::roll_back_interrupted;
 use crate::download::DownloadLimits;
 use crate::events::{Event, JobResult, Prepared};
 use crate::jobs::{ErrCode, Install, Job, SelfUpgrade};
-use crate::supervisor::{Change, Status, Supervisor};
+use crate::supervisor::{Change, ChildFacts, Status, Supervisor};
 use crate::unpack::UnpackLimits;
 use crate::wheel::Millis;
 use files::remove_old_versions;
@@ -118,6 +118,9 @@ struct Current {
     id: String,
     job: Job,
     phase: Phase,
+    /// Its child as last seen: when the job commanded it, then with every change
+    /// the supervisor returned (`on_change`). `look` decides from it alone.
+    child: ChildFacts,
     /// Appended to a successful result's message.
     note: Option<String>,
 }
@@ -283,7 +286,7 @@ impl JobRunner {
                     return Some(err);
                 }
                 ctx.stopped.push((name.clone(), false));
-                let old_pid = ctx.supervisor.pid(&name);
+                let old_pid = ctx.supervisor.facts(&name).pid;
                 ctx.supervisor.reload(&name, ctx.now);
                 ctx.supervisor.restart(&name, ctx.now, ctx.wall_s);
                 Phase::Starting {
@@ -293,7 +296,7 @@ impl JobRunner {
             }
             Job::Start { .. } => {
                 ctx.stopped.push((name.clone(), false));
-                let old_pid = ctx.supervisor.pid(&name);
+                let old_pid = ctx.supervisor.facts(&name).pid;
                 if old_pid.is_some() {
                     return Some((ErrCode::Success, format!("{name} is already running")));
                 }
@@ -308,6 +311,7 @@ impl JobRunner {
             id,
             job,
             phase,
+            child: ctx.supervisor.facts(&name),
             note: None,
         });
         self.look(ctx).map(|(_, result)| result)
@@ -354,6 +358,7 @@ impl JobRunner {
             Ok(phase) => {
                 if let Some(current) = self.current.as_mut() {
                     current.phase = phase;
+                    current.child = ctx.supervisor.facts(&install.name);
                 }
                 self.look(ctx)
             }
@@ -361,29 +366,35 @@ impl JobRunner {
         }
     }
 
-    /// Whether the job in progress waits on the child of `change`: then the loop
-    /// has it `look` again.
-    pub fn waits_on(&self, change: &Change) -> bool {
-        let Some(current) = &self.current else {
+    /// A change the supervisor returned: the job in progress keeps what it says of
+    /// its child. True when the job waits on that child: then the loop has it
+    /// `look` again.
+    pub fn on_change(&mut self, change: &Change) -> bool {
+        let Some(current) = &mut self.current else {
             return false;
         };
-        current.job.agent() == Some(change.name.as_str())
-            && matches!(
-                current.phase,
-                Phase::Stopping { .. } | Phase::Starting { .. } | Phase::Probation(_)
-            )
+        if current.job.agent() != Some(change.name.as_str()) {
+            return false;
+        }
+        current.child = change.child.clone();
+        matches!(
+            current.phase,
+            Phase::Stopping { .. } | Phase::Starting { .. } | Phase::Probation(_)
+        )
     }
 
-    /// Carries the current job on, after a change of its child (`waits_on`) or at
+    /// Carries the current job on, after a change of its child (`on_change`) or at
     /// its deadline (`next_deadline`); returns its result when it is done. It
-    /// decides from the child's typed status, pid, restarts and readiness.
+    /// decides from its child as last seen (status, process, restarts,
+    /// readiness), never asking the supervisor.
     pub fn look(&mut self, ctx: &mut Ctx<'_>) -> Option<(String, JobResult)> {
         let current = self.current.as_mut()?;
         let name = current.job.agent().unwrap_or_default().to_string();
+        let child = &current.child;
         match &mut current.phase {
             Phase::Preparing | Phase::Switching => None,
             Phase::Stopping { uninstall, until } => {
-                if ctx.supervisor.pid(&name).is_some() {
+                if child.pid.is_some() {
                     if ctx.now >= *until {
                         let why = format!("{name} did not stop (a process that ignores SIGKILL?)");
                         return self.finish((ErrCode::InstallFailed, why));
@@ -397,18 +408,15 @@ impl JobRunner {
                 self.finish(result)
             }
             Phase::Starting { old_pid, until } => {
-                let pid = ctx.supervisor.pid(&name);
-                if pid.is_some()
-                    && pid != *old_pid
-                    && ctx.supervisor.status(&name) == Some(Status::Running)
-                {
+                let pid = child.pid;
+                if pid.is_some() && pid != *old_pid && child.status == Some(Status::Running) {
                     return self.finish((
                         ErrCode::Success,
                         format!("{name} running, pid {}", pid.unwrap_or(0)),
                     ));
                 }
                 if ctx.now >= *until {
-                    let status = ctx.supervisor.status(&name).map_or("gone", Status::as_str);
+                    let status = child.status.map_or("gone", Status::as_str);
                     return self.finish((
                         ErrCode::StartFailed,
                         format!("{name} did not start: {status}"),
@@ -417,34 +425,23 @@ impl JobRunner {
                 None
             }
             Phase::Probation(p) => {
-                let pid = ctx.supervisor.pid(&name);
-                let running =
-                    ctx.supervisor.status(&name) == Some(Status::Running) && pid.is_some();
-                if p.pid.is_none()
-                    && running
-                    && pid != p.old_pid
-                    && ctx.supervisor.restarts(&name) == p.restarts
-                {
+                let pid = child.pid;
+                let running = child.status == Some(Status::Running) && pid.is_some();
+                if p.pid.is_none() && running && pid != p.old_pid && child.restarts == p.restarts {
                     p.pid = pid; // the new version's first process
                 }
                 let died = p.pid.is_some() && (pid != p.pid || !running)
-                    || ctx.supervisor.restarts(&name) != p.restarts
-                    || matches!(
-                        ctx.supervisor.status(&name),
-                        Some(Status::Fatal | Status::Killed)
-                    );
+                    || child.restarts != p.restarts
+                    || matches!(child.status, Some(Status::Fatal | Status::Killed));
                 if died {
-                    let why = ctx
-                        .supervisor
-                        .last_exit(&name)
-                        .unwrap_or_else(|| "it stopped".into());
+                    let why = (child.last_exit.clone()).unwrap_or_else(|| "it stopped".into());
                     let p = (**p).clone_for_rollback();
                     let result = self.roll_back(&name, p, &why, ctx);
                     return self.finish(result);
                 }
                 // With `notify`, the stay counts from `READY=1` (docs/protocol.md section 6).
                 p.awaiting_ready = false;
-                match ctx.supervisor.ready(&name) {
+                match child.ready {
                     Some(false) if p.pid.is_some() => {
                         p.awaiting_ready = true;
                         return None;
@@ -488,3 +485,6 @@ impl JobRunner {
         crate::selfup::refused(&self.data_dir, &result.1);
     }
 }
+
+#[cfg(test)]
+mod tests;

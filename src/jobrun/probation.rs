@@ -29,7 +29,7 @@ impl JobRunner {
             )
         })?;
         ctx.stopped.push((name.to_string(), false));
-        let old_pid = ctx.supervisor.pid(name);
+        let old_pid = ctx.supervisor.facts(name).pid;
         ctx.supervisor.reload(name, ctx.now);
         ctx.supervisor.restart(name, ctx.now, ctx.wall_s);
         info!(
@@ -51,7 +51,7 @@ impl JobRunner {
             ready_seen: false,
             old_pid,
             pid: None,
-            restarts: ctx.supervisor.restarts(name),
+            restarts: ctx.supervisor.facts(name).restarts,
             new_version: version.to_string(),
             old_version: old_version.filter(|old| old != version),
             old_settings,

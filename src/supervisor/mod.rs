@@ -33,7 +33,7 @@ mod tracking;
 pub use health_state::NotifierFactory;
 pub use settings::{parse_envs, valid_name, Settings};
 pub use state::Supervisor;
-pub use status::{Change, ChildView, Status};
+pub use status::{Change, ChildFacts, ChildView, Status};
 pub use tracking::AtStart;
 
 use crate::child::{Action, Exit, Input, RestartPolicy, State};
@@ -285,23 +285,6 @@ impl Supervisor {
 
     pub fn knows(&self, name: &str) -> bool {
         self.slots.contains_key(name)
-    }
-
-    pub fn pid(&self, name: &str) -> Option<i32> {
-        self.slots.get(name)?.child.pid()
-    }
-
-    /// The status of a child, for jobs that wait on it.
-    pub fn status(&self, name: &str) -> Option<Status> {
-        Some(Status::of(&self.slots.get(name)?.child.state))
-    }
-
-    pub fn restarts(&self, name: &str) -> u32 {
-        self.slots.get(name).map_or(0, |slot| slot.child.restarts)
-    }
-
-    pub fn last_exit(&self, name: &str) -> Option<String> {
-        self.slots.get(name)?.child.last_exit.clone()
     }
 
     pub fn grace_ms(&self, name: &str) -> u64 {

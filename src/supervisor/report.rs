@@ -4,7 +4,7 @@
 
 use super::health;
 use super::state::Supervisor;
-use super::status::{Change, ChildView, Status};
+use super::status::{Change, ChildFacts, ChildView, Status};
 use crate::child::{EventKind, Exit};
 use crate::report_event::ChildEvent;
 use crate::wheel::Millis;
@@ -12,6 +12,20 @@ use crate::wire::AgentStatus;
 use log::{info, warn};
 
 impl Supervisor {
+    /// The child `name` now, as a job waiting on it sees it.
+    pub fn facts(&self, name: &str) -> ChildFacts {
+        let Some(slot) = self.slots.get(name) else {
+            return ChildFacts::default();
+        };
+        ChildFacts {
+            status: Some(Status::of(&slot.child.state)),
+            pid: slot.child.pid(),
+            restarts: slot.child.restarts,
+            ready: self.ready(name),
+            last_exit: slot.child.last_exit.clone(),
+        }
+    }
+
     /// The status of `name` now (`Stopped` for a child no longer supervised).
     fn status_now(&self, name: &str) -> Status {
         self.slots
@@ -27,6 +41,7 @@ impl Supervisor {
             old: now,
             new: now,
             event: None,
+            child: ChildFacts::default(),
         });
     }
 
@@ -49,6 +64,7 @@ impl Supervisor {
                 old: before.0,
                 new: after.0,
                 event: None,
+                child: ChildFacts::default(),
             });
         }
     }
@@ -79,6 +95,7 @@ impl Supervisor {
             old: now,
             new: now,
             event: Some(event),
+            child: ChildFacts::default(),
         });
         self.changed = true;
     }
@@ -149,8 +166,13 @@ impl Supervisor {
     }
 
     /// The changes since the last call, oldest first.
+    /// Each carries the child as it is now (`ChildFacts`).
     pub fn take_changes(&mut self) -> Vec<Change> {
-        std::mem::take(&mut self.changes)
+        let mut changes = std::mem::take(&mut self.changes);
+        for change in changes.iter_mut() {
+            change.child = self.facts(&change.name);
+        }
+        changes
     }
 
     /// Whether anything shown changed since the last call.

@@ -83,6 +83,24 @@ pub struct Change {
     pub old: Status,
     pub new: Status,
     pub event: Option<ChildEvent>,
+    /// The child when the loop took the change: after every change before it.
+    pub child: ChildFacts,
+}
+
+/// What a job waiting on a child decides from: the child as the supervisor has it
+/// at one moment (`Supervisor::facts`, and every `Change`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ChildFacts {
+    /// Its status; `None` for a child not (or no longer) supervised.
+    pub status: Option<Status>,
+    /// Its process, when one runs.
+    pub pid: Option<i32>,
+    /// Its restarts after crashes since BootAgent started.
+    pub restarts: u32,
+    /// With `notify`: whether its process said `READY=1`; `None` without.
+    pub ready: Option<bool>,
+    /// How its last process ended.
+    pub last_exit: Option<String>,
 }
 
 #[cfg(test)]
