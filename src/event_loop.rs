@@ -301,7 +301,7 @@ impl<C: Clock> EventLoop<'_, C> {
                         switch.probation_s
                     );
                     let _ = self.flush(effects);
-                    let children = self.supervisor.carry();
+                    let children = self.supervisor.carry(plan.notify_sockets);
                     return Some(Exit::Exec(Box::new(ExecOut { plan, children })));
                 }
                 Err(why) => {
@@ -348,8 +348,9 @@ impl<C: Clock> EventLoop<'_, C> {
             job: None,
             probation_s: 0,
             previous: None,
+            notify_sockets: upgrade.previous_notify_sockets,
         };
-        let children = self.supervisor.carry();
+        let children = self.supervisor.carry(plan.notify_sockets);
         Some(Exit::Exec(Box::new(ExecOut { plan, children })))
     }
 

@@ -390,6 +390,34 @@ fn upgrade_keeps_every_child_and_survives_a_restart() {
     assert!(wait_until(DEADLINE, || host.alive_starts().len() == 1));
 }
 
+/// The inode of the notify socket of `child` that the process `pid` holds: its
+/// abstract name (`@bootagent/TAG/CHILD`) in `/proc/net/unix`, among the sockets of
+/// `/proc/PID/fd`.
+fn notify_socket_of(pid: i32, child: &str) -> Option<u64> {
+    let held: Vec<u64> = fs::read_dir(format!("/proc/{pid}/fd"))
+        .ok()?
+        .filter_map(|fd| fs::read_link(fd.ok()?.path()).ok())
+        .filter_map(|target| {
+            let target = target.to_string_lossy().into_owned();
+            target
+                .strip_prefix("socket:[")?
+                .strip_suffix(']')?
+                .parse()
+                .ok()
+        })
+        .collect();
+    let table = fs::read_to_string("/proc/net/unix").ok()?;
+    let suffix = format!("/{child}");
+    table.lines().skip(1).find_map(|line| {
+        // Num RefCount Protocol Flags Type St Inode Path
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let path = fields.get(7)?;
+        let inode: u64 = fields.get(6)?.parse().ok()?;
+        (path.starts_with("@bootagent/") && path.ends_with(&suffix) && held.contains(&inode))
+            .then_some(inode)
+    })
+}
+
 #[test]
 fn a_ready_notify_child_stays_ready_across_the_upgrade() {
     let v2 = second_build();
@@ -415,9 +443,18 @@ fn a_ready_notify_child_stays_ready_across_the_upgrade() {
         svc(&host)
     );
     let child = host.alive_starts()[0];
+    let socket = notify_socket_of(host.agent.pid(), "svc").expect("svc's notify socket");
     host.upgrade("up-notify", &v2, 2);
     let result = host.result("up-notify", UPGRADE_DEADLINE);
     assert_eq!(result["errcode"], 0, "{result}");
+    // The same socket, not one bound again under the same name: a datagram sent while
+    // the exec ran waits in it for the new image.
+    assert_eq!(
+        notify_socket_of(host.agent.pid(), "svc"),
+        Some(socket),
+        "the notify socket crosses the exec; log:\n{}",
+        host.agent.log_text()
+    );
     // Longer than the ready timeout and the watchdog: the new image knows the child
     // said READY=1, and its sockets take the watchdog's keep-alives.
     std::thread::sleep(Duration::from_secs(5));

@@ -17,10 +17,11 @@ pub fn version_text() -> String {
         list => list,
     };
     format!(
-        "bootagent {} ({})\ncompiled-in servers: {baked}\ntls: {}\n",
+        "bootagent {} ({})\ncompiled-in servers: {baked}\ntls: {}\n{}\n",
         env!("BOOT_VERSION"),
         env!("BOOT_TARGET"),
         if cfg!(feature = "tls") { "yes" } else { "no" },
+        crate::selfup::NOTIFY_SOCKETS_LINE,
     )
 }
 

@@ -353,6 +353,8 @@ fn exec_hand_over(
                 .saturating_add(plan.probation_s.saturating_mul(1000))
         }),
         previous: plan.previous.clone(),
+        // This binary, which a rollback would run again, takes them.
+        previous_notify_sockets: true,
         reason: None,
         forced_rollback: None,
     };
@@ -372,6 +374,7 @@ fn exec_hand_over(
             job: None,
             probation_s: 0,
             previous: None,
+            notify_sockets: true, // this very binary
         };
         let again = selfup::exec(data_dir, &handover, &back);
         error!("cannot exec this binary again either: {again}");

@@ -60,8 +60,8 @@
 //!   address; the name depends only on the tag and the child's name, so it holds
 //!   across restarts of BootAgent too).
 //! - On uninstall: `close(name)`; the address then refuses datagrams (`ECONNREFUSED`).
-//! - Exec hand-over: `handover()` lists the sockets' descriptors to keep across the
-//!   exec (as the log pipes are kept), and the next image takes each over with
+//! - Exec hand-over: `handover()` gives a descriptor of each socket to keep across the
+//!   exec (as the log pipes are kept; its own, so it outlives this notifier), and the next image takes each over with
 //!   `inherit(name, fd)` (falling back to `open(name)`), so nothing a child sends
 //!   meanwhile is lost or refused.
 
@@ -81,7 +81,7 @@ pub use sock::FDS_PER_DATAGRAM_MAX;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Write};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{OwnedFd, RawFd};
 use std::path::Path;
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex};
@@ -172,16 +172,17 @@ impl Notifier {
         })
     }
 
-    /// The open sockets, for an exec hand-over: (child, descriptor). The descriptors
-    /// stay close-on-exec; the exec clears that on the ones it keeps. A datagram that
-    /// waits in one at the exec is read by the next image.
-    pub fn handover(&self) -> Vec<(String, RawFd)> {
+    /// The open sockets, for an exec hand-over: (child, a new descriptor of its
+    /// socket), by child name. The caller owns the descriptors, so the sockets outlive
+    /// this notifier; they are close-on-exec, and the exec clears that on the ones it
+    /// keeps. A datagram that waits in one at the exec is read by the next image.
+    pub fn handover(&self) -> io::Result<Vec<(String, OwnedFd)>> {
         let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        let mut sockets: Vec<_> = (open.iter())
-            .map(|(child, entry)| (child.clone(), entry.socket.as_raw_fd()))
-            .collect();
-        sockets.sort();
-        sockets
+        let mut sockets = (open.iter())
+            .map(|(child, entry)| Ok((child.clone(), entry.socket.try_clone()?)))
+            .collect::<io::Result<Vec<_>>>()?;
+        sockets.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(sockets)
     }
 
     /// In the next image of an exec hand-over: takes the socket of `child` over from the

@@ -299,14 +299,3 @@ pub fn send_with_fds(name: &[u8], data: &[u8], fds: &[RawFd]) -> io::Result<()> 
     }
     Ok(())
 }
-
-/// A duplicate of `fd` (close-on-exec), as raw as an inherited descriptor is.
-#[cfg(test)]
-pub fn dup(fd: RawFd) -> io::Result<RawFd> {
-    // SAFETY: F_DUPFD_CLOEXEC creates a new descriptor; a bad fd fails with EBADF.
-    let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
-    if new < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(new)
-}

@@ -1,7 +1,7 @@
 use super::*;
 use crate::sys;
 use std::io::Read;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -306,14 +306,15 @@ fn an_exec_hand_over_keeps_the_sockets_and_what_waits_in_them() {
     let (first, _first_rx) = start("exec");
     let address = first.open("kept").expect("open");
     first.open("other").expect("open");
-    let handed = first.handover();
+    let mut handed = first.handover().expect("handover");
     assert_eq!(
         handed.iter().map(|(c, _)| c.as_str()).collect::<Vec<_>>(),
         ["kept", "other"]
     );
-    // What the exec keeps: a descriptor of the same socket. The first image goes.
-    let inherited = sock::dup(handed[0].1).expect("dup");
-    let stray = sock::dup(handed[1].1).expect("dup");
+    // What the exec keeps: a descriptor of the same socket, which outlives the
+    // first image's notifier.
+    let stray = handed.pop().expect("other").1.into_raw_fd();
+    let inherited = handed.pop().expect("kept").1.into_raw_fd();
     drop(first);
     send(&address, b"READY=1").expect("the kept socket still takes datagrams");
 

@@ -104,15 +104,39 @@ pub fn parse_version_output(output: &[u8]) -> Result<String, String> {
     }
 }
 
-/// Checks the file at `path` (already executable) and returns its version.
-pub fn check_binary(path: &Path) -> Result<String, String> {
+/// The line of `-V` by which a binary says it takes the children's sd_notify
+/// sockets over in an exec hand-over (`CarriedSlot::notify_fd`). A binary without it
+/// (an older BootAgent) is handed no socket: it could not bind the names again while
+/// an inherited descriptor it does not know of holds them.
+pub const NOTIFY_SOCKETS_LINE: &str = "hand-over: notify-sockets";
+
+/// True when `-V`'s output has [`NOTIFY_SOCKETS_LINE`].
+pub fn takes_notify_sockets(output: &[u8]) -> bool {
+    String::from_utf8_lossy(output)
+        .lines()
+        .any(|line| line.trim_end() == NOTIFY_SOCKETS_LINE)
+}
+
+/// What the check of a new binary found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Checked {
+    pub version: String,
+    /// It takes the notify sockets over (see [`NOTIFY_SOCKETS_LINE`]).
+    pub notify_sockets: bool,
+}
+
+/// Checks the file at `path` (already executable): its machine, and its version.
+pub fn check_binary(path: &Path) -> Result<Checked, String> {
     let mut header = Vec::with_capacity(ELF_HEADER_BYTES);
     File::open(path)
         .and_then(|f| f.take(ELF_HEADER_BYTES as u64).read_to_end(&mut header))
         .map_err(|err| format!("cannot read the new binary: {err}"))?;
     elf_machine_ok(&header)?;
     let output = probe_version(path)?;
-    parse_version_output(&output)
+    Ok(Checked {
+        version: parse_version_output(&output)?,
+        notify_sockets: takes_notify_sockets(&output),
+    })
 }
 
 /// Runs `path -V` in its own process group, with an empty environment, for at most

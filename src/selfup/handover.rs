@@ -5,8 +5,10 @@
 //! - The exec happens on the main thread, the one that spawned every child: a
 //!   child's `PR_SET_PDEATHSIG` fires when the thread that spawned it ends, and an
 //!   `execve` ends every *other* thread. The children never see a death signal.
-//! - The children's log pipes (read ends) are the only descriptors handed over;
-//!   everything else stays close-on-exec. Their numbers are in `handover.json`.
+//! - The children's log pipes (read ends) and their sd_notify sockets are the only
+//!   descriptors handed over; everything else stays close-on-exec. Their numbers are
+//!   in `handover.json`. A notify datagram that waits in a socket at the exec is read
+//!   by the next image: the socket is the same one.
 //! - `handover.json` (in the data directory, 0600) holds the children's states,
 //!   counters and pids on the monotonic scale the next image continues, and a token.
 //!   The environment variable `BOOT_EXEC_HANDOVER=<token>` marks a start as the
@@ -71,6 +73,10 @@ pub struct CarriedSlot {
     pub ready: bool,
     #[serde(default)]
     pub status_text: Option<String>,
+    /// Its sd_notify socket, kept open across the exec (the same socket, so nothing
+    /// sent to it is lost); `None` when it had none.
+    #[serde(default)]
+    pub notify_fd: Option<RawFd>,
 }
 
 /// Which way an exec goes.
@@ -98,6 +104,10 @@ pub struct Handover {
     pub job: Option<String>,
     pub probation_until_ms: Option<u64>,
     pub previous: Option<PathBuf>,
+    /// The previous binary (the one that wrote this file) takes the notify sockets
+    /// over: a rollback to it hands them back. False from a BootAgent that did not.
+    #[serde(default)]
+    pub previous_notify_sockets: bool,
     /// Rollback: why (an exec to the new version that failed).
     #[serde(default)]
     pub reason: Option<String>,
@@ -114,6 +124,9 @@ pub struct ExecPlan {
     pub job: Option<String>,
     pub probation_s: u64,
     pub previous: Option<PathBuf>,
+    /// `program` takes the children's notify sockets over (`CarriedSlot::notify_fd`);
+    /// if not, none is handed over and it binds the names again.
+    pub notify_sockets: bool,
 }
 
 /// Reads the hand-over of this start, if the marker says there is one and the
@@ -189,7 +202,9 @@ pub fn exec(data_dir: &Path, handover: &Handover, plan: &ExecPlan) -> io::Error 
     if let Err(err) = write_atomically(&data_dir.join(HANDOVER_FILE), &bytes) {
         return err;
     }
-    let keep: Vec<RawFd> = handover.logs.iter().map(|(_, fd)| *fd).collect();
+    let logs = handover.logs.iter().map(|(_, fd)| *fd);
+    let sockets = handover.children.iter().filter_map(|c| c.notify_fd);
+    let keep: Vec<RawFd> = logs.chain(sockets).collect();
     let Some(image) = ExecImage::new(
         &plan.program,
         &next_argv(&plan.program),
@@ -217,7 +232,9 @@ pub fn arm_rollback_on_alarm(handover: &Handover) -> io::Result<()> {
     let Some(previous) = &handover.previous else {
         return Ok(());
     };
-    let keep: Vec<RawFd> = handover.logs.iter().map(|(_, fd)| *fd).collect();
+    let logs = handover.logs.iter().map(|(_, fd)| *fd);
+    let sockets = handover.children.iter().filter_map(|c| c.notify_fd);
+    let keep: Vec<RawFd> = logs.chain(sockets).collect();
     let image = ExecImage::new(
         previous,
         &next_argv(previous),

@@ -93,6 +93,7 @@ pub fn switching(
         job: Some(id.to_string()),
         probation_s,
         previous: Some(previous),
+        notify_sockets: store.takes_notify_sockets(version),
     })
 }
 

@@ -35,7 +35,10 @@ mod prepare;
 mod start;
 mod state;
 
-pub use check::{check_binary, elf_machine_ok, parse_version_output};
+pub use check::{
+    check_binary, elf_machine_ok, parse_version_output, takes_notify_sockets, Checked,
+    NOTIFY_SOCKETS_LINE,
+};
 pub use handover::{
     after_exec, exec_marker, take_handover, CarriedSlot, ExecPlan, Handover, HANDOVER_ENV,
     HANDOVER_FILE, ROLLBACK_ENV,
@@ -49,7 +52,7 @@ pub use handover::HANG_MARGIN_S;
 pub use start::{START_FAILURES_MAX, START_FAILURE_WINDOW_S};
 pub use state::{
     current_exe, is_upgraded_binary, Failed, Identity, Pending, Phase, State, Store, BINARY_NAME,
-    BIN_DIR, STATE_FILE,
+    BIN_DIR, NOTIFY_SOCKETS_MARK, STATE_FILE,
 };
 
 pub use crate::job_fields::running_version;

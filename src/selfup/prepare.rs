@@ -3,7 +3,7 @@
 //! `bin/VERSION/bootagent` (0755 in a 0700 directory). Nothing that runs changes here.
 
 use super::check::check_binary;
-use super::state::{current_exe, Identity, Store, BINARY_NAME};
+use super::state::{current_exe, Identity, Store, BINARY_NAME, NOTIFY_SOCKETS_MARK};
 use crate::download::{self, DownloadLimits};
 use crate::job_fields::running_version;
 use crate::jobs::{ErrCode, SelfUpgrade};
@@ -67,7 +67,11 @@ pub fn prepare(
         let staged = incoming.join(BINARY_NAME);
         fs::rename(&file.path, &staged).map_err(install_failed)?;
         fs::set_permissions(&staged, fs::Permissions::from_mode(0o755)).map_err(install_failed)?;
-        let version = check_binary(&staged).map_err(|why| (ErrCode::BadPackage, why))?;
+        let checked = check_binary(&staged).map_err(|why| (ErrCode::BadPackage, why))?;
+        if checked.notify_sockets {
+            fs::File::create(incoming.join(NOTIFY_SOCKETS_MARK)).map_err(install_failed)?;
+        }
+        let version = checked.version;
         if let Some(wanted) = &job.version {
             if *wanted != version {
                 return Err((

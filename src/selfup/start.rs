@@ -149,6 +149,8 @@ pub struct OnProbation {
     pub from_version: String,
     pub until_ms: u64,
     pub previous: PathBuf,
+    /// The previous binary takes the notify sockets over (a rollback hands them back).
+    pub previous_notify_sockets: bool,
 }
 
 /// What settling found: the state to save once the metafile is saved, an upgrade
@@ -237,6 +239,7 @@ pub fn settle(
                         from_version: pending.from_version.clone(),
                         until_ms: h.probation_until_ms.unwrap_or(0),
                         previous: h.previous.clone().unwrap_or_default(),
+                        previous_notify_sockets: h.previous_notify_sockets,
                     });
                 }
                 _ if handover.is_some_and(|h| h.reason.is_some()) => {

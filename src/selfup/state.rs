@@ -14,6 +14,9 @@ pub const BIN_DIR: &str = "bin";
 pub const STATE_FILE: &str = "state.json";
 /// The binary's name inside its version directory.
 pub const BINARY_NAME: &str = "bootagent";
+/// Beside `BINARY_NAME`, when its `-V` said it takes the children's notify sockets
+/// over (`check::NOTIFY_SOCKETS_LINE`): an empty file.
+pub const NOTIFY_SOCKETS_MARK: &str = "takes-notify-sockets";
 /// Largest `state.json` read.
 const STATE_BYTES_MAX: u64 = 64 * 1024;
 
@@ -141,6 +144,15 @@ impl Store {
     /// `bin/VERSION/bootagent`.
     pub fn binary(&self, version: &str) -> PathBuf {
         self.bin_dir().join(version).join(BINARY_NAME)
+    }
+
+    /// Whether `bin/VERSION/bootagent` takes the notify sockets over in an exec
+    /// hand-over (its check said so; a version kept from before says no).
+    pub fn takes_notify_sockets(&self, version: &str) -> bool {
+        self.bin_dir()
+            .join(version)
+            .join(NOTIFY_SOCKETS_MARK)
+            .exists()
     }
 
     /// The state; a missing file is the default (nothing upgraded). A damaged one is

@@ -212,3 +212,36 @@ fn a_confirmation_cut_before_its_result_ends_confirmed() {
     assert_eq!(decide(&mut state, &exe, 100), Some("9.9.9".into()));
     assert!(state.pending.as_ref().is_some_and(|p| p.failure.is_none()));
 }
+
+#[test]
+fn a_binary_takes_the_notify_sockets_only_when_its_version_output_says_so() {
+    assert!(takes_notify_sockets(crate::app::version_text().as_bytes()));
+    assert!(takes_notify_sockets(
+        b"bootagent 2.0.0 (x)\ntls: no\nhand-over: notify-sockets\n"
+    ));
+    for older in [
+        &b"bootagent 1.0.0 (x86_64-unknown-linux-musl)\ncompiled-in servers: none\ntls: no\n"[..],
+        b"bootagent 2.0.0 (x)\nhand-over: notify-sockets-v2\n",
+        b"",
+    ] {
+        assert!(!takes_notify_sockets(older), "{older:?}");
+    }
+}
+
+#[test]
+fn the_mark_of_a_prepared_binary_says_whether_it_takes_the_notify_sockets() {
+    let data = std::env::temp_dir().join(format!("bootagent-selfup-mark-{}", std::process::id()));
+    let store = Store::new(&data);
+    let _ = std::fs::remove_dir_all(&data);
+    for version in ["2.0.0", "1.0.0"] {
+        std::fs::create_dir_all(store.bin_dir().join(version)).expect("bin/VERSION");
+    }
+    std::fs::write(store.bin_dir().join("2.0.0").join(NOTIFY_SOCKETS_MARK), b"").expect("mark");
+    assert!(store.takes_notify_sockets("2.0.0"));
+    assert!(
+        !store.takes_notify_sockets("1.0.0"),
+        "kept from before: no mark"
+    );
+    assert!(!store.takes_notify_sockets("3.0.0"), "not there at all");
+    let _ = std::fs::remove_dir_all(&data);
+}

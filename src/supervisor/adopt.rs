@@ -9,11 +9,21 @@ use crate::reslimit::Cgroup;
 use crate::selfup::CarriedSlot;
 use crate::wheel::Millis;
 use log::{info, warn};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::fd::{IntoRawFd, RawFd};
 
 impl Supervisor {
-    /// What the next image needs of every child.
-    pub fn carry(&self) -> Vec<CarriedSlot> {
+    /// What the next image needs of every child; with `notify_sockets` (the next
+    /// image takes them), new descriptors of their notify sockets, left open for the
+    /// exec (or, if it fails, for good: a few descriptors).
+    pub fn carry(&self, notify_sockets: bool) -> Vec<CarriedSlot> {
+        let handed = match notify_sockets {
+            true => self.notifier.handover(),
+            false => Vec::new(),
+        };
+        let sockets: BTreeMap<String, RawFd> = (handed.into_iter())
+            .map(|(name, fd)| (name, fd.into_raw_fd()))
+            .collect();
         self.slots
             .iter()
             .map(|(name, slot)| CarriedSlot {
@@ -24,6 +34,7 @@ impl Supervisor {
                 oom_kills_seen: slot.oom_kills_seen,
                 ready: slot.health.ready,
                 status_text: slot.health.status_text.clone(),
+                notify_fd: sockets.get(name).copied(),
             })
             .collect()
     }
@@ -41,6 +52,10 @@ impl Supervisor {
         let me = std::process::id() as i32;
         let mut adopted = 0;
         for slot in carried {
+            if let Some(fd) = slot.notify_fd {
+                // Whether it is taken over below or not, no later child inherits it.
+                let _ = crate::sys::set_cloexec(fd, true);
+            }
             let name = slot.name;
             if !valid_name(&name) || self.slots.len() >= self.children_max {
                 warn!("hand-over: child {name:?} not adopted");
@@ -86,10 +101,16 @@ impl Supervisor {
             }
             self.arm_state_timer(&name);
             self.sync_health(&name, now);
-            // The old image's notify sockets closed at the exec: the same names again,
-            // and what the child already said.
-            if health.notify || health.watchdog_ms.is_some() {
-                self.notifier.open(&name);
+            // The old image's notify socket, the same one (a datagram sent across the
+            // exec waits in it), and what the child already said.
+            match slot.notify_fd {
+                Some(fd) => {
+                    self.notifier.inherit(&name, fd);
+                }
+                None if health.notify || health.watchdog_ms.is_some() => {
+                    self.notifier.open(&name);
+                }
+                None => {}
             }
             if let Some(own) = self.slots.get_mut(&name) {
                 own.health.status_text = slot.status_text;

@@ -6,6 +6,7 @@ use crate::health::HeartbeatWatch;
 use crate::notify::Notifier;
 use log::warn;
 use std::io;
+use std::os::fd::{OwnedFd, RawFd};
 
 /// What the health checks know of a child's current run.
 #[derive(Debug, Default)]
@@ -42,6 +43,41 @@ pub(super) struct LazyNotifier {
 impl LazyNotifier {
     /// The `NOTIFY_SOCKET` of `name`, starting the thread if need be.
     pub(super) fn open(&mut self, name: &str) -> Option<String> {
+        match self.started()?.open(name) {
+            Ok(socket) => Some(socket),
+            Err(err) => {
+                warn!("{name}: no NOTIFY_SOCKET: {err}");
+                None
+            }
+        }
+    }
+
+    /// After an exec hand-over: takes over `name`'s socket from the previous image
+    /// (descriptor `fd`), so a datagram sent across the exec is read; a descriptor
+    /// that is not that socket is left alone and a socket is opened as at a start.
+    pub(super) fn inherit(&mut self, name: &str, fd: RawFd) -> Option<String> {
+        match self.started()?.inherit(name, fd) {
+            Ok(socket) => return Some(socket),
+            Err(err) => warn!("{name}: the notify socket of the hand-over is not taken: {err}"),
+        }
+        self.open(name)
+    }
+
+    /// A descriptor of each open socket, by child, for an exec hand-over (owned by
+    /// the caller: they outlive this notifier). None when they cannot be had: the
+    /// next image then binds the names again.
+    pub(super) fn handover(&self) -> Vec<(String, OwnedFd)> {
+        let Some(notifier) = &self.notifier else {
+            return Vec::new();
+        };
+        notifier.handover().unwrap_or_else(|err| {
+            warn!("the notify sockets are not handed over: {err}");
+            Vec::new()
+        })
+    }
+
+    /// The notifier, started on the first call (`None` if it cannot start: logged once).
+    fn started(&mut self) -> Option<&Notifier> {
         if self.notifier.is_none() && !self.failed {
             let started = match &self.factory {
                 Some(factory) => factory(),
@@ -55,13 +91,7 @@ impl LazyNotifier {
                 }
             }
         }
-        match self.notifier.as_ref()?.open(name) {
-            Ok(socket) => Some(socket),
-            Err(err) => {
-                warn!("{name}: no NOTIFY_SOCKET: {err}");
-                None
-            }
-        }
+        self.notifier.as_ref()
     }
 
     pub(super) fn close(&self, name: &str) {
