@@ -1,7 +1,8 @@
 //! An agent's files: its merged `agent.json`, the `current` link, old versions,
 //! and the removal of everything it left (uninstall).
 
-use super::{Ctx, JobResult, JobRunner, SHA256_SUFFIX, TMP_DIR};
+use super::state::{Ctx, JobRunner, SHA256_SUFFIX, TMP_DIR};
+use crate::events::JobResult;
 use crate::jobs::{ErrCode, Settings};
 use log::info;
 use serde_json::{Map, Value};

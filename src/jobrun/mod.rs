@@ -27,14 +27,17 @@ mod files;
 mod prepare;
 mod probation;
 mod recover;
+mod state;
 
 pub use files::current_version;
 pub use recover::roll_back_interrupted;
+pub use state::{Ctx, JobRunner, Prepare, SelfSwitch, Work, TMP_DIR};
+use state::{Current, Phase, START_WAIT_MS, STOP_WAIT_MS};
 
 use crate::download::DownloadLimits;
 use crate::events::{Event, JobResult, Prepared};
-use crate::jobs::{ErrCode, Install, Job, SelfUpgrade};
-use crate::supervisor::{Change, ChildFacts, Status, Supervisor};
+use crate::jobs::{ErrCode, Job};
+use crate::supervisor::{Change, Status};
 use crate::unpack::UnpackLimits;
 use crate::wheel::Millis;
 use files::remove_old_versions;
@@ -42,105 +45,11 @@ use log::warn;
 use prepare::work;
 use std::fs;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 use std::thread;
-
-/// The staging directory under the data directory, wiped at every start.
-pub const TMP_DIR: &str = "tmp";
-/// How long a restart or start may take to show a running process, past the grace period.
-const START_WAIT_MS: u64 = 5_000;
-/// How long a stop may take past the grace period (after SIGKILL) before the job fails.
-const STOP_WAIT_MS: u64 = 30_000;
-
-/// Beside each version directory, `VERSION.sha256` holds its package's SHA256.
-const SHA256_SUFFIX: &str = ".sha256";
-
-/// What the worker thread is asked to do.
-pub struct Prepare {
-    pub id: String,
-    pub work: Work,
-}
-
-/// A package to install, or a new BootAgent binary.
-pub enum Work {
-    Install(Install),
-    SelfUpgrade(SelfUpgrade),
-}
-
-/// A self-upgrade ready to switch to: the loop execs `bin/VERSION/bootagent`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SelfSwitch {
-    pub id: String,
-    pub version: String,
-    pub probation_s: u64,
-}
-
-enum Phase {
-    Preparing,
-    /// Waiting for the child to be down, until `until`; then `uninstall` removes it.
-    Stopping {
-        uninstall: bool,
-        until: Millis,
-    },
-    /// Waiting for a running process other than `old_pid`.
-    Starting {
-        old_pid: Option<i32>,
-        until: Millis,
-    },
-    /// A new version must stay up until `until`.
-    Probation(Box<Probation>),
-    /// A new BootAgent binary is ready: the loop execs it (`take_switch`).
-    Switching,
-}
-
-struct Probation {
-    until: Millis,
-    /// How long the new version must stay up (after it is ready, with `notify`).
-    stay_ms: u64,
-    /// The new version has `notify` and is not ready yet: no deadline, the ready
-    /// notification or the ready timeout's restart decides.
-    awaiting_ready: bool,
-    /// `READY=1` of the new version was seen, and `until` moved after it.
-    ready_seen: bool,
-    /// The process of the version being replaced, stopping: not the new one.
-    old_pid: Option<i32>,
-    pid: Option<i32>,
-    restarts: u32,
-    new_version: String,
-    old_version: Option<String>,
-    old_settings: Option<Vec<u8>>,
-}
-
-struct Current {
-    id: String,
-    job: Job,
-    phase: Phase,
-    /// Its child as last seen: when the job commanded it, then with every change
-    /// the supervisor returned (`on_change`). `look` decides from it alone.
-    child: ChildFacts,
-    /// Appended to a successful result's message.
-    note: Option<String>,
-}
-
-pub struct JobRunner {
-    data_dir: PathBuf,
-    worker: SyncSender<Prepare>,
-    cancel: Arc<AtomicBool>,
-    current: Option<Current>,
-    switch: Option<SelfSwitch>,
-}
-
-/// What the runner needs from the loop to carry a job on.
-pub struct Ctx<'a> {
-    pub supervisor: &'a mut Supervisor,
-    pub now: Millis,
-    pub wall_s: i64,
-    /// Changes to the desired states (the metafile's `stopped` set), for the core.
-    pub stopped: &'a mut Vec<(String, bool)>,
-}
 
 impl JobRunner {
     /// Wipes the staging directory and starts the worker thread.

@@ -1,7 +1,8 @@
 //! The worker thread's side of an install or upgrade: download, checksum, unpack,
 //! and the move into `agents/NAME/VERSION`, with the package's SHA256 beside it.
 
-use super::{current_version, Prepare, Work, SHA256_SUFFIX, TMP_DIR};
+use super::files::current_version;
+use super::state::{Prepare, Work, SHA256_SUFFIX, TMP_DIR};
 use crate::download::{self, DownloadLimits};
 use crate::events::{Event, JobResult, Prepared};
 use crate::jobs::{ErrCode, Install};

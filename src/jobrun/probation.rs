@@ -2,7 +2,8 @@
 //! must pass, and the rollback to the old one when it does not.
 
 use super::files::{current_version, switch_current, write_atomically};
-use super::{Ctx, JobResult, JobRunner, Phase, Probation, SHA256_SUFFIX, START_WAIT_MS};
+use super::state::{Ctx, JobRunner, Phase, Probation, SHA256_SUFFIX, START_WAIT_MS};
+use crate::events::JobResult;
 use crate::jobs::{ErrCode, Install};
 use log::info;
 use std::fs;

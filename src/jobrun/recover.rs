@@ -10,7 +10,8 @@
 //! itself is rolled back again at the next start.
 
 use super::files::{current_version, switch_current, write_atomically};
-use super::{JobResult, JobRunner, SHA256_SUFFIX};
+use super::state::{JobRunner, SHA256_SUFFIX};
+use crate::events::JobResult;
 use crate::jobs::ErrCode;
 use crate::meta::ChildUpgrade;
 use log::warn;

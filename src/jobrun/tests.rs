@@ -5,7 +5,8 @@
 use super::*;
 use crate::limits::Limits;
 use crate::reslimit::Mechanism;
-use crate::supervisor::ChildFacts;
+use crate::supervisor::{ChildFacts, Supervisor};
+use std::path::PathBuf;
 
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("bootagent-jobrun-{name}-{}", std::process::id()));
