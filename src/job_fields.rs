@@ -153,13 +153,5 @@ pub fn running_version() -> &'static str {
 
 /// At most `SHOWN_CHARS_MAX` characters of `text`, control characters as `?`.
 fn clip(text: &str) -> String {
-    let mut out: String = text
-        .chars()
-        .take(SHOWN_CHARS_MAX)
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect();
-    if text.chars().nth(SHOWN_CHARS_MAX).is_some() {
-        out.push('…');
-    }
-    out
+    crate::message::clip(text, SHOWN_CHARS_MAX)
 }

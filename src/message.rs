@@ -25,6 +25,20 @@ pub fn one_line(text: &str) -> String {
     out
 }
 
+/// At most `chars_max` characters of `text`, control characters as `?`, and an
+/// ellipsis when it was cut: a short quote of outside input inside a message.
+pub fn clip(text: &str, chars_max: usize) -> String {
+    let mut out: String = text
+        .chars()
+        .take(chars_max)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    if text.chars().nth(chars_max).is_some() {
+        out.push('…');
+    }
+    out
+}
+
 /// The JSON type of a value, for messages.
 pub fn kind(value: &Value) -> &'static str {
     match value {
@@ -34,5 +48,18 @@ pub fn kind(value: &Value) -> &'static str {
         Value::String(_) => "a string",
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clip_keeps_a_short_text_and_cuts_a_long_one_on_a_character() {
+        assert_eq!(clip("abc", 3), "abc");
+        assert_eq!(clip("abcd", 3), "abc…");
+        assert_eq!(clip("a\nb\u{1b}", 5), "a?b?");
+        assert_eq!(clip("ééé", 2), "éé…");
     }
 }

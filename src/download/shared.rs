@@ -272,15 +272,7 @@ pub(super) trait Source {
 
 /// One line of at most `SHOWN_CHARS_MAX` characters.
 pub(super) fn clip(text: &str) -> String {
-    let mut out: String = text
-        .chars()
-        .take(SHOWN_CHARS_MAX)
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect();
-    if text.chars().nth(SHOWN_CHARS_MAX).is_some() {
-        out.push('…');
-    }
-    out
+    crate::message::clip(text, SHOWN_CHARS_MAX)
 }
 
 /// An `io::Error` in lowercase, without std's ` (os error N)`.
