@@ -75,20 +75,7 @@ pub fn bind_abstract(name: &[u8]) -> io::Result<OwnedFd> {
     }
     // SAFETY: socket succeeded: `fd` is open and owned by nothing else.
     let socket = unsafe { OwnedFd::from_raw_fd(fd) };
-    let on: c_int = 1;
-    // SAFETY: `on` is a readable c_int for the call and its size is passed.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_PASSCRED,
-            (&on as *const c_int).cast(),
-            std::mem::size_of::<c_int>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    pass_credentials(&socket)?;
     // SAFETY: `addr` is a valid sockaddr_un and `len` is within its size.
     let rc = unsafe {
         libc::bind(
@@ -149,20 +136,7 @@ pub fn adopt_bound(fd: RawFd, name: &[u8]) -> io::Result<OwnedFd> {
     // SAFETY: `fd` is an open socket (getsockname succeeded) that the exec hand-over
     // gave to this image for this child alone: nothing else owns it.
     let socket = unsafe { OwnedFd::from_raw_fd(fd) };
-    let on: c_int = 1;
-    // SAFETY: `on` is a readable c_int for the call and its size is passed.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_PASSCRED,
-            (&on as *const c_int).cast(),
-            std::mem::size_of::<c_int>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    pass_credentials(&socket)?;
     Ok(socket)
 }
 
@@ -296,6 +270,25 @@ pub fn send_with_fds(name: &[u8], data: &[u8], fds: &[RawFd]) -> io::Result<()> 
         if libc::sendmsg(sender.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) < 0 {
             return Err(io::Error::last_os_error());
         }
+    }
+    Ok(())
+}
+
+/// `SO_PASSCRED` on: each datagram comes with its sender's pid, uid and gid.
+fn pass_credentials(socket: &OwnedFd) -> io::Result<()> {
+    let on: c_int = 1;
+    // SAFETY: `on` is a readable c_int for the call and its size is passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PASSCRED,
+            (&on as *const c_int).cast(),
+            std::mem::size_of::<c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
     }
     Ok(())
 }
