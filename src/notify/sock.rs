@@ -140,6 +140,25 @@ pub fn adopt_bound(fd: RawFd, name: &[u8]) -> io::Result<OwnedFd> {
     Ok(socket)
 }
 
+/// `SO_PASSCRED` on: each datagram comes with its sender's pid, uid and gid.
+fn pass_credentials(socket: &OwnedFd) -> io::Result<()> {
+    let on: c_int = 1;
+    // SAFETY: `on` is a readable c_int for the call and its size is passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PASSCRED,
+            (&on as *const c_int).cast(),
+            std::mem::size_of::<c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Takes one datagram from the non-blocking `socket` into `buf` (`recvmsg(2)` with
 /// `MSG_TRUNC`, so a longer one is cut and its real length told, and
 /// `MSG_CMSG_CLOEXEC`, so a descriptor received never leaks into a child spawned
@@ -270,25 +289,6 @@ pub fn send_with_fds(name: &[u8], data: &[u8], fds: &[RawFd]) -> io::Result<()> 
         if libc::sendmsg(sender.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) < 0 {
             return Err(io::Error::last_os_error());
         }
-    }
-    Ok(())
-}
-
-/// `SO_PASSCRED` on: each datagram comes with its sender's pid, uid and gid.
-fn pass_credentials(socket: &OwnedFd) -> io::Result<()> {
-    let on: c_int = 1;
-    // SAFETY: `on` is a readable c_int for the call and its size is passed.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_PASSCRED,
-            (&on as *const c_int).cast(),
-            std::mem::size_of::<c_int>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
     }
     Ok(())
 }
