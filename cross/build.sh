@@ -23,7 +23,9 @@
 #
 # --small: the same program with the standard library rebuilt from source with the
 # immediate-abort panic strategy (cargo -Z build-std=std,panic_abort, rustc
-# -Cpanic=immediate-abort), and without unwind tables (-Cforce-unwind-tables=no). The
+# -Cpanic=immediate-abort), without unwind tables (-Cforce-unwind-tables=no), and
+# without the source locations that only a panic message would print
+# (-Zlocation-detail=none: about 6 KB). The
 # prebuilt std links its backtrace machinery (gimli, addr2line, the unwinder, panic
 # message formatting) even with `panic = "abort"`; rebuilt this way it does not, and
 # with nothing left to unwind, the tables for it (.eh_frame) go too: about 0.65 MB
@@ -38,7 +40,7 @@
 #   * without unwind tables, a debugger or profiler (gdb, perf) attached to the small
 #     binary cannot walk its stack; use the normal build for that too;
 #   * RUSTC_BOOTSTRAP=1 lets the stable toolchain use unstable features (build-std,
-#     -Zunstable-options, -Cpanic=immediate-abort). They may change or break with a
+#     -Zunstable-options, -Cpanic=immediate-abort, -Zlocation-detail). They may change or break with a
 #     new Rust release (the spelling already changed once: the older
 #     -Zbuild-std-features=panic_immediate_abort now fails); the normal build does not
 #     depend on them;
@@ -131,7 +133,7 @@ else
   RUSTC_BOOTSTRAP=1 cargo build --release --locked --target "$target" \
     ${features[@]+"${features[@]}"} --target-dir target/small \
     -Z build-std=std,panic_abort \
-    --config "target.$target.rustflags = [\"-Zunstable-options\", \"-Cpanic=immediate-abort\", \"-Cforce-unwind-tables=no\"]"
+    --config "target.$target.rustflags = [\"-Zunstable-options\", \"-Cpanic=immediate-abort\", \"-Cforce-unwind-tables=no\", \"-Zlocation-detail=none\"]"
   bin="target/small/$target/release/bootagent"
 fi
 [ -x "$bin" ] || die "cargo finished but $bin is missing"

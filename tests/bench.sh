@@ -124,10 +124,10 @@ target_dir() {
 }
 
 # The small build's cargo arguments, as in cross/build.sh --small: std rebuilt with the
-# immediate-abort panic strategy, no unwind tables, the flags appended to .cargo/config.toml's rustflags
+# immediate-abort panic strategy, no unwind tables nor panic locations, the flags appended to .cargo/config.toml's rustflags
 # for the target. Run with RUSTC_BOOTSTRAP=1, into its own target directory.
 SMALL_ARGS=(-Z "build-std=std,panic_abort"
-  --config "target.$TARGET.rustflags = [\"-Zunstable-options\", \"-Cpanic=immediate-abort\", \"-Cforce-unwind-tables=no\"]")
+  --config "target.$TARGET.rustflags = [\"-Zunstable-options\", \"-Cpanic=immediate-abort\", \"-Cforce-unwind-tables=no\", \"-Zlocation-detail=none\"]")
 
 # Builds the musl release binary and copies it to $WORK/$1; a name ending in "-small"
 # makes the small build (in TARGET_DIR/small, as cross/build.sh --small).

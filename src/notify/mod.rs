@@ -172,17 +172,13 @@ impl Notifier {
         })
     }
 
-    /// The open sockets, for an exec hand-over: (child, a new descriptor of its
-    /// socket), by child name. The caller owns the descriptors, so the sockets outlive
-    /// this notifier; they are close-on-exec, and the exec clears that on the ones it
-    /// keeps. A datagram that waits in one at the exec is read by the next image.
-    pub fn handover(&self) -> io::Result<Vec<(String, OwnedFd)>> {
+    /// For an exec hand-over: a new descriptor of `child`'s socket (`None` when it
+    /// has none). The caller owns it, so the socket outlives this notifier; it is
+    /// close-on-exec, and the exec clears that on the ones it keeps. A datagram that
+    /// waits in the socket at the exec is read by the next image.
+    pub fn handover(&self, child: &str) -> Option<io::Result<OwnedFd>> {
         let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        let mut sockets = (open.iter())
-            .map(|(child, entry)| Ok((child.clone(), entry.socket.try_clone()?)))
-            .collect::<io::Result<Vec<_>>>()?;
-        sockets.sort_by(|a, b| a.0.cmp(&b.0));
-        Ok(sockets)
+        open.get(child).map(|entry| entry.socket.try_clone())
     }
 
     /// In the next image of an exec hand-over: takes the socket of `child` over from the

@@ -9,21 +9,14 @@ use crate::reslimit::Cgroup;
 use crate::selfup::CarriedSlot;
 use crate::wheel::Millis;
 use log::{info, warn};
-use std::collections::{BTreeMap, BTreeSet};
-use std::os::fd::{IntoRawFd, RawFd};
+use std::collections::BTreeSet;
+use std::os::fd::IntoRawFd;
 
 impl Supervisor {
     /// What the next image needs of every child; with `notify_sockets` (the next
     /// image takes them), new descriptors of their notify sockets, left open for the
     /// exec (or, if it fails, for good: a few descriptors).
     pub fn carry(&self, notify_sockets: bool) -> Vec<CarriedSlot> {
-        let handed = match notify_sockets {
-            true => self.notifier.handover(),
-            false => Vec::new(),
-        };
-        let sockets: BTreeMap<String, RawFd> = (handed.into_iter())
-            .map(|(name, fd)| (name, fd.into_raw_fd()))
-            .collect();
         self.slots
             .iter()
             .map(|(name, slot)| CarriedSlot {
@@ -34,7 +27,10 @@ impl Supervisor {
                 oom_kills_seen: slot.oom_kills_seen,
                 ready: slot.health.ready,
                 status_text: slot.health.status_text.clone(),
-                notify_fd: sockets.get(name).copied(),
+                notify_fd: (notify_sockets)
+                    .then(|| self.notifier.handover(name))
+                    .flatten()
+                    .map(IntoRawFd::into_raw_fd),
             })
             .collect()
     }

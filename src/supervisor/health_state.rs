@@ -63,17 +63,17 @@ impl LazyNotifier {
         self.open(name)
     }
 
-    /// A descriptor of each open socket, by child, for an exec hand-over (owned by
-    /// the caller: they outlive this notifier). None when they cannot be had: the
-    /// next image then binds the names again.
-    pub(super) fn handover(&self) -> Vec<(String, OwnedFd)> {
-        let Some(notifier) = &self.notifier else {
-            return Vec::new();
-        };
-        notifier.handover().unwrap_or_else(|err| {
-            warn!("the notify sockets are not handed over: {err}");
-            Vec::new()
-        })
+    /// A new descriptor of `name`'s socket for an exec hand-over (owned by the
+    /// caller: it outlives this notifier). `None` when it has none or it cannot be
+    /// had: the next image then binds the name again.
+    pub(super) fn handover(&self, name: &str) -> Option<OwnedFd> {
+        match self.notifier.as_ref()?.handover(name)? {
+            Ok(fd) => Some(fd),
+            Err(err) => {
+                warn!("{name}: the notify socket is not handed over: {err}");
+                None
+            }
+        }
     }
 
     /// The notifier, started on the first call (`None` if it cannot start: logged once).
