@@ -6,20 +6,10 @@
 
 mod common;
 
+use common::children::preinstall;
 use common::*;
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-
-fn preinstall(data: &Path, name: &str, script: &str) {
-    let dir = data.join("agents").join(name);
-    let version = dir.join("1.0");
-    fs::create_dir_all(&version).expect("agent dir");
-    let run = version.join("run");
-    fs::write(&run, format!("#!/bin/sh\n{script}\n")).expect("run");
-    fs::set_permissions(&run, fs::Permissions::from_mode(0o755)).expect("chmod");
-    std::os::unix::fs::symlink("1.0", dir.join("current")).expect("current link");
-}
 
 /// The text of `NAME.log` and its rotations.
 fn log_text(data: &Path, name: &str) -> String {
@@ -39,6 +29,7 @@ fn output_over_the_rate_is_dropped_and_the_log_says_how_much() {
         &scratch.data(),
         "noisy",
         "exec yes 'a line from a noisy child'",
+        None,
     );
     let mut agent = Agent::start(
         &scratch,

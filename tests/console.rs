@@ -5,6 +5,7 @@
 
 mod common;
 
+use common::children::{events, preinstall};
 use common::*;
 use serde_json::Value;
 use std::fs;
@@ -12,22 +13,10 @@ use std::io::{BufRead, BufReader, Read};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// Installs `agents/NAME/1.0/run` with `script`, `current` pointing at it.
-fn preinstall(data: &Path, name: &str, script: &str) -> PathBuf {
-    let dir = data.join("agents").join(name);
-    let version = dir.join("1.0");
-    fs::create_dir_all(&version).expect("agent dir");
-    let run = version.join("run");
-    fs::write(&run, format!("#!/bin/sh\n{script}\n")).expect("run");
-    fs::set_permissions(&run, fs::Permissions::from_mode(0o755)).expect("chmod");
-    std::os::unix::fs::symlink("1.0", dir.join("current")).expect("current link");
-    version
-}
 
 /// A child that records each start's pid in `starts`, then sleeps.
 const SLEEPER: &str = "echo $$ >> starts\nexec sleep 1000";
@@ -48,17 +37,6 @@ fn alive(pid: i32) -> bool {
             .is_some_and(|rest| rest.trim_start().starts_with('Z')),
         Err(_) => false,
     }
-}
-
-/// Every event the server took (answered 200), in order.
-fn events(server: &RefServer) -> Vec<Value> {
-    server
-        .requests_to("/agent/status")
-        .into_iter()
-        .filter(|r| r.status == 200)
-        .filter_map(|r| r.json)
-        .flat_map(|report| report["events"].as_array().cloned().unwrap_or_default())
-        .collect()
 }
 
 fn local_events(server: &RefServer, kind: &str) -> Vec<Value> {
@@ -124,7 +102,7 @@ fn stop_start_restart_change_the_child_and_the_server_sees_local_events() {
     let server = start_server(Some(600));
     let scratch = Scratch::new("console-cmds");
     let data = scratch.data();
-    let version = preinstall(&data, "BasicAgent", SLEEPER);
+    let version = preinstall(&data, "BasicAgent", SLEEPER, None);
     let mut agent = Agent::start(&scratch, &["-S", &server.addr()]);
     assert!(wait_until(DEADLINE, || starts(&version).len() == 1));
     wait_socket(&data);
@@ -247,8 +225,8 @@ fn without_an_agent_commands_exit_1_and_logs_still_work() {
     let server = start_server(Some(600));
     let scratch = Scratch::new("console-noagent");
     let data = scratch.data();
-    preinstall(&data, "BasicAgent", SLEEPER);
-    preinstall(&data, "Quiet", "exec sleep 1000");
+    preinstall(&data, "BasicAgent", SLEEPER, None);
+    preinstall(&data, "Quiet", "exec sleep 1000", None);
 
     let out = console(&data, &["restart", "BasicAgent"]);
     assert_eq!(out.status.code(), Some(1));
@@ -302,7 +280,7 @@ fn a_user_other_than_root_or_the_agent_s_own_is_refused() {
     fs::set_permissions(&binary, fs::Permissions::from_mode(0o755)).expect("chmod");
     let server = start_server(Some(600));
     let data = scratch.data();
-    let version = preinstall(&data, "BasicAgent", SLEEPER);
+    let version = preinstall(&data, "BasicAgent", SLEEPER, None);
     let mut agent = Agent::start(&scratch, &["-S", &server.addr()]);
     assert!(wait_until(DEADLINE, || starts(&version).len() == 1));
     wait_socket(&data);
@@ -352,6 +330,7 @@ fn logs_follow_sees_lines_written_after_rotations_and_ends_on_sigint() {
         &data,
         "Chatty",
         "i=0\nwhile :; do i=$((i+1)); echo \"line $i\"; sleep 0.01; done",
+        None,
     );
     let _agent = Agent::start(
         &scratch,
@@ -430,7 +409,7 @@ fn a_flood_of_connections_and_a_silent_client_leave_the_agent_reporting_on_time(
     let server = start_server(Some(1));
     let scratch = Scratch::new("console-flood");
     let data = scratch.data();
-    let version = preinstall(&data, "BasicAgent", SLEEPER);
+    let version = preinstall(&data, "BasicAgent", SLEEPER, None);
     let mut agent = Agent::start(&scratch, &["-S", &server.addr()]);
     wait_registered(&data);
     wait_socket(&data);

@@ -6,24 +6,12 @@
 
 mod common;
 
+use common::children::preinstall;
 use common::*;
 use serde_json::{json, Value};
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-/// Installs `agents/NAME/1.0/run` with `script` and `current` pointing at it.
-fn preinstall(data: &Path, name: &str, script: &str) -> PathBuf {
-    let dir = data.join("agents").join(name);
-    let version = dir.join("1.0");
-    fs::create_dir_all(&version).expect("agent dir");
-    let run = version.join("run");
-    fs::write(&run, format!("#!/bin/sh\n{script}\n")).expect("run");
-    fs::set_permissions(&run, fs::Permissions::from_mode(0o755)).expect("chmod");
-    std::os::unix::fs::symlink("1.0", dir.join("current")).expect("current link");
-    version
-}
 
 /// A child whose `run` starts a daemon in a new session, with an empty environment
 /// (no marker to find it by), that ignores `SIGTERM` and writes its pid to `daemon.N`; then the main
@@ -122,7 +110,7 @@ impl Host {
     fn start(name: &str, script: &str, extra: &[&str]) -> (Host, PathBuf) {
         let server = start_server(Some(1));
         let scratch = Scratch::new(name);
-        let version = preinstall(&scratch.data(), "daemonizer", script);
+        let version = preinstall(&scratch.data(), "daemonizer", script, None);
         let mut args = vec!["-S".to_string(), server.addr()];
         args.extend(extra.iter().map(ToString::to_string));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -313,6 +301,7 @@ fn a_worker_killed_for_the_memory_limit_is_reported_and_the_child_runs_on() {
         // starts another one after each is killed.
         "echo $$ >> starts\n\
          while :; do awk 'BEGIN { s = \"x\"; for (i = 0; i < 27; i++) s = s s }'; sleep 0.3; done",
+        None,
     );
     fs::write(
         scratch.data().join("agents/master/agent.json"),
